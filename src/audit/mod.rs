@@ -1,0 +1,13 @@
+//! The append-only log: the node's only store and the basis of its audit
+//! record.
+//!
+//! Every entry is a [`LogEntry`](crate::wire::proto::LogEntry) stored in a
+//! record framed with its length and a CRC-32 (see [`record`]). The stored
+//! entry bytes are exactly what a later Merkle tree hashes as a leaf, so the
+//! tamper-evident layer adds on without a migration.
+
+pub mod record;
+pub mod store;
+
+pub use record::{RecordError, MAX_ENTRY_LEN, RECORD_HEADER_LEN};
+pub use store::{scan, LogError, LogWriter, Recovered, ScanSummary, StoredEntry, TornTail};

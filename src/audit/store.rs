@@ -1,0 +1,377 @@
+//! Reading, recovering and appending to the log file.
+//!
+//! Recovery rule (docs/protocol.md#log-recovery): the file is read record by
+//! record. At the first record that fails its check, the rest of the file is
+//! a *torn tail* if it can only be the unfinished end of the last write: the
+//! record runs past the end of the file, or everything from it to the end is
+//! zero bytes (a file extended but never written). A torn tail is truncated
+//! and reported. Anything else (a bad checksum with data after it, an entry
+//! that does not decode, an index out of order) is corruption: the node
+//! refuses to start and names the byte offset and entry index.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use prost::Message as _;
+
+use super::record::{self, RecordError, MAX_ENTRY_LEN, RECORD_HEADER_LEN};
+use crate::wire::proto::LogEntry;
+
+/// Errors opening, reading or writing the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The file system refused.
+    #[error("log {path}: {source}")]
+    Io {
+        /// The log file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The log is damaged before its tail; nothing is changed on disk.
+    #[error("log {path} is corrupt at byte offset {offset} (entry {index}): {why}; the node will not start on a damaged log: restore the file from a backup, or move it aside to start a new log")]
+    Corrupt {
+        /// The log file.
+        path: PathBuf,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// Index the bad entry should have had.
+        index: u64,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// An entry read back from the log.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    /// Byte offset of its record.
+    pub offset: u64,
+    /// The exact stored entry bytes (the future Merkle leaf).
+    pub bytes: Vec<u8>,
+    /// Decoded entry.
+    pub entry: LogEntry,
+}
+
+/// A torn tail found (and, by [`LogWriter::open`], removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Where it began.
+    pub offset: u64,
+    /// How many bytes it held.
+    pub bytes: u64,
+    /// Why the first record there failed.
+    pub why: String,
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// Good entries.
+    pub entries: u64,
+    /// Length of the good prefix in bytes.
+    pub good_len: u64,
+    /// The torn tail, if any.
+    pub torn: Option<TornTail>,
+}
+
+/// What opening the log recovered.
+pub type Recovered = ScanSummary;
+
+/// Reads every good entry of the log at `path` in order, calling `each`;
+/// stops with [`LogError::Corrupt`] on damage before the tail. A missing
+/// file is an empty log. Memory stays flat: one record at a time.
+pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummary, LogError> {
+    let io = |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(ScanSummary {
+                entries: 0,
+                good_len: 0,
+                torn: None,
+            })
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut r = BufReader::with_capacity(1 << 16, file);
+    let mut offset = 0u64;
+    let mut index = 0u64;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        if offset == file_len {
+            return Ok(ScanSummary {
+                entries: index,
+                good_len: offset,
+                torn: None,
+            });
+        }
+        let remaining = file_len - offset;
+        // Read the header (or what is left of it), then the announced body.
+        let head_len = remaining.min(RECORD_HEADER_LEN as u64) as usize;
+        buf.resize(head_len, 0);
+        r.read_exact(&mut buf).map_err(io)?;
+        if head_len == RECORD_HEADER_LEN {
+            let len = u32::from_be_bytes(buf[0..4].try_into().expect("4")) as usize;
+            if len > 0 && len <= MAX_ENTRY_LEN {
+                let body = (remaining - RECORD_HEADER_LEN as u64).min(len as u64) as usize;
+                buf.resize(RECORD_HEADER_LEN + body, 0);
+                r.read_exact(&mut buf[RECORD_HEADER_LEN..]).map_err(io)?;
+            }
+        }
+        match record::check(&buf) {
+            Ok((bytes, total)) => {
+                let entry = LogEntry::decode(bytes).map_err(|e| LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset,
+                    index,
+                    why: format!("checksum is good but the entry does not decode: {e}"),
+                })?;
+                if entry.index != index {
+                    return Err(LogError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset,
+                        index,
+                        why: format!("entry says index {}, expected {index}", entry.index),
+                    });
+                }
+                each(StoredEntry {
+                    offset,
+                    bytes: bytes.to_vec(),
+                    entry,
+                });
+                offset += total as u64;
+                index += 1;
+            }
+            Err(err) => {
+                let torn = match err {
+                    RecordError::Short { .. } => true,
+                    RecordError::Length(_) | RecordError::Checksum { .. } => {
+                        rest_is_zero(path, offset, file_len).map_err(io)?
+                    }
+                };
+                if !torn {
+                    return Err(LogError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset,
+                        index,
+                        why: err.to_string(),
+                    });
+                }
+                return Ok(ScanSummary {
+                    entries: index,
+                    good_len: offset,
+                    torn: Some(TornTail {
+                        offset,
+                        bytes: file_len - offset,
+                        why: err.to_string(),
+                    }),
+                });
+            }
+        }
+    }
+}
+
+fn rest_is_zero(path: &Path, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut r = BufReader::new(f.take(to - from));
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = r.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
+/// The append side of the log. One per node (the node holds a lock).
+#[derive(Debug)]
+pub struct LogWriter {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    entries: u64,
+    buf: Vec<u8>,
+}
+
+impl LogWriter {
+    /// Opens (creating if needed) the log, feeding every good entry to
+    /// `each`, and truncates a torn tail. The caller records the returned
+    /// [`Recovered::torn`] in the log.
+    pub fn open(path: &Path, each: impl FnMut(StoredEntry)) -> Result<(Self, Recovered), LogError> {
+        let io = |source| LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        if created {
+            // Make the new directory entry itself durable.
+            if let Some(dir) = path.parent() {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            }
+        }
+        let summary = scan(path, each)?;
+        if summary.torn.is_some() {
+            file.set_len(summary.good_len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok((
+            LogWriter {
+                path: path.to_path_buf(),
+                file,
+                len: summary.good_len,
+                entries: summary.entries,
+                buf: Vec::new(),
+            },
+            summary,
+        ))
+    }
+
+    /// Entries in the log.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Bytes in the log.
+    pub fn len_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `entries` in one write and makes them durable with one
+    /// `fdatasync` (group commit). Their indexes must continue the log.
+    ///
+    /// An error here is fatal for the node: after a failed fsync the state
+    /// of the file is unknown, so the caller must stop rather than retry.
+    pub fn append_durable(&mut self, entries: &[LogEntry]) -> Result<(), LogError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.index, self.entries + i as u64, "log index continuity");
+            record::frame(&e.encode_to_vec(), &mut self.buf);
+        }
+        let io = |source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(&self.buf).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.len += self.buf.len() as u64;
+        self.entries += entries.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::proto::{log_entry::Event, NodeStopped};
+
+    fn entry(i: u64) -> LogEntry {
+        LogEntry {
+            index: i,
+            time_unix_ms: 1000 + i,
+            event: Some(Event::NodeStopped(NodeStopped {
+                reason: format!("entry {i}"),
+            })),
+        }
+    }
+
+    fn write_n(path: &Path, n: u64) -> Vec<u64> {
+        let (mut w, _) = LogWriter::open(path, |_| {}).unwrap();
+        let mut offsets = vec![];
+        for i in 0..n {
+            offsets.push(w.len_bytes());
+            w.append_durable(&[entry(i)]).unwrap();
+        }
+        offsets
+    }
+
+    #[test]
+    fn append_reopen_and_continue() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("log/hotline.log");
+        write_n(&p, 5);
+        let mut seen = vec![];
+        let (mut w, rec) = LogWriter::open(&p, |e| seen.push(e.entry.index)).unwrap();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert_eq!(rec.torn, None);
+        w.append_durable(&[entry(5), entry(6)]).unwrap();
+        assert_eq!(scan(&p, |_| {}).unwrap().entries, 7);
+    }
+
+    #[test]
+    fn truncation_at_every_byte_of_the_last_record_is_a_torn_tail() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("l");
+        let offsets = write_n(&p, 3);
+        let full = std::fs::read(&p).unwrap();
+        for cut in offsets[2] + 1..full.len() as u64 {
+            std::fs::write(&p, &full[..cut as usize]).unwrap();
+            let (_, rec) = LogWriter::open(&p, |_| {}).unwrap();
+            let torn = rec.torn.expect("torn");
+            assert_eq!((torn.offset, torn.bytes), (offsets[2], cut - offsets[2]));
+            assert_eq!(std::fs::metadata(&p).unwrap().len(), offsets[2]);
+            assert_eq!(rec.entries, 2);
+        }
+        // A cut exactly on a record boundary is a clean log.
+        std::fs::write(&p, &full[..offsets[2] as usize]).unwrap();
+        assert_eq!(LogWriter::open(&p, |_| {}).unwrap().1.torn, None);
+    }
+
+    #[test]
+    fn zero_filled_tail_is_torn() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("l");
+        write_n(&p, 2);
+        let good = std::fs::metadata(&p).unwrap().len();
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&[0u8; 4096]).unwrap();
+        let (_, rec) = LogWriter::open(&p, |_| {}).unwrap();
+        assert_eq!(rec.torn.unwrap().bytes, 4096);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), good);
+    }
+
+    #[test]
+    fn corruption_before_the_tail_refuses_and_names_the_offset() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("l");
+        let offsets = write_n(&p, 4);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let before = bytes.clone();
+        bytes[offsets[1] as usize + 12] ^= 0x40;
+        std::fs::write(&p, &bytes).unwrap();
+        match LogWriter::open(&p, |_| {}) {
+            Err(LogError::Corrupt { offset, index, .. }) => {
+                assert_eq!((offset, index), (offsets[1], 1));
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // Nothing on disk was changed.
+        assert_eq!(std::fs::read(&p).unwrap().len(), before.len());
+    }
+}

@@ -1,0 +1,226 @@
+//! Per-peer channel state: what we sent and what we received.
+//!
+//! Outgoing: sequence numbers from 1, the outbox of unreceipted messages
+//! with their retransmission deadlines, and a history of every message sent
+//! (for `outbox` views). Incoming: a contiguous watermark plus a sparse set
+//! above it, with the receipt we signed for each sequence so a duplicate gets
+//! the same receipt again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::VerifyingKey;
+use serde::Serialize;
+
+use crate::identity::OfficeName;
+use crate::wire::proto::{Message, Precedence, SignedEnvelope};
+use crate::wire::MessageId;
+
+/// Delivery state of a message we sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutState {
+    /// Durable here, never transmitted.
+    Queued,
+    /// Transmitted at least once, no receipt yet.
+    Sent,
+    /// Signed receipt held.
+    Delivered,
+    /// The peer sent a negative receipt; not retransmitted.
+    Refused,
+}
+
+/// A message in the sender's history.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    /// Recipient.
+    pub peer: OfficeName,
+    /// Id.
+    pub id: MessageId,
+    /// Sequence on the channel.
+    pub sequence: u64,
+    /// Precedence.
+    pub precedence: Precedence,
+    /// Subject.
+    pub subject: String,
+    /// State.
+    pub state: OutState,
+    /// Creation time (sender's wall clock).
+    pub created_unix_ms: u64,
+    /// Transmissions so far.
+    pub attempts: u32,
+    /// The signed receipt, once held.
+    pub receipt: Option<SignedEnvelope>,
+    /// The signed message.
+    pub envelope: SignedEnvelope,
+}
+
+/// A received message.
+#[derive(Debug, Clone)]
+pub struct InboxItem {
+    /// Sender.
+    pub peer: OfficeName,
+    /// Our log index of the entry holding it.
+    pub log_index: u64,
+    /// When we logged it (our wall clock).
+    pub received_unix_ms: u64,
+    /// The decoded message.
+    pub message: Message,
+    /// The envelope as received.
+    pub envelope: SignedEnvelope,
+}
+
+/// A channel's state for status views.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelStatus {
+    /// Peer.
+    pub peer: OfficeName,
+    /// Transport connected.
+    pub connected: bool,
+    /// Peer's hello received on this connection.
+    pub resumed: bool,
+    /// Next sequence we will use.
+    pub next_sequence: u64,
+    /// Unreceipted messages.
+    pub outbox_len: usize,
+    /// Of those, never transmitted.
+    pub queued: usize,
+    /// Highest contiguous sequence received from the peer.
+    pub received_through: u64,
+    /// Messages received from the peer.
+    pub received: u64,
+    /// Messages delivered to the peer (receipt held).
+    pub delivered: u64,
+    /// Last time (wall) we heard anything from the peer.
+    pub last_heard_unix_ms: Option<u64>,
+}
+
+/// An unreceipted outgoing message.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub hash: [u8; 32],
+    pub precedence: Precedence,
+    pub attempts: u32,
+    /// Monotonic deadline for the next retransmission, when transmitted.
+    pub deadline: Option<u64>,
+}
+
+pub(crate) struct Channel {
+    pub peer: OfficeName,
+    pub key: VerifyingKey,
+    pub connected: bool,
+    pub resumed: bool,
+    /// While connected but not resumed: when to send our hello again, and
+    /// how many times it was sent (hellos can be lost like any frame).
+    pub hello_retry: Option<(u64, u32)>,
+    pub last_heard_wall: Option<u64>,
+    // Outgoing.
+    pub next_seq: u64,
+    pub pending: BTreeMap<u64, Pending>,
+    pub timers: BTreeSet<(u64, u64)>,
+    pub history: BTreeMap<u64, OutboxItem>,
+    pub receipted: Watermark,
+    pub delivered: u64,
+    // Incoming.
+    pub received: Watermark,
+    /// Receipt we signed per received sequence (and so the message hash).
+    pub receipts: BTreeMap<u64, (SignedEnvelope, [u8; 32])>,
+    pub received_count: u64,
+}
+
+impl Channel {
+    pub fn new(peer: OfficeName, key: VerifyingKey) -> Self {
+        Channel {
+            peer,
+            key,
+            connected: false,
+            resumed: false,
+            hello_retry: None,
+            last_heard_wall: None,
+            next_seq: 1,
+            pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            history: BTreeMap::new(),
+            receipted: Watermark::default(),
+            delivered: 0,
+            received: Watermark::default(),
+            receipts: BTreeMap::new(),
+            received_count: 0,
+        }
+    }
+
+    pub fn set_timer(&mut self, seq: u64, deadline: Option<u64>) {
+        if let Some(p) = self.pending.get_mut(&seq) {
+            if let Some(old) = p.deadline.take() {
+                self.timers.remove(&(old, seq));
+            }
+            p.deadline = deadline;
+            if let Some(d) = deadline {
+                self.timers.insert((d, seq));
+            }
+        }
+    }
+
+    pub fn remove_pending(&mut self, seq: u64) -> Option<Pending> {
+        let p = self.pending.remove(&seq)?;
+        if let Some(d) = p.deadline {
+            self.timers.remove(&(d, seq));
+        }
+        Some(p)
+    }
+
+    pub fn status(&self) -> ChannelStatus {
+        ChannelStatus {
+            peer: self.peer.clone(),
+            connected: self.connected,
+            resumed: self.resumed,
+            next_sequence: self.next_seq,
+            outbox_len: self.pending.len(),
+            queued: self.pending.values().filter(|p| p.attempts == 0).count(),
+            received_through: self.received.through,
+            received: self.received_count,
+            delivered: self.delivered,
+            last_heard_unix_ms: self.last_heard_wall,
+        }
+    }
+}
+
+/// A set of sequence numbers stored as "all of 1..=through" plus the ones
+/// above it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Watermark {
+    pub through: u64,
+    pub above: BTreeSet<u64>,
+}
+
+impl Watermark {
+    pub fn contains(&self, seq: u64) -> bool {
+        seq <= self.through || self.above.contains(&seq)
+    }
+
+    pub fn insert(&mut self, seq: u64) {
+        if seq <= self.through {
+            return;
+        }
+        self.above.insert(seq);
+        while self.above.remove(&(self.through + 1)) {
+            self.through += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Watermark;
+
+    #[test]
+    fn watermark_closes_gaps() {
+        let mut w = Watermark::default();
+        for s in [3, 1, 5, 2] {
+            w.insert(s);
+        }
+        assert_eq!(w.through, 3);
+        assert!(w.contains(5) && !w.contains(4));
+        w.insert(4);
+        assert_eq!((w.through, w.above.len()), (5, 0));
+    }
+}

@@ -1,0 +1,45 @@
+//! The sans-IO channel core.
+//!
+//! Like `quinn-proto`, this module does no I/O and reads no clock: the
+//! caller passes `now` and events in, and takes [`Output`] out. The tokio
+//! node ([`crate::node`]) and the deterministic simulator ([`crate::sim`])
+//! both drive the same [`Core`], which is what makes the protocol testable
+//! under seeded fault schedules.
+//!
+//! # The one rule for callers
+//! After any call, take the [`Output`] and **make every entry in
+//! `Output::persist` durable before performing any `transmit` or reporting
+//! any `event` from the same output.** That single rule gives both
+//! durability guarantees: a message is accepted only once it is on disk, and
+//! a receipt leaves only once the message it names is on disk. Draining
+//! several calls into one output before the fsync is group commit.
+
+mod channel;
+mod office;
+mod output;
+
+pub use channel::{ChannelStatus, InboxItem, OutState, OutboxItem};
+pub use office::{Core, Draft, ReplayError, SubmitError, Timing};
+pub use output::{CoreEvent, Output, StreamClass, Transmit};
+
+/// Largest message body, in bytes (64 KiB).
+pub const MAX_BODY_LEN: usize = 64 * 1024;
+/// Largest subject, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 1024;
+/// Most unreceipted messages queued to one peer; `submit` refuses beyond.
+pub const MAX_OUTBOX: usize = 100_000;
+/// How far past its contiguous watermark a receiver accepts sequences. Must
+/// be at least [`MAX_OUTBOX`] so an honest sender is never refused.
+pub const RECEIVE_WINDOW: u64 = MAX_OUTBOX as u64;
+/// Most frames retransmitted per channel per timeout; the rest follow on the
+/// next timeout (which is immediate), so one call never builds a huge output.
+pub const MAX_RETRANSMIT_BURST: usize = 1024;
+
+/// The time, as given by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// A monotonic clock in milliseconds (any origin); drives timers.
+    pub mono_ms: u64,
+    /// Wall-clock milliseconds since the Unix epoch; stamped on records.
+    pub wall_ms: u64,
+}

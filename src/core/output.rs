@@ -1,0 +1,141 @@
+//! What the core asks its caller to do.
+
+use crate::identity::OfficeName;
+use crate::wire::proto::{Frame, LogEntry, NackReason, Precedence};
+use crate::wire::MessageId;
+
+/// QUIC stream a frame travels on. Each class is its own stream so that a
+/// FLASH message never waits behind ROUTINE bytes; priorities descend in
+/// declaration order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamClass {
+    /// Hello, receipts, negative receipts.
+    Control,
+    /// FLASH messages.
+    Flash,
+    /// IMMEDIATE messages.
+    Immediate,
+    /// PRIORITY messages.
+    Priority,
+    /// ROUTINE messages.
+    Routine,
+}
+
+impl StreamClass {
+    /// All classes, most urgent first.
+    pub const ALL: [StreamClass; 5] = [
+        StreamClass::Control,
+        StreamClass::Flash,
+        StreamClass::Immediate,
+        StreamClass::Priority,
+        StreamClass::Routine,
+    ];
+
+    /// The stream for a message of precedence `p`.
+    pub fn for_precedence(p: Precedence) -> Self {
+        match p {
+            Precedence::Flash => StreamClass::Flash,
+            Precedence::Immediate => StreamClass::Immediate,
+            Precedence::Priority => StreamClass::Priority,
+            Precedence::Routine | Precedence::Unspecified => StreamClass::Routine,
+        }
+    }
+
+    /// QUIC send priority (higher is sent first).
+    pub fn priority(self) -> i32 {
+        match self {
+            StreamClass::Control => 5,
+            StreamClass::Flash => 4,
+            StreamClass::Immediate => 3,
+            StreamClass::Priority => 2,
+            StreamClass::Routine => 1,
+        }
+    }
+
+    /// Position in [`StreamClass::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A frame to send to a peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// Destination office.
+    pub peer: OfficeName,
+    /// Stream to use.
+    pub class: StreamClass,
+    /// The frame.
+    pub frame: Frame,
+}
+
+/// Something the caller may want to tell an operator or a waiter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoreEvent {
+    /// A signed receipt for one of our messages arrived and verified.
+    Delivered {
+        /// Peer.
+        peer: OfficeName,
+        /// Message.
+        id: MessageId,
+        /// Its sequence.
+        sequence: u64,
+    },
+    /// A new message from a peer is in the inbox.
+    Received {
+        /// Peer.
+        peer: OfficeName,
+        /// Message.
+        id: MessageId,
+        /// Its sequence.
+        sequence: u64,
+        /// Its precedence.
+        precedence: Precedence,
+    },
+    /// We refused an incoming envelope with a negative receipt.
+    Refused {
+        /// Peer.
+        peer: OfficeName,
+        /// Why.
+        reason: NackReason,
+        /// Detail.
+        detail: String,
+    },
+    /// The peer refused one of our messages.
+    NegativeReceipt {
+        /// Peer.
+        peer: OfficeName,
+        /// The message, when the peer could name it.
+        id: Option<MessageId>,
+        /// Why.
+        reason: NackReason,
+        /// Peer's detail text.
+        detail: String,
+    },
+    /// The peer sent something that breaks the protocol but needs no reply
+    /// (a receipt that does not verify, a hello for another office).
+    ProtocolError {
+        /// Peer.
+        peer: OfficeName,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Everything the caller must do after a call into the core.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Entries to append to the log and make durable first.
+    pub persist: Vec<LogEntry>,
+    /// Frames to send, after `persist` is durable.
+    pub transmit: Vec<Transmit>,
+    /// Events to report, after `persist` is durable.
+    pub events: Vec<CoreEvent>,
+}
+
+impl Output {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.persist.is_empty() && self.transmit.is_empty() && self.events.is_empty()
+    }
+}

@@ -1,0 +1,204 @@
+//! The public office card, exchanged out of band.
+//!
+//! A card names an office and everything a peer must pin: its CA
+//! certificate, the SHA-256 of its node certificate, its message-signing key
+//! and its log key. The fingerprint is a short hash of those fields for two
+//! duty officers to read to each other over the phone; it is recomputed on
+//! every load, never trusted from the file.
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use serde::{Deserialize, Serialize};
+
+use super::{keys, OfficeName};
+use crate::wire::sha256;
+
+/// An office card as stored in `office-card.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfficeCard {
+    /// Office name.
+    pub office: OfficeName,
+    /// "office" (a relay role comes later).
+    pub role: String,
+    /// Where the office's node listens, `HOST:PORT`. Not covered by the
+    /// fingerprint: an office may move without new keys.
+    pub address: String,
+    /// Ed25519 message-signing public key, hex.
+    pub message_key: String,
+    /// Ed25519 log (checkpoint) public key, hex.
+    pub log_key: String,
+    /// SHA-256 of the node certificate (DER), hex.
+    pub node_cert_sha256: String,
+    /// Short fingerprint over the fields above (see [`OfficeCard::compute_fingerprint`]).
+    pub fingerprint: String,
+    /// The office's CA certificate, PEM.
+    pub ca_cert: String,
+}
+
+/// Why a card cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    /// The file could not be read.
+    #[error("cannot read card {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML or a field is missing.
+    #[error("card {path} is not a valid office card: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Parser message (names the line and field).
+        message: String,
+    },
+    /// A field is present but unusable.
+    #[error("card field `{field}` is invalid: {why}")]
+    Field {
+        /// Field name.
+        field: &'static str,
+        /// Reason.
+        why: String,
+    },
+    /// The stored fingerprint does not match the card's contents: the card
+    /// was edited or corrupted in transit.
+    #[error("card fingerprint mismatch: file says {stored}, contents give {computed}; get a fresh copy of the card and compare the fingerprint by voice")]
+    Fingerprint {
+        /// In the file.
+        stored: String,
+        /// Recomputed.
+        computed: String,
+    },
+}
+
+impl OfficeCard {
+    /// Builds a card and computes its fingerprint.
+    pub fn new(
+        office: OfficeName,
+        address: String,
+        message_key: &VerifyingKey,
+        log_key: &VerifyingKey,
+        ca_cert_pem: String,
+        node_cert_der: &[u8],
+    ) -> Result<Self, CardError> {
+        let mut card = OfficeCard {
+            office,
+            role: "office".into(),
+            address,
+            message_key: hex::encode(message_key.as_bytes()),
+            log_key: hex::encode(log_key.as_bytes()),
+            node_cert_sha256: hex::encode(sha256(node_cert_der)),
+            fingerprint: String::new(),
+            ca_cert: ca_cert_pem,
+        };
+        card.fingerprint = card.compute_fingerprint()?;
+        Ok(card)
+    }
+
+    /// The fingerprint: the first 10 bytes of SHA-256 over
+    /// `"hotline-card/1\n" office "\n" role "\n" message_key "\n" log_key "\n"
+    /// sha256(ca DER) "\n" node_cert_sha256 "\n"` (hex fields lowercase), as
+    /// five groups of four hex digits joined by `-`.
+    pub fn compute_fingerprint(&self) -> Result<String, CardError> {
+        let ca = self.ca_cert_der()?;
+        let text = format!(
+            "hotline-card/1\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            self.office,
+            self.role,
+            self.message_key.to_lowercase(),
+            self.log_key.to_lowercase(),
+            hex::encode(sha256(ca.as_ref())),
+            self.node_cert_sha256.to_lowercase()
+        );
+        let h = hex::encode(&sha256(text.as_bytes())[..10]);
+        Ok(h.as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).expect("hex"))
+            .collect::<Vec<_>>()
+            .join("-"))
+    }
+
+    /// Parses and checks a card from TOML text.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, CardError> {
+        let card: OfficeCard = toml::from_str(text).map_err(|e| CardError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        card.message_verifying_key()?;
+        card.log_verifying_key()?;
+        if card.role != "office" {
+            return Err(CardError::Field {
+                field: "role",
+                why: format!("{:?} is not supported (expected \"office\")", card.role),
+            });
+        }
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(&card.node_cert_sha256, &mut h).map_err(|_| CardError::Field {
+            field: "node_cert_sha256",
+            why: "expected 64 hex digits".into(),
+        })?;
+        let computed = card.compute_fingerprint()?;
+        if computed != card.fingerprint {
+            return Err(CardError::Fingerprint {
+                stored: card.fingerprint.clone(),
+                computed,
+            });
+        }
+        Ok(card)
+    }
+
+    /// Reads and checks a card file.
+    pub fn load(path: &Path) -> Result<Self, CardError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CardError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The card as TOML, with a comment saying what it is.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "# hotline office card for {}: public. Give it to peer offices out of band\n\
+             # and read the fingerprint aloud to confirm it arrived intact.\n{}",
+            self.office,
+            toml::to_string(self).expect("card serializes")
+        )
+    }
+
+    /// The message-signing key.
+    pub fn message_verifying_key(&self) -> Result<VerifyingKey, CardError> {
+        keys::parse_public(&self.message_key).ok_or(CardError::Field {
+            field: "message_key",
+            why: "expected a 64-hex-digit Ed25519 public key".into(),
+        })
+    }
+
+    /// The log key.
+    pub fn log_verifying_key(&self) -> Result<VerifyingKey, CardError> {
+        keys::parse_public(&self.log_key).ok_or(CardError::Field {
+            field: "log_key",
+            why: "expected a 64-hex-digit Ed25519 public key".into(),
+        })
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_cert_der(&self) -> Result<CertificateDer<'static>, CardError> {
+        CertificateDer::from_pem_slice(self.ca_cert.as_bytes()).map_err(|e| CardError::Field {
+            field: "ca_cert",
+            why: format!("not a PEM certificate: {e}"),
+        })
+    }
+
+    /// The pinned node certificate hash.
+    pub fn node_cert_hash(&self) -> [u8; 32] {
+        let mut h = [0u8; 32];
+        // Validated in from_toml / new.
+        let _ = hex::decode_to_slice(&self.node_cert_sha256, &mut h);
+        h
+    }
+}

@@ -1,0 +1,97 @@
+//! `hotline.toml`, the node's configuration.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::OfficeName;
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This office's name.
+    pub office: OfficeName,
+    /// QUIC listen address, `HOST:PORT` (port 0 picks a free port).
+    pub listen: String,
+    /// Control API address; must be loopback (port 0 picks a free port; the
+    /// running node writes the real one to `run/control.addr`).
+    #[serde(default = "default_control")]
+    pub control: String,
+    /// Protocol timing.
+    #[serde(default)]
+    pub timing: Timing,
+    /// Pinned peers by office name.
+    #[serde(default)]
+    pub peers: BTreeMap<String, PeerConfig>,
+}
+
+fn default_control() -> String {
+    "127.0.0.1:0".into()
+}
+
+/// A pinned peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Path of the peer's card, relative to the office directory.
+    pub card: String,
+    /// Address to dial; absent means "use the card's", empty means never
+    /// dial (wait for the peer to call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+}
+
+/// Timing knobs, all in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timing {
+    /// First retransmission timeout for an unreceipted message; doubles per
+    /// attempt up to `retransmit_max_ms`.
+    pub retransmit_ms: u64,
+    /// Cap on the retransmission timeout.
+    pub retransmit_max_ms: u64,
+    /// First reconnect delay; doubles per failure up to `reconnect_max_ms`,
+    /// with ±50 % jitter.
+    pub reconnect_min_ms: u64,
+    /// Cap on the reconnect delay.
+    pub reconnect_max_ms: u64,
+    /// QUIC idle timeout: a line silent this long is declared down.
+    pub idle_timeout_ms: u64,
+    /// QUIC keep-alive interval.
+    pub keep_alive_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            retransmit_ms: 1_000,
+            retransmit_max_ms: 16_000,
+            reconnect_min_ms: 200,
+            reconnect_max_ms: 10_000,
+            idle_timeout_ms: 10_000,
+            keep_alive_ms: 2_000,
+        }
+    }
+}
+
+impl Config {
+    /// A new config for `office` listening on `listen`.
+    pub fn new(office: OfficeName, listen: String) -> Self {
+        Config {
+            office,
+            listen,
+            control: default_control(),
+            timing: Timing::default(),
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// The file's text, with a header comment.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "# hotline node configuration (docs/architecture.md#configuration)\n{}",
+            toml::to_string(self).expect("config serializes")
+        )
+    }
+}

@@ -1,0 +1,458 @@
+//! The office directory: where an office keeps its identity, config, peers
+//! and log.
+//!
+//! ```text
+//! DIR/hotline.toml            config (public)
+//! DIR/office-card.toml        this office's card (public)
+//! DIR/keys/message.key        Ed25519 message-signing key (0600)
+//! DIR/keys/log.key            Ed25519 log/checkpoint key (0600)
+//! DIR/tls/ca.crt, ca.key      the office's private CA (key 0600)
+//! DIR/tls/node.crt, node.key  node certificate signed by the CA (key 0600)
+//! DIR/control.token           bearer token for the control API (0600)
+//! DIR/peers/NAME.card.toml    pinned peer cards
+//! DIR/log/hotline.log         the append-only log, the node's only store
+//! DIR/run/                    lock and control.addr while a node runs
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+use super::card::{CardError, OfficeCard};
+use super::config::{Config, PeerConfig};
+use super::{files, keys, tls_material, OfficeName};
+
+/// Errors setting up or loading an office directory.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// `init` was pointed at a directory that already holds an office.
+    #[error("{0} already holds an office (hotline.toml exists); pick another --dir or delete it")]
+    AlreadyInitialised(PathBuf),
+    /// The directory holds no office.
+    #[error("{0} holds no office (no hotline.toml); create one with `hotline init --office NAME --dir {0}`")]
+    NotInitialised(PathBuf),
+    /// The config file is not valid.
+    #[error("{path} is invalid: {message}")]
+    Config {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A card is unusable.
+    #[error(transparent)]
+    Card(#[from] CardError),
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// A bad argument (name, address).
+    #[error("{0}")]
+    Invalid(String),
+    /// The peer card names this office itself.
+    #[error("card is for {0}, which is this office; add the other office's card")]
+    SelfPeer(OfficeName),
+    /// A different card is already pinned for this name.
+    #[error("a different card is already pinned for {name} (fingerprint {old}, new {new}); confirm the new fingerprint with the peer by voice, then re-run with --replace")]
+    PeerConflict {
+        /// Peer name.
+        name: OfficeName,
+        /// Pinned fingerprint.
+        old: String,
+        /// Offered fingerprint.
+        new: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Paths inside an office directory.
+#[derive(Debug, Clone)]
+pub struct OfficeDir {
+    root: PathBuf,
+}
+
+impl OfficeDir {
+    /// Wraps `root` (nothing is read).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        OfficeDir { root: root.into() }
+    }
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `hotline.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("hotline.toml")
+    }
+    /// `office-card.toml`.
+    pub fn card(&self) -> PathBuf {
+        self.root.join("office-card.toml")
+    }
+    /// Message key.
+    pub fn message_key(&self) -> PathBuf {
+        self.root.join("keys/message.key")
+    }
+    /// Log key.
+    pub fn log_key(&self) -> PathBuf {
+        self.root.join("keys/log.key")
+    }
+    /// TLS file `name` under `tls/`.
+    pub fn tls(&self, name: &str) -> PathBuf {
+        self.root.join("tls").join(name)
+    }
+    /// Control API token.
+    pub fn control_token(&self) -> PathBuf {
+        self.root.join("control.token")
+    }
+    /// Where a running node writes its control API address.
+    pub fn control_addr(&self) -> PathBuf {
+        self.root.join("run/control.addr")
+    }
+    /// Where a running node writes its QUIC address.
+    pub fn quic_addr(&self) -> PathBuf {
+        self.root.join("run/quic.addr")
+    }
+    /// The lock a running node holds.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("run/lock")
+    }
+    /// The log file.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("log/hotline.log")
+    }
+    /// A pinned peer's card, relative path as stored in the config.
+    pub fn peer_card_rel(name: &OfficeName) -> String {
+        format!("peers/{name}.card.toml")
+    }
+
+    /// Creates a new office: keys, TLS material, token, config and card.
+    pub fn init(&self, office: &OfficeName, listen: &str) -> Result<OfficeCard, IdentityError> {
+        if self.config().exists() {
+            return Err(IdentityError::AlreadyInitialised(self.root.clone()));
+        }
+        listen.parse::<SocketAddr>().map_err(|_| {
+            IdentityError::Invalid(format!(
+                "--listen {listen:?} is not HOST:PORT, e.g. 127.0.0.1:7701"
+            ))
+        })?;
+        for sub in ["keys", "tls", "peers", "log", "run"] {
+            let p = self.root.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        set_mode(&self.root.join("keys"), 0o700)?;
+
+        let message = keys::generate();
+        let log = keys::generate();
+        keys::save(&self.message_key(), &message).map_err(io(&self.message_key()))?;
+        keys::save(&self.log_key(), &log).map_err(io(&self.log_key()))?;
+
+        let tls = tls_material::generate(office)?;
+        let write = |name: &str, data: &str, secret: bool| {
+            let p = self.tls(name);
+            if secret {
+                files::write_secret(&p, data.as_bytes())
+            } else {
+                files::write_public(&p, data.as_bytes())
+            }
+            .map_err(io(&p))
+        };
+        write("ca.crt", &tls.ca_cert_pem, false)?;
+        write("ca.key", &tls.ca_key_pem, true)?;
+        write("node.crt", &tls.node_cert_pem, false)?;
+        write("node.key", &tls.node_key_pem, true)?;
+
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        files::write_secret(&self.control_token(), format!("{token}\n").as_bytes())
+            .map_err(io(&self.control_token()))?;
+
+        let node_der = CertificateDer::from_pem_slice(tls.node_cert_pem.as_bytes())
+            .map_err(|e| IdentityError::Invalid(format!("generated node cert: {e}")))?;
+        let card = OfficeCard::new(
+            office.clone(),
+            listen.to_string(),
+            &message.verifying_key(),
+            &log.verifying_key(),
+            tls.ca_cert_pem.clone(),
+            node_der.as_ref(),
+        )?;
+        files::write_public(&self.card(), card.to_toml().as_bytes()).map_err(io(&self.card()))?;
+        let config = Config::new(office.clone(), listen.to_string());
+        self.save_config(&config)?;
+        Ok(card)
+    }
+
+    /// Reads the config.
+    pub fn load_config(&self) -> Result<Config, IdentityError> {
+        let path = self.config();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(IdentityError::NotInitialised(self.root.clone()))
+            }
+            Err(e) => return Err(io(&path)(e)),
+        };
+        toml::from_str(&text).map_err(|e| IdentityError::Config {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the config.
+    pub fn save_config(&self, config: &Config) -> Result<(), IdentityError> {
+        files::write_public(&self.config(), config.to_toml().as_bytes()).map_err(io(&self.config()))
+    }
+
+    /// This office's own card.
+    pub fn load_card(&self) -> Result<OfficeCard, IdentityError> {
+        if !self.config().exists() {
+            return Err(IdentityError::NotInitialised(self.root.clone()));
+        }
+        Ok(OfficeCard::load(&self.card())?)
+    }
+
+    /// Pins a peer from its card. Returns the card and whether anything
+    /// changed (re-adding the same card is a no-op).
+    pub fn add_peer(
+        &self,
+        card_path: &Path,
+        addr: Option<String>,
+        replace: bool,
+    ) -> Result<(OfficeCard, bool), IdentityError> {
+        let mut config = self.load_config()?;
+        let card = OfficeCard::load(card_path)?;
+        if card.office == config.office {
+            return Err(IdentityError::SelfPeer(card.office));
+        }
+        if let Some(a) = &addr {
+            if !a.is_empty() && a.parse::<SocketAddr>().is_err() {
+                return Err(IdentityError::Invalid(format!(
+                    "--addr {a:?} is not HOST:PORT"
+                )));
+            }
+        }
+        let rel = Self::peer_card_rel(&card.office);
+        let dest = self.root.join(&rel);
+        if let Some(existing) = config.peers.get(card.office.as_str()) {
+            let old = OfficeCard::load(&self.root.join(&existing.card))?;
+            if old.fingerprint != card.fingerprint && !replace {
+                return Err(IdentityError::PeerConflict {
+                    name: card.office.clone(),
+                    old: old.fingerprint,
+                    new: card.fingerprint.clone(),
+                });
+            }
+            if old == card && existing.addr == addr {
+                return Ok((card, false));
+            }
+        }
+        std::fs::create_dir_all(self.root.join("peers")).map_err(io(&self.root))?;
+        files::write_public(&dest, card.to_toml().as_bytes()).map_err(io(&dest))?;
+        config
+            .peers
+            .insert(card.office.to_string(), PeerConfig { card: rel, addr });
+        self.save_config(&config)?;
+        Ok((card, true))
+    }
+
+    /// Loads everything a node needs.
+    pub fn load(&self) -> Result<Office, IdentityError> {
+        let config = self.load_config()?;
+        let card = self.load_card()?;
+        let message_key = keys::load(&self.message_key()).map_err(io(&self.message_key()))?;
+        let log_key = keys::load(&self.log_key()).map_err(io(&self.log_key()))?;
+        let cert_path = self.tls("node.crt");
+        let key_path = self.tls("node.key");
+        let node_cert = CertificateDer::from_pem_file(&cert_path)
+            .map_err(|e| IdentityError::Invalid(format!("{}: {e}", cert_path.display())))?;
+        let key_pem = files::read_secret(&key_path).map_err(io(&key_path))?;
+        let node_key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| IdentityError::Invalid(format!("{}: {e}", key_path.display())))?;
+        let token_raw =
+            files::read_secret(&self.control_token()).map_err(io(&self.control_token()))?;
+        let control_token = String::from_utf8_lossy(&token_raw).trim().to_string();
+        let mut peers = Vec::new();
+        for (name, pc) in &config.peers {
+            let pcard = OfficeCard::load(&self.root.join(&pc.card))?;
+            if pcard.office.as_str() != name {
+                return Err(IdentityError::Invalid(format!(
+                    "peer {name} in {} points at a card for {}",
+                    self.config().display(),
+                    pcard.office
+                )));
+            }
+            let dial = match &pc.addr {
+                Some(a) if a.is_empty() => None,
+                Some(a) => Some(a.clone()),
+                None => Some(pcard.address.clone()),
+            };
+            let addr = match dial {
+                None => None,
+                Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                    IdentityError::Invalid(format!("peer {name}: address {a:?} is not HOST:PORT"))
+                })?),
+            };
+            peers.push(Peer {
+                name: pcard.office.clone(),
+                message_key: pcard.message_verifying_key()?,
+                card: pcard,
+                addr,
+            });
+        }
+        Ok(Office {
+            dir: self.clone(),
+            config,
+            card,
+            message_key,
+            log_key,
+            node_cert,
+            node_key,
+            control_token,
+            peers,
+        })
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), IdentityError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+/// A pinned peer office.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Name.
+    pub name: OfficeName,
+    /// Its card.
+    pub card: OfficeCard,
+    /// Its message-signing key.
+    pub message_key: VerifyingKey,
+    /// Where to dial it, if anywhere.
+    pub addr: Option<SocketAddr>,
+}
+
+/// Everything a node needs, loaded from its directory.
+pub struct Office {
+    /// Where it came from.
+    pub dir: OfficeDir,
+    /// Parsed config.
+    pub config: Config,
+    /// Own card.
+    pub card: OfficeCard,
+    /// Message-signing key.
+    pub message_key: SigningKey,
+    /// Log key.
+    pub log_key: SigningKey,
+    /// Node certificate.
+    pub node_cert: CertificateDer<'static>,
+    /// Node private key.
+    pub node_key: PrivateKeyDer<'static>,
+    /// Control API bearer token.
+    pub control_token: String,
+    /// Pinned peers.
+    pub peers: Vec<Peer>,
+}
+
+impl std::fmt::Debug for Office {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print keys or the token.
+        f.debug_struct("Office")
+            .field("dir", &self.dir.root())
+            .field("office", &self.config.office)
+            .field(
+                "peers",
+                &self.peers.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn init_load_and_pin() {
+        let t = tempfile::tempdir().unwrap();
+        let a = OfficeDir::new(t.path().join("a"));
+        let b = OfficeDir::new(t.path().join("b"));
+        let wash = OfficeName::new("washington").unwrap();
+        let pyong = OfficeName::new("pyongyang").unwrap();
+        a.init(&wash, "127.0.0.1:7701").unwrap();
+        b.init(&pyong, "127.0.0.1:7702").unwrap();
+        assert!(matches!(
+            a.init(&wash, "127.0.0.1:7701"),
+            Err(IdentityError::AlreadyInitialised(_))
+        ));
+        for secret in [
+            a.message_key(),
+            a.log_key(),
+            a.tls("ca.key"),
+            a.tls("node.key"),
+            a.control_token(),
+        ] {
+            let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", secret.display());
+        }
+        let (card, changed) = a.add_peer(&b.card(), None, false).unwrap();
+        assert!(changed);
+        assert_eq!(card.office, pyong);
+        assert!(!a.add_peer(&b.card(), None, false).unwrap().1);
+        assert!(matches!(
+            a.add_peer(&a.card(), None, false),
+            Err(IdentityError::SelfPeer(_))
+        ));
+        let office = a.load().unwrap();
+        assert_eq!(office.peers.len(), 1);
+        assert_eq!(
+            office.peers[0].addr,
+            Some("127.0.0.1:7702".parse().unwrap())
+        );
+        assert_eq!(
+            office.card.message_verifying_key().unwrap(),
+            office.message_key.verifying_key()
+        );
+
+        // A different card under the same name needs --replace.
+        let c = OfficeDir::new(t.path().join("c"));
+        c.init(&pyong, "127.0.0.1:7703").unwrap();
+        assert!(matches!(
+            a.add_peer(&c.card(), None, false),
+            Err(IdentityError::PeerConflict { .. })
+        ));
+        assert!(a.add_peer(&c.card(), None, true).unwrap().1);
+    }
+
+    #[test]
+    fn edited_card_is_refused_and_loose_secret_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let a = OfficeDir::new(t.path());
+        a.init(&OfficeName::new("washington").unwrap(), "127.0.0.1:1")
+            .unwrap();
+        let text = std::fs::read_to_string(a.card()).unwrap();
+        let card = OfficeCard::from_toml(&text, "x").unwrap();
+        let forged = text.replace(&card.message_key, &"11".repeat(32));
+        assert!(matches!(
+            OfficeCard::from_toml(&forged, "x"),
+            Err(CardError::Fingerprint { .. }) | Err(CardError::Field { .. })
+        ));
+        std::fs::set_permissions(a.message_key(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = a.load().unwrap_err().to_string();
+        assert!(err.contains("0600"), "{err}");
+    }
+}

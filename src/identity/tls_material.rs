@@ -1,0 +1,64 @@
+//! The office's private TLS CA and its node certificate (rcgen, ECDSA P-256).
+//!
+//! Each office is its own root of trust. The CA signs exactly one node
+//! certificate whose DNS name is `<office>.hotline`; the peer pins both the
+//! CA and the node certificate's SHA-256 from the office card.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+use super::OfficeName;
+
+/// PEM-encoded CA and node certificate with their private keys.
+pub struct TlsMaterial {
+    /// CA certificate (public).
+    pub ca_cert_pem: String,
+    /// CA private key (secret; kept to reissue the node certificate).
+    pub ca_key_pem: String,
+    /// Node certificate (public).
+    pub node_cert_pem: String,
+    /// Node private key (secret).
+    pub node_key_pem: String,
+}
+
+/// Generates a fresh CA and node certificate for `office`.
+pub fn generate(office: &OfficeName) -> Result<TlsMaterial, rcgen::Error> {
+    let now = time::OffsetDateTime::now_utc();
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("hotline office CA: {office}"));
+    ca.distinguished_name
+        .push(DnType::OrganizationName, office.as_str());
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = now - time::Duration::days(1);
+    ca.not_after = now + time::Duration::days(3650);
+    let ca_cert = ca.self_signed(&ca_key)?;
+
+    let node_key = KeyPair::generate()?;
+    let mut node = CertificateParams::new(vec![office.server_name()])?;
+    node.distinguished_name = DistinguishedName::new();
+    node.distinguished_name
+        .push(DnType::CommonName, format!("hotline node: {office}"));
+    node.is_ca = IsCa::ExplicitNoCa;
+    node.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    node.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    node.not_before = now - time::Duration::days(1);
+    node.not_after = now + time::Duration::days(825);
+    let issuer = Issuer::new(ca, &ca_key);
+    let node_cert = node.signed_by(&node_key, &issuer)?;
+
+    Ok(TlsMaterial {
+        ca_cert_pem: ca_cert.pem(),
+        ca_key_pem: ca_key.serialize_pem(),
+        node_cert_pem: node_cert.pem(),
+        node_key_pem: node_key.serialize_pem(),
+    })
+}

@@ -1,0 +1,37 @@
+//! hotline: a crisis-communication channel between two liaison offices that
+//! do not trust each other.
+//!
+//! Two nodes exchange signed, receipted messages over mutual-TLS QUIC; every
+//! message and receipt lands in an append-only log that is the node's only
+//! store. See `docs/architecture.md` for the design and `docs/protocol.md`
+//! for the normative wire protocol.
+//!
+//! # Layout
+//!
+//! - [`wire`]: protobuf types, stream framing, signed envelopes, message ids.
+//!   Everything a peer must agree on byte for byte.
+//! - [`identity`]: office names, keys, the private TLS CA, the public office
+//!   card, `hotline.toml`, and the office directory that holds them.
+//! - [`audit`]: the append-only log: record framing, recovery, group commit.
+//! - [`core`]: the sans-IO channel state machine. Takes `now` and events,
+//!   returns entries to persist, frames to send and events to report.
+//! - [`sim`]: a deterministic in-memory network and clock that drives two
+//!   cores with seeded faults (drops, duplicates, reordering, disconnects,
+//!   crashes with torn writes).
+//! - [`node`]: the tokio shell: QUIC transport with pinned mutual TLS, the
+//!   actor that drives the core and the log, the control API server.
+//! - [`control`]: the control API's JSON types and its blocking client, used
+//!   by the CLI.
+//! - [`bench`] and [`demo`]: in-process two-node runs for measurement and
+//!   for a first look.
+//!
+//! The binary (`src/main.rs` and `src/cli/`) is a thin layer over these.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod core;
+pub mod identity;
+pub mod sim;
+pub mod wire;

@@ -1,0 +1,23 @@
+//! The wire: protobuf types, stream framing and signed envelopes.
+//!
+//! Everything another implementation needs to interoperate lives here and in
+//! `docs/protocol.md`.
+
+pub mod envelope;
+pub mod frame;
+pub mod id;
+
+/// Types generated from `proto/hotline.proto` by prost.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/hotline.v1.rs"));
+}
+
+pub use envelope::{sha256, Domain, EnvelopeError, KeyId};
+pub use frame::{FrameBuf, FrameError, MAX_FRAME_LEN};
+pub use id::MessageId;
+
+/// Protocol version carried in `Hello` and implied by the ALPN.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// ALPN identifier negotiated in the TLS handshake.
+pub const ALPN: &[u8] = b"hotline/1";

@@ -1,0 +1,427 @@
+//! The sans-IO core under the deterministic simulator: clean runs, seeded
+//! fault schedules with crashes and torn writes, duplicates, and hostile
+//! frames. Every check reads what the cores logged and reported.
+
+use std::collections::BTreeMap;
+
+use hotline::core::{CoreEvent, Draft, OutState};
+use hotline::sim::{Faults, Sim};
+use hotline::wire::envelope::{self, Domain};
+use hotline::wire::proto::{
+    frame::Body, log_entry::Event, Frame, Message, NackReason, Precedence, Receipt, SignedEnvelope,
+};
+use hotline::wire::{sha256, MessageId};
+use prost::Message as _;
+use rand::Rng;
+
+fn draft(n: u64, precedence: Precedence) -> Draft {
+    Draft {
+        precedence,
+        subject: format!("message {n}"),
+        body: format!("body of message {n}"),
+        ..Default::default()
+    }
+}
+
+const PRECEDENCES: [Precedence; 4] = [
+    Precedence::Flash,
+    Precedence::Immediate,
+    Precedence::Priority,
+    Precedence::Routine,
+];
+
+/// Every accepted message from `from` is in the other's log exactly once,
+/// and `from` holds a receipt for it that verifies and names the entry.
+fn check_direction(sim: &Sim, from: usize) -> Result<(), String> {
+    let to = 1 - from;
+    let receiver_key = sim.public_key(to);
+    let sender = sim.offices[from].core.as_ref().ok_or("sender down")?;
+    let receiver_disk = &sim.offices[to].disk;
+    let mut received: BTreeMap<String, Vec<(u64, [u8; 32])>> = BTreeMap::new();
+    for e in receiver_disk {
+        if let Some(Event::MessageReceived(pe)) = &e.event {
+            let env = pe.envelope.as_ref().unwrap();
+            let m = Message::decode(env.payload.as_slice()).unwrap();
+            received
+                .entry(m.id)
+                .or_default()
+                .push((e.index, sha256(&env.payload)));
+        }
+    }
+    for id in &sim.offices[from].accepted {
+        let got = received
+            .get(&id.to_string())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if got.len() != 1 {
+            return Err(format!("{id} is in the receiver's log {} times", got.len()));
+        }
+        let item = sender
+            .find_sent(id)
+            .ok_or(format!("{id} missing from sender"))?;
+        if item.state != OutState::Delivered {
+            return Err(format!("{id} is {:?} at the sender", item.state));
+        }
+        let r: Receipt = envelope::open(
+            item.receipt.as_ref().unwrap(),
+            Domain::Receipt,
+            &receiver_key,
+        )
+        .map_err(|e| format!("receipt for {id}: {e}"))?;
+        let (index, hash) = got[0];
+        if r.log_index != index || r.message_hash != hash || r.message_id != id.to_string() {
+            return Err(format!("receipt for {id} names the wrong entry"));
+        }
+    }
+    // Nothing arrived that was not accepted (a torn submit never leaks).
+    let accepted: Vec<String> = sim.offices[from]
+        .accepted
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    for id in received.keys() {
+        if !accepted.contains(id) {
+            return Err(format!(
+                "{id} was received but never accepted by the sender"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check(sim: &Sim) -> Result<(), String> {
+    check_direction(sim, 0)?;
+    check_direction(sim, 1)
+}
+
+#[test]
+fn clean_line_delivers_everything_with_verified_receipts() {
+    let mut sim = Sim::new(1, Faults::clean(20));
+    sim.connect();
+    for n in 0..50 {
+        sim.submit(0, draft(n, PRECEDENCES[n as usize % 4]))
+            .unwrap();
+        sim.submit(1, draft(n, Precedence::Routine)).unwrap();
+        sim.run_for(5);
+    }
+    assert!(sim.heal(10_000));
+    check(&sim).unwrap();
+    // One transmission each: no spurious retransmits on a clean line.
+    let core = sim.offices[0].core.as_ref().unwrap();
+    assert!(core.outbox().all(|o| o.attempts == 1));
+    assert_eq!(sim.offices[1].core.as_ref().unwrap().inbox().len(), 50);
+}
+
+#[test]
+fn messages_sent_while_the_line_is_down_go_out_on_reconnect() {
+    let mut sim = Sim::new(2, Faults::clean(10));
+    let ids: Vec<_> = (0..10)
+        .map(|n| sim.submit(0, draft(n, Precedence::Flash)).unwrap())
+        .collect();
+    sim.run_for(5_000);
+    let core = sim.offices[0].core.as_ref().unwrap();
+    assert!(ids
+        .iter()
+        .all(|id| core.find_sent(id).unwrap().state == OutState::Queued));
+    sim.connect();
+    sim.run_for(1_000);
+    assert!(sim.quiet());
+    check(&sim).unwrap();
+}
+
+#[test]
+fn resumption_skips_what_the_peer_already_holds() {
+    // Receipts are lost on the way back; after a reconnect the hello tells the
+    // sender the peer holds everything, so bodies are not sent again and the
+    // receipts are resent by the receiver instead.
+    let mut sim = Sim::new(3, Faults::clean(10));
+    sim.connect();
+    for n in 0..20 {
+        sim.submit(0, draft(n, Precedence::Routine)).unwrap();
+    }
+    sim.run_for(25); // hello at 10, messages arrive at 20, receipts in flight
+    sim.cut();
+    let sent_before = sim.offices[0].frames_sent;
+    sim.connect();
+    sim.run_for(100);
+    assert!(sim.quiet());
+    // Only hellos went out from the sender (its own and its answer to the
+    // peer's): no message was resent.
+    assert_eq!(sim.offices[0].frames_sent - sent_before, 2);
+    check(&sim).unwrap();
+}
+
+#[test]
+fn duplicate_is_not_delivered_twice_and_gets_the_same_receipt() {
+    let mut sim = Sim::new(4, Faults::clean(10));
+    sim.connect();
+    let id = sim.submit(0, draft(1, Precedence::Flash)).unwrap();
+    sim.run_for(100);
+    let env = sim.offices[0]
+        .core
+        .as_ref()
+        .unwrap()
+        .find_sent(&id)
+        .unwrap()
+        .envelope
+        .clone();
+    let log_len = sim.offices[1].disk.len();
+    let frames = sim.offices[1].frames_sent;
+    sim.inject(
+        0,
+        Frame {
+            body: Some(Body::Message(env)),
+        },
+    );
+    assert_eq!(sim.offices[1].core.as_ref().unwrap().inbox().len(), 1);
+    assert_eq!(
+        sim.offices[1].disk.len(),
+        log_len,
+        "a duplicate adds nothing to the log"
+    );
+    assert_eq!(
+        sim.offices[1].frames_sent,
+        frames + 1,
+        "the receipt is sent again"
+    );
+    sim.run_for(100);
+    assert_eq!(sim.offices[0].delivered[&id], 1, "delivered reported once");
+}
+
+fn last_nack(sim: &Sim, at: usize) -> (NackReason, String) {
+    sim.offices[at]
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            CoreEvent::Refused { reason, detail, .. } => Some((*reason, detail.clone())),
+            _ => None,
+        })
+        .expect("a refusal")
+}
+
+#[test]
+fn forged_and_misaddressed_messages_are_refused_with_signed_negative_receipts() {
+    let mut sim = Sim::new(5, Faults::clean(10));
+    sim.connect();
+    let id = sim.submit(0, draft(1, Precedence::Flash)).unwrap();
+    sim.run_for(100);
+    let good = sim.offices[0]
+        .core
+        .as_ref()
+        .unwrap()
+        .find_sent(&id)
+        .unwrap()
+        .envelope
+        .clone();
+    let inject = |sim: &mut Sim, env: SignedEnvelope| {
+        sim.inject(
+            0,
+            Frame {
+                body: Some(Body::Message(env)),
+            },
+        )
+    };
+
+    // Bad signature: one payload byte flipped.
+    let mut bad = good.clone();
+    bad.payload[3] ^= 1;
+    inject(&mut sim, bad);
+    assert_eq!(last_nack(&sim, 1).0, NackReason::BadSignature);
+
+    // Signed by someone else's key.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let mut msg = Message::decode(good.payload.as_slice()).unwrap();
+    msg.sequence = 2;
+    inject(
+        &mut sim,
+        envelope::seal_proto(Domain::Message, &msg, &stranger),
+    );
+    assert_eq!(last_nack(&sim, 1).0, NackReason::UnknownKey);
+
+    // Properly signed by the peer, but claiming another sender: only a test
+    // holding the peer's key can build it, which is the point (a compromised
+    // peer must still not impersonate a third office).
+    let peer_key = sim_key(&sim, 0);
+    let mut msg2 = msg.clone();
+    msg2.from = "stockholm".into();
+    inject(
+        &mut sim,
+        envelope::seal_proto(Domain::Message, &msg2, &peer_key),
+    );
+    assert_eq!(last_nack(&sim, 1).0, NackReason::WrongSender);
+
+    // Same sequence as a delivered message, different content.
+    let mut msg3 = Message::decode(good.payload.as_slice()).unwrap();
+    msg3.body = "rewritten".into();
+    inject(
+        &mut sim,
+        envelope::seal_proto(Domain::Message, &msg3, &peer_key),
+    );
+    assert_eq!(last_nack(&sim, 1).0, NackReason::SequenceConflict);
+
+    // None of these reached the inbox; each refusal is in the log.
+    assert_eq!(sim.offices[1].core.as_ref().unwrap().inbox().len(), 1);
+    let nacks = sim.offices[1]
+        .disk
+        .iter()
+        .filter(|e| matches!(e.event, Some(Event::NegativeReceiptSent(_))))
+        .count();
+    assert_eq!(nacks, 4);
+    // The sender verifies the negative receipts; the real message is unaffected.
+    sim.run_for(100);
+    assert!(sim.offices[0].events.iter().any(|e| matches!(
+        e,
+        CoreEvent::NegativeReceipt {
+            reason: NackReason::BadSignature,
+            ..
+        }
+    )));
+    check(&sim).unwrap();
+}
+
+fn sim_key(sim: &Sim, i: usize) -> ed25519_dalek::SigningKey {
+    // The simulator derives keys from its seed; rebuild them the same way.
+    let _ = sim;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let a = ed25519_dalek::SigningKey::from_bytes(&rng.gen());
+    let b = ed25519_dalek::SigningKey::from_bytes(&rng.gen());
+    [a, b][i].clone()
+}
+
+#[test]
+fn torn_receipt_is_resigned_identically_after_restart() {
+    let mut sim = Sim::new(6, Faults::clean(10));
+    sim.connect();
+    // The receiver crashes while writing the batch that holds the message
+    // and its receipt. Depending on the prefix kept, the message is either
+    // lost (and retransmitted) or kept without its receipt (and re-signed).
+    for round in 0..20 {
+        sim.crash_during_next_write(1);
+        sim.submit(0, draft(round, Precedence::Immediate)).unwrap();
+        sim.run_for(50);
+        sim.restart(1);
+        sim.run_for(3_000);
+    }
+    assert!(sim.heal(30_000));
+    check(&sim).unwrap();
+    // Receipts in the receiver's log: exactly one per message, and every
+    // re-signed receipt equals the one sent before the crash, byte for byte.
+    let mut per_seq: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+    for e in &sim.offices[1].disk {
+        if let Some(Event::ReceiptSent(pe)) = &e.event {
+            let env = pe.envelope.as_ref().unwrap();
+            let r = Receipt::decode(env.payload.as_slice()).unwrap();
+            per_seq
+                .entry(r.sequence)
+                .or_default()
+                .push(env.signature.clone());
+        }
+    }
+    assert_eq!(per_seq.len(), 20);
+    assert!(per_seq.values().all(|v| v.len() == 1));
+}
+
+/// The seeded schedule used by the scale test and its `cargo test` subset.
+fn random_schedule(seed: u64) -> Result<(), String> {
+    let mut sim = Sim::new(seed, Faults::clean(15));
+    let (drop, dup, reorder) = {
+        let r = sim.rng();
+        (
+            r.gen_range(0.0..0.5),
+            r.gen_range(0.0..0.2),
+            r.gen_range(0.0..0.3),
+        )
+    };
+    sim.faults = Faults {
+        drop,
+        duplicate: dup,
+        reorder,
+        reorder_ms: 200,
+        latency_ms: 15,
+    };
+    sim.connect();
+    for step in 0..120u64 {
+        let action = sim.rng().gen_range(0..100);
+        let side = sim.rng().gen_range(0..2usize);
+        match action {
+            0..=59 => {
+                let p = PRECEDENCES[sim.rng().gen_range(0..4)];
+                let _ = sim.submit(side, draft(step, p));
+            }
+            60..=69 => sim.cut(),
+            70..=79 => sim.connect(),
+            80..=84 => sim.crash(side),
+            85..=89 => sim.crash_during_next_write(side),
+            _ => sim.restart(side),
+        }
+        let dt = sim.rng().gen_range(1..400);
+        sim.run_for(dt);
+    }
+    if !sim.heal(120_000) {
+        for o in &sim.offices {
+            if let Some(c) = o.core.as_ref() {
+                eprintln!("{:?}", c.status());
+                for item in c.outbox().filter(|i| i.state != OutState::Delivered) {
+                    eprintln!(
+                        "  {} seq {} {:?} attempts {}",
+                        item.id, item.sequence, item.state, item.attempts
+                    );
+                }
+            }
+            eprintln!(
+                "events: {:?}",
+                o.events.iter().rev().take(5).collect::<Vec<_>>()
+            );
+        }
+        return Err(format!("seed {seed}: did not settle after healing"));
+    }
+    check(&sim).map_err(|e| format!("seed {seed}: {e}"))?;
+    // Each side reported Delivered at most once per message.
+    for o in &sim.offices {
+        if let Some((id, n)) = o.delivered.iter().find(|(_, n)| **n > 1) {
+            return Err(format!("seed {seed}: {id} reported delivered {n} times"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn seeded_fault_schedules_lose_nothing_and_deliver_once() {
+    // A subset of the scale run; HOTLINE_SIM_SEEDS raises the count.
+    let n: u64 = std::env::var("HOTLINE_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let failures: Vec<String> = (0..n).filter_map(|s| random_schedule(s).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {n} schedules failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn ids_are_unique_per_submission() {
+    let mut sim = Sim::new(7, Faults::clean(5));
+    let a: Vec<MessageId> = (0..100)
+        .map(|n| sim.submit(0, draft(n, Precedence::Routine)).unwrap())
+        .collect();
+    let mut b = a.clone();
+    b.sort();
+    b.dedup();
+    assert_eq!(a.len(), b.len());
+}
+
+/// Replays one schedule with diagnostics:
+/// `HOTLINE_SIM_SEED=52 cargo test --test core_sim replay_one_seed -- --ignored --nocapture`
+#[test]
+#[ignore = "replays the seed in HOTLINE_SIM_SEED"]
+fn replay_one_seed() {
+    let seed: u64 = std::env::var("HOTLINE_SIM_SEED")
+        .expect("set HOTLINE_SIM_SEED")
+        .parse()
+        .expect("a number");
+    random_schedule(seed).unwrap();
+}
