@@ -35,3 +35,5 @@ pub mod core;
 pub mod identity;
 pub mod sim;
 pub mod wire;
+pub mod control;
+pub mod node;

@@ -16,7 +16,7 @@ use crate::wire::proto::{Message, Precedence, SignedEnvelope};
 use crate::wire::MessageId;
 
 /// Delivery state of a message we sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutState {
     /// Durable here, never transmitted.

@@ -1,0 +1,306 @@
+//! Request and response bodies of the control API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{Draft, InboxItem, OutState, OutboxItem};
+use crate::wire::proto::{Kind, Precedence};
+
+/// Parses a precedence name (`flash`, `immediate`, `priority`, `routine`).
+pub fn parse_precedence(s: &str) -> Option<Precedence> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "flash" | "z" => Precedence::Flash,
+        "immediate" | "o" => Precedence::Immediate,
+        "priority" | "p" => Precedence::Priority,
+        "routine" | "r" => Precedence::Routine,
+        _ => return None,
+    })
+}
+
+/// The lowercase name of a precedence.
+pub fn precedence_name(p: Precedence) -> &'static str {
+    match p {
+        Precedence::Flash => "flash",
+        Precedence::Immediate => "immediate",
+        Precedence::Priority => "priority",
+        Precedence::Routine | Precedence::Unspecified => "routine",
+    }
+}
+
+/// Parses a kind name.
+pub fn parse_kind(s: &str) -> Option<Kind> {
+    Some(match s.to_ascii_lowercase().replace('_', "-").as_str() {
+        "notification" => Kind::Notification,
+        "inquiry" => Kind::Inquiry,
+        "response" => Kind::Response,
+        "proposal" => Kind::Proposal,
+        "call-request" => Kind::CallRequest,
+        "statement" => Kind::Statement,
+        _ => return None,
+    })
+}
+
+/// The lowercase name of a kind.
+pub fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Notification | Kind::Unspecified => "notification",
+        Kind::Inquiry => "inquiry",
+        Kind::Response => "response",
+        Kind::Proposal => "proposal",
+        Kind::CallRequest => "call-request",
+        Kind::Statement => "statement",
+    }
+}
+
+/// `POST /v1/messages`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SendRequest {
+    /// Recipient office.
+    pub to: String,
+    /// `flash`, `immediate`, `priority` or `routine` (default).
+    pub precedence: Option<String>,
+    /// `notification` (default), `inquiry`, `response`, `proposal`,
+    /// `call-request`, `statement`.
+    pub kind: Option<String>,
+    /// Subject line.
+    pub subject: String,
+    /// Body text.
+    pub body: String,
+    /// Thread id.
+    pub thread: String,
+    /// Id of the message this answers.
+    pub reply_to: String,
+    /// BCP 47 language tag (default "en").
+    pub language: String,
+    /// Mark as drill traffic.
+    pub exercise: bool,
+    /// Wait for the signed receipt before answering.
+    pub wait: bool,
+    /// How long to wait, in ms (default 30 000).
+    pub wait_ms: Option<u64>,
+}
+
+impl SendRequest {
+    /// The core draft, or a message saying which field is wrong.
+    pub fn to_draft(&self) -> Result<Draft, String> {
+        let precedence = match &self.precedence {
+            None => Precedence::Routine,
+            Some(p) => parse_precedence(p).ok_or_else(|| {
+                format!("precedence {p:?} is not one of flash, immediate, priority, routine")
+            })?,
+        };
+        let kind = match &self.kind {
+            None => Kind::Notification,
+            Some(k) => parse_kind(k).ok_or_else(|| {
+                format!("kind {k:?} is not one of notification, inquiry, response, proposal, call-request, statement")
+            })?,
+        };
+        Ok(Draft {
+            to: self.to.clone(),
+            precedence,
+            kind,
+            thread: self.thread.clone(),
+            reply_to: self.reply_to.clone(),
+            subject: self.subject.clone(),
+            body: self.body.clone(),
+            language: self.language.clone(),
+            exercise: self.exercise,
+        })
+    }
+}
+
+/// Answer to `POST /v1/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendResponse {
+    /// Message id.
+    pub id: String,
+    /// Sequence on the channel.
+    pub sequence: u64,
+    /// Microseconds from the request to durable acceptance.
+    pub accepted_us: u64,
+    /// With `wait`: the receipt, if it came in time.
+    pub delivered: Option<Delivery>,
+}
+
+/// A held receipt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Microseconds from acceptance to the verified receipt (when the node
+    /// saw both).
+    pub elapsed_us: Option<u64>,
+    /// The receiver's log index for the message.
+    pub receiver_log_index: u64,
+    /// The receiver's wall clock when it logged the message.
+    pub received_unix_ms: u64,
+    /// The signed receipt envelope, hex-encoded protobuf.
+    pub receipt_hex: String,
+}
+
+/// A message in `GET /v1/inbox`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxEntry {
+    /// Sender.
+    pub from: String,
+    /// Id.
+    pub id: String,
+    /// Sequence.
+    pub sequence: u64,
+    /// Precedence name.
+    pub precedence: String,
+    /// Kind name.
+    pub kind: String,
+    /// Subject.
+    pub subject: String,
+    /// Body.
+    pub body: String,
+    /// Thread.
+    pub thread: String,
+    /// Replied-to id.
+    pub reply_to: String,
+    /// Language.
+    pub language: String,
+    /// Drill traffic.
+    pub exercise: bool,
+    /// Sender's clock.
+    pub created_unix_ms: u64,
+    /// Our clock at logging.
+    pub received_unix_ms: u64,
+    /// Our log index.
+    pub log_index: u64,
+}
+
+impl From<&InboxItem> for InboxEntry {
+    fn from(i: &InboxItem) -> Self {
+        let m = &i.message;
+        InboxEntry {
+            from: i.peer.to_string(),
+            id: m.id.clone(),
+            sequence: m.sequence,
+            precedence: precedence_name(m.precedence()).into(),
+            kind: kind_name(m.kind()).into(),
+            subject: m.subject.clone(),
+            body: m.body.clone(),
+            thread: m.thread.clone(),
+            reply_to: m.reply_to.clone(),
+            language: m.language.clone(),
+            exercise: m.exercise,
+            created_unix_ms: m.created_unix_ms,
+            received_unix_ms: i.received_unix_ms,
+            log_index: i.log_index,
+        }
+    }
+}
+
+/// A message in `GET /v1/outbox`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Recipient.
+    pub to: String,
+    /// Id.
+    pub id: String,
+    /// Sequence.
+    pub sequence: u64,
+    /// Precedence name.
+    pub precedence: String,
+    /// Subject.
+    pub subject: String,
+    /// queued, sent, delivered or refused.
+    pub state: OutState,
+    /// Transmissions so far (this run).
+    pub attempts: u32,
+    /// Our clock at creation.
+    pub created_unix_ms: u64,
+    /// The receipt, once held.
+    pub delivery: Option<Delivery>,
+}
+
+impl OutboxEntry {
+    /// Builds the view of `o`; `elapsed_us` from the node's own timing.
+    pub fn new(o: &OutboxItem, elapsed_us: Option<u64>) -> Self {
+        OutboxEntry {
+            to: o.peer.to_string(),
+            id: o.id.to_string(),
+            sequence: o.sequence,
+            precedence: precedence_name(o.precedence).into(),
+            subject: o.subject.clone(),
+            state: o.state,
+            attempts: o.attempts,
+            created_unix_ms: o.created_unix_ms,
+            delivery: o.receipt.as_ref().map(|r| delivery(r, elapsed_us)),
+        }
+    }
+}
+
+/// Describes a signed receipt envelope.
+pub fn delivery(env: &crate::wire::proto::SignedEnvelope, elapsed_us: Option<u64>) -> Delivery {
+    use prost::Message as _;
+    let r = crate::wire::proto::Receipt::decode(env.payload.as_slice()).unwrap_or_default();
+    Delivery {
+        elapsed_us,
+        receiver_log_index: r.log_index,
+        received_unix_ms: r.received_unix_ms,
+        receipt_hex: hex::encode(env.encode_to_vec()),
+    }
+}
+
+/// One peer in `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Peer office.
+    pub office: String,
+    /// "up" or "down".
+    pub link: String,
+    /// Whether the peer's hello arrived on the current connection.
+    pub resumed: bool,
+    /// Address dialed, if any.
+    pub dial_addr: Option<String>,
+    /// QUIC round-trip estimate, ms.
+    pub rtt_ms: Option<f64>,
+    /// Last time anything arrived from the peer (our clock).
+    pub last_heard_unix_ms: Option<u64>,
+    /// Unreceipted messages to the peer.
+    pub outbox: usize,
+    /// Of those, never transmitted.
+    pub queued: usize,
+    /// Messages delivered to the peer.
+    pub delivered: u64,
+    /// Messages received from the peer.
+    pub received: u64,
+}
+
+/// A connection the node refused, for operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refusal {
+    /// When (our clock).
+    pub unix_ms: u64,
+    /// Remote address.
+    pub remote: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The transport's own error text.
+    pub error: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// This office.
+    pub office: String,
+    /// Card fingerprint.
+    pub fingerprint: String,
+    /// QUIC address the node listens on.
+    pub listen: String,
+    /// Log entries.
+    pub log_entries: u64,
+    /// Per peer.
+    pub peers: Vec<PeerStatus>,
+    /// Recent refused connections (newest last, at most 32).
+    pub refused: Vec<Refusal>,
+}
+
+/// Error body of every non-2xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and what to do.
+    pub error: String,
+}

@@ -1,0 +1,125 @@
+//! A blocking client for the control API (used by the CLI).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::api::{ErrorBody, InboxEntry, OutboxEntry, SendRequest, SendResponse, StatusResponse};
+use crate::identity::{files, OfficeDir};
+
+/// Why a control call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No node is running on the directory.
+    #[error("no node is running for {0} (start one with `hotline node run --dir {0}`)")]
+    NotRunning(String),
+    /// The token was refused.
+    #[error("the node refused the control token: {0}")]
+    Unauthorized(String),
+    /// The node answered with an error.
+    #[error("{message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The node's explanation.
+        message: String,
+    },
+    /// Transport or decoding trouble.
+    #[error("control API: {0}")]
+    Transport(String),
+}
+
+/// Talks to one node's control API.
+pub struct ControlClient {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl ControlClient {
+    /// Finds the running node of `dir` (its `run/control.addr`) and its token.
+    pub fn from_dir(dir: &OfficeDir) -> Result<Self, ClientError> {
+        let root = dir.root().display().to_string();
+        let addr = std::fs::read_to_string(dir.control_addr())
+            .map_err(|_| ClientError::NotRunning(root.clone()))?;
+        let token = files::read_secret(&dir.control_token())
+            .map_err(|e| ClientError::Transport(format!("{}: {e}", dir.control_token().display())))?;
+        Ok(Self::new(addr.trim(), String::from_utf8_lossy(&token).trim()))
+    }
+
+    /// A client for `addr` with `token`.
+    pub fn new(addr: &str, token: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .new_agent();
+        ControlClient {
+            base: format!("http://{addr}"),
+            token: token.to_string(),
+            agent,
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T, ClientError> {
+        let mut resp = resp.map_err(|e| match e {
+            ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                ClientError::NotRunning(self.base.clone())
+            }
+            other => ClientError::Transport(other.to_string()),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if status == 401 {
+            let msg = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
+            return Err(ClientError::Unauthorized(msg));
+        }
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
+            return Err(ClientError::Api { status, message });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Transport(format!("bad answer: {e}")))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        self.decode(r)
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(body);
+        self.decode(r)
+    }
+
+    /// `GET /v1/status`.
+    pub fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.get("/v1/status")
+    }
+    /// `GET /v1/inbox`.
+    pub fn inbox(&self) -> Result<Vec<InboxEntry>, ClientError> {
+        self.get("/v1/inbox")
+    }
+    /// `GET /v1/outbox`.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, ClientError> {
+        self.get("/v1/outbox")
+    }
+    /// `POST /v1/messages`.
+    pub fn send(&self, req: &SendRequest) -> Result<SendResponse, ClientError> {
+        self.post("/v1/messages", req)
+    }
+    /// `POST /v1/shutdown`.
+    pub fn shutdown(&self) -> Result<serde_json::Value, ClientError> {
+        self.post("/v1/shutdown", &serde_json::json!({}))
+    }
+}

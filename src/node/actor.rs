@@ -1,0 +1,457 @@
+//! The actor that owns the core and the log.
+//!
+//! One task, one owner: every input (operator commands, frames, link
+//! changes, timers) is applied to the [`Core`] in arrival order. After each
+//! round of inputs the actor makes the core's log entries durable with one
+//! `fdatasync` (group commit: inputs that arrive during the sync form the
+//! next round), and only then sends frames and answers waiters.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+use quinn::VarInt;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::clock::Clock;
+use super::link::{close_code, LinkHandle};
+use super::NodeError;
+use crate::audit::LogWriter;
+use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, PeerStatus, Refusal, StatusResponse};
+use crate::core::{Core, CoreEvent, SubmitError};
+use crate::identity::OfficeName;
+use crate::wire::proto::Frame;
+use crate::wire::{frame, MessageId};
+
+/// Inputs per round before the actor commits (bounds latency under load).
+pub const MAX_ROUND: usize = 1024;
+/// Refusals kept for `status`.
+pub const MAX_REFUSALS: usize = 32;
+
+/// Why a send was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The request itself is wrong (names the field).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The core refused the draft.
+    #[error(transparent)]
+    Refused(#[from] SubmitError),
+    /// The node is stopping.
+    #[error("the node is shutting down")]
+    Stopping,
+}
+
+/// Queries answered from the actor's state.
+#[derive(Debug)]
+pub enum Query {
+    /// Inbox.
+    Inbox(oneshot::Sender<Vec<InboxEntry>>),
+    /// Outbox.
+    Outbox(oneshot::Sender<Vec<OutboxEntry>>),
+    /// Status.
+    Status(oneshot::Sender<StatusResponse>),
+}
+
+/// Everything the actor reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// Submit a message; answered once durable.
+    Submit {
+        /// The request.
+        req: api::SendRequest,
+        /// When the request arrived.
+        t0: Instant,
+        /// Answer.
+        reply: oneshot::Sender<Result<api::SendResponse, SendError>>,
+    },
+    /// Answer when `id` is delivered.
+    WaitDelivered {
+        /// Message.
+        id: MessageId,
+        /// Answer.
+        reply: oneshot::Sender<Delivery>,
+    },
+    /// A read.
+    Query(Query),
+    /// A connection to `peer` is authenticated and ready.
+    LinkUp {
+        /// Peer.
+        peer: OfficeName,
+        /// The connection.
+        link: LinkHandle,
+    },
+    /// A connection closed.
+    LinkDown {
+        /// Peer.
+        peer: OfficeName,
+        /// Which connection.
+        conn_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A frame arrived.
+    Frame {
+        /// Peer.
+        peer: OfficeName,
+        /// Which connection.
+        conn_id: u64,
+        /// The frame.
+        frame: Frame,
+    },
+    /// A peer sent bytes that are no frame (the connection is closed).
+    BadFrame {
+        /// Peer.
+        peer: OfficeName,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A connection attempt was refused.
+    Refused(Refusal),
+    /// Stop: log the stop, close connections, return.
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Accepting {
+    id: MessageId,
+    sequence: u64,
+    t0: Instant,
+    reply: oneshot::Sender<Result<api::SendResponse, SendError>>,
+}
+
+/// Static facts for status.
+pub struct Facts {
+    pub office: OfficeName,
+    pub fingerprint: String,
+    pub listen: String,
+    pub dial: HashMap<OfficeName, String>,
+}
+
+pub struct Actor {
+    pub core: Core,
+    pub log: Option<LogWriter>,
+    pub clock: Clock,
+    pub facts: Facts,
+    pub rx: mpsc::Receiver<Input>,
+    pub links_up: watch::Sender<BTreeSet<OfficeName>>,
+    links: HashMap<OfficeName, LinkHandle>,
+    accepting: Vec<Accepting>,
+    waiters: HashMap<MessageId, Vec<oneshot::Sender<Delivery>>>,
+    accepted_at: HashMap<MessageId, Instant>,
+    elapsed_us: HashMap<MessageId, u64>,
+    refused: VecDeque<Refusal>,
+    stopping: Option<oneshot::Sender<()>>,
+}
+
+impl Actor {
+    pub fn new(
+        core: Core,
+        log: LogWriter,
+        clock: Clock,
+        facts: Facts,
+        rx: mpsc::Receiver<Input>,
+        links_up: watch::Sender<BTreeSet<OfficeName>>,
+    ) -> Self {
+        Actor {
+            core,
+            log: Some(log),
+            clock,
+            facts,
+            rx,
+            links_up,
+            links: HashMap::new(),
+            accepting: Vec::new(),
+            waiters: HashMap::new(),
+            accepted_at: HashMap::new(),
+            elapsed_us: HashMap::new(),
+            refused: VecDeque::new(),
+            stopping: None,
+        }
+    }
+
+    /// Runs until shutdown or a fatal log error.
+    pub async fn run(mut self) -> Result<(), NodeError> {
+        // The start entries produced before the actor existed.
+        self.commit().await?;
+        loop {
+            let timer = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
+            tokio::select! {
+                input = self.rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => break,
+                },
+                _ = sleep_until_opt(timer), if timer.is_some() => {
+                    let now = self.clock.now();
+                    self.core.handle_timeout(now);
+                }
+            }
+            let mut n = 1;
+            while n < MAX_ROUND {
+                match self.rx.try_recv() {
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            self.commit().await?;
+            if let Some(done) = self.stopping.take() {
+                for link in self.links.values() {
+                    link.conn.close(VarInt::from_u32(close_code::SHUTDOWN), b"office closing");
+                }
+                let _ = done.send(());
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.clock.now();
+        match input {
+            Input::Submit { req, t0, reply } => {
+                if self.stopping.is_some() {
+                    let _ = reply.send(Err(SendError::Stopping));
+                    return;
+                }
+                let draft = match req.to_draft() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = reply.send(Err(SendError::BadRequest(e)));
+                        return;
+                    }
+                };
+                let id = MessageId::generate(now.wall_ms);
+                match self.core.submit(now, id, draft) {
+                    Ok(sequence) => self.accepting.push(Accepting {
+                        id,
+                        sequence,
+                        t0,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Input::WaitDelivered { id, reply } => {
+                if let Some(item) = self.core.find_sent(&id) {
+                    if let Some(r) = &item.receipt {
+                        let _ = reply.send(api::delivery(r, self.elapsed_us.get(&id).copied()));
+                        return;
+                    }
+                }
+                let list = self.waiters.entry(id).or_default();
+                list.retain(|w| !w.is_closed());
+                list.push(reply);
+            }
+            Input::Query(q) => self.answer(q),
+            Input::LinkUp { peer, link } => self.link_up(peer, link),
+            Input::LinkDown {
+                peer,
+                conn_id,
+                reason,
+            } => {
+                if self.links.get(&peer).map(|l| l.conn_id) == Some(conn_id) {
+                    self.links.remove(&peer);
+                    self.publish_links();
+                    tracing::info!(%peer, "line to {peer} down: {reason}");
+                    self.core.link_down(now, &peer, &reason);
+                }
+            }
+            Input::Frame { peer, frame, .. } => {
+                self.core.handle_frame(now, &peer, frame);
+            }
+            Input::BadFrame { peer, detail } => {
+                self.push_refusal(Refusal {
+                    unix_ms: now.wall_ms,
+                    remote: peer.to_string(),
+                    reason: format!("bad frame from {peer}; line closed"),
+                    error: detail,
+                });
+            }
+            Input::Refused(r) => self.push_refusal(r),
+            Input::Shutdown(done) => {
+                self.core.stop(now, "operator shutdown");
+                self.stopping = Some(done);
+            }
+        }
+    }
+
+    fn push_refusal(&mut self, r: Refusal) {
+        if self.refused.len() == MAX_REFUSALS {
+            self.refused.pop_front();
+        }
+        self.refused.push_back(r);
+    }
+
+    /// Keeps one connection per peer: the one dialed by the office whose
+    /// name sorts first. Both sides apply the same rule, so they agree.
+    fn link_up(&mut self, peer: OfficeName, link: LinkHandle) {
+        let now = self.clock.now();
+        let preferred_dialer = std::cmp::min(&self.facts.office, &peer).clone();
+        if let Some(existing) = self.links.get(&peer) {
+            let keep_existing = existing.dialed_by == preferred_dialer || link.dialed_by != preferred_dialer;
+            if keep_existing {
+                tracing::debug!(%peer, "duplicate connection from {}; keeping the existing one", link.remote);
+                link.conn.close(VarInt::from_u32(close_code::DUPLICATE), b"duplicate connection");
+                return;
+            }
+            existing
+                .conn
+                .close(VarInt::from_u32(close_code::DUPLICATE), b"duplicate connection");
+        }
+        let detail = format!("{} dialed; remote {}", link.dialed_by, link.remote);
+        tracing::info!(%peer, "line to {peer} up ({detail})");
+        self.links.insert(peer.clone(), link);
+        self.publish_links();
+        self.core.link_up(now, &peer, &detail);
+    }
+
+    fn publish_links(&self) {
+        let up: BTreeSet<OfficeName> = self.links.keys().cloned().collect();
+        self.links_up.send_replace(up);
+    }
+
+    /// Makes the core's entries durable, then acts on the rest.
+    async fn commit(&mut self) -> Result<(), NodeError> {
+        let out = self.core.take_output();
+        if !out.persist.is_empty() {
+            let mut log = self.log.take().expect("log present between commits");
+            let entries = out.persist;
+            let (log, result) = tokio::task::spawn_blocking(move || {
+                let r = log.append_durable(&entries);
+                (log, r)
+            })
+            .await
+            .map_err(|e| NodeError::Internal(format!("log writer panicked: {e}")))?;
+            self.log = Some(log);
+            if let Err(e) = result {
+                tracing::error!("stopping: the log could not be made durable: {e}");
+                return Err(NodeError::Log(e));
+            }
+        }
+        for t in out.transmit {
+            let Some(link) = self.links.get(&t.peer) else {
+                continue;
+            };
+            let bytes = frame::encode(&t.frame);
+            if link.streams[t.class.index()].try_send(bytes).is_err() {
+                // Queue full or stream gone: the core retransmits on timeout.
+                tracing::debug!(peer = %t.peer, "stream queue full; frame dropped for retransmission");
+            }
+        }
+        let now = Instant::now();
+        for a in self.accepting.drain(..) {
+            self.accepted_at.insert(a.id, now);
+            let _ = a.reply.send(Ok(api::SendResponse {
+                id: a.id.to_string(),
+                sequence: a.sequence,
+                accepted_us: now.duration_since(a.t0).as_micros() as u64,
+                delivered: None,
+            }));
+        }
+        for ev in out.events {
+            match ev {
+                CoreEvent::Delivered { peer, id, sequence } => {
+                    let elapsed = self
+                        .accepted_at
+                        .remove(&id)
+                        .map(|t| now.duration_since(t).as_micros() as u64);
+                    if let Some(e) = elapsed {
+                        self.elapsed_us.insert(id, e);
+                    }
+                    tracing::debug!(%peer, %id, sequence, "delivered");
+                    if let Some(ws) = self.waiters.remove(&id) {
+                        let receipt = self
+                            .core
+                            .find_sent(&id)
+                            .and_then(|i| i.receipt.as_ref())
+                            .map(|r| api::delivery(r, elapsed));
+                        if let Some(d) = receipt {
+                            for w in ws {
+                                let _ = w.send(d.clone());
+                            }
+                        }
+                    }
+                }
+                CoreEvent::Received {
+                    peer,
+                    id,
+                    sequence,
+                    precedence,
+                } => {
+                    tracing::info!(%peer, %id, sequence, precedence = api::precedence_name(precedence), "message received");
+                }
+                CoreEvent::Refused { peer, reason, detail } => {
+                    tracing::warn!(%peer, ?reason, "refused a message from {peer}: {detail}");
+                }
+                CoreEvent::NegativeReceipt {
+                    peer,
+                    id,
+                    reason,
+                    detail,
+                } => {
+                    let id = id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
+                    tracing::warn!(%peer, %id, ?reason, "{peer} refused message {id}: {detail}");
+                }
+                CoreEvent::ProtocolError { peer, detail } => {
+                    tracing::warn!(%peer, "protocol error from {peer}: {detail}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&self, q: Query) {
+        match q {
+            Query::Inbox(reply) => {
+                let _ = reply.send(self.core.inbox().iter().map(InboxEntry::from).collect());
+            }
+            Query::Outbox(reply) => {
+                let _ = reply.send(
+                    self.core
+                        .outbox()
+                        .map(|o| OutboxEntry::new(o, self.elapsed_us.get(&o.id).copied()))
+                        .collect(),
+                );
+            }
+            Query::Status(reply) => {
+                let peers = self
+                    .core
+                    .status()
+                    .into_iter()
+                    .map(|c| {
+                        let link = self.links.get(&c.peer);
+                        PeerStatus {
+                            office: c.peer.to_string(),
+                            link: if link.is_some() { "up" } else { "down" }.into(),
+                            resumed: c.resumed,
+                            dial_addr: self.facts.dial.get(&c.peer).cloned(),
+                            rtt_ms: link.map(|l| l.conn.rtt().as_secs_f64() * 1000.0),
+                            last_heard_unix_ms: c.last_heard_unix_ms,
+                            outbox: c.outbox_len,
+                            queued: c.queued,
+                            delivered: c.delivered,
+                            received: c.received,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(StatusResponse {
+                    office: self.facts.office.to_string(),
+                    fingerprint: self.facts.fingerprint.clone(),
+                    listen: self.facts.listen.clone(),
+                    log_entries: self.core.next_index(),
+                    peers,
+                    refused: self.refused.iter().cloned().collect(),
+                });
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+

@@ -1,0 +1,154 @@
+//! The control API server: HTTP/1.1 + JSON on loopback, bearer token.
+//!
+//! | method | path            | body / answer                                  |
+//! |--------|-----------------|------------------------------------------------|
+//! | GET    | /v1/status      | [`StatusResponse`](crate::control::StatusResponse) |
+//! | GET    | /v1/inbox       | list of [`InboxEntry`](crate::control::InboxEntry) |
+//! | GET    | /v1/outbox      | list of [`OutboxEntry`](crate::control::OutboxEntry) |
+//! | POST   | /v1/messages    | [`SendRequest`](crate::control::SendRequest) → [`SendResponse`](crate::control::SendResponse) |
+//! | POST   | /v1/shutdown    | stops the node cleanly                         |
+//!
+//! Every request needs `Authorization: Bearer <DIR/control.token>`; without
+//! it the answer is 401. Errors are `{"error": "..."}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::{oneshot, Notify};
+
+use super::{NodeError, NodeHandle, SendError};
+use crate::control::api::{ErrorBody, SendRequest};
+use crate::core::SubmitError;
+
+#[derive(Clone)]
+struct AppState {
+    node: NodeHandle,
+    token: Arc<String>,
+    stop: Arc<Notify>,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: msg.into() })).into_response()
+}
+
+/// Binds `addr` (which must be loopback) and serves until the returned
+/// sender fires.
+pub async fn serve(
+    addr: &str,
+    token: String,
+    node: NodeHandle,
+    stop: Arc<Notify>,
+) -> Result<(SocketAddr, oneshot::Sender<()>), NodeError> {
+    let sock: SocketAddr = addr
+        .parse()
+        .map_err(|_| NodeError::Config(format!("control address {addr:?} is not HOST:PORT")))?;
+    if !sock.ip().is_loopback() {
+        return Err(NodeError::Config(format!(
+            "control address {sock} is not loopback; the control API is only served on 127.0.0.1 or [::1]"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(sock)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: sock.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: sock.to_string(),
+        source,
+    })?;
+    let state = AppState {
+        node,
+        token: Arc::new(token),
+        stop,
+    };
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/inbox", get(inbox))
+        .route("/v1/outbox", get(outbox))
+        .route("/v1/messages", post(send))
+        .route("/v1/shutdown", post(shutdown))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state);
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok((local, tx))
+}
+
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), s.token.as_bytes()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token; send `Authorization: Bearer $(cat DIR/control.token)`",
+        );
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(s): State<AppState>) -> Response {
+    match s.node.status().await {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+    }
+}
+
+async fn inbox(State(s): State<AppState>) -> Response {
+    match s.node.inbox().await {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+    }
+}
+
+async fn outbox(State(s): State<AppState>) -> Response {
+    match s.node.outbox().await {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+    }
+}
+
+async fn send(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let req: SendRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")),
+    };
+    match s.node.send(req).await {
+        Ok(r) => Json(r).into_response(),
+        Err(SendError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
+        Err(SendError::Refused(e @ SubmitError::UnknownPeer(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(SendError::Refused(e @ SubmitError::OutboxFull { .. })) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(SendError::Refused(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(SendError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+    }
+}
+
+async fn shutdown(State(s): State<AppState>) -> Response {
+    s.stop.notify_one();
+    (StatusCode::ACCEPTED, Json(serde_json::json!({"stopping": true}))).into_response()
+}

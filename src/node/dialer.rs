@@ -1,0 +1,100 @@
+//! Accepting and dialing connections.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quinn::VarInt;
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+
+use super::actor::Input;
+use super::link::{self, close_code};
+use super::tls::Pin;
+use crate::identity::OfficeName;
+use crate::wire::sha256;
+
+/// Accepts connections until the endpoint closes.
+pub async fn accept_loop(endpoint: quinn::Endpoint, pins: Vec<Pin>, actor: mpsc::Sender<Input>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let pins = pins.clone();
+        let actor = actor.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => {
+                    let Some(peer) = identify(&conn, &pins) else {
+                        conn.close(VarInt::from_u32(close_code::UNKNOWN_PEER), b"unknown peer");
+                        super::refuse(&actor, remote, "certificate matches no card".into(), "connection from").await;
+                        return;
+                    };
+                    link::drive(conn, peer.clone(), peer, actor).await;
+                }
+                Err(e) => super::refuse(&actor, remote, format!("{e:?}"), "connection from").await,
+            }
+        });
+    }
+}
+
+/// Which pinned office a verified connection belongs to.
+fn identify(conn: &quinn::Connection, pins: &[Pin]) -> Option<OfficeName> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let hash = sha256(certs.first()?.as_ref());
+    pins.iter().find(|p| p.node_cert_sha256 == hash).map(|p| p.office.clone())
+}
+
+/// What a dialer needs.
+pub struct Dialer {
+    pub endpoint: quinn::Endpoint,
+    pub me: OfficeName,
+    pub peer: OfficeName,
+    pub addr: SocketAddr,
+    pub config: quinn::ClientConfig,
+    pub actor: mpsc::Sender<Input>,
+    pub links_up: watch::Receiver<BTreeSet<OfficeName>>,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// Keeps a line to `peer` up: dials whenever there is none, backing off
+/// exponentially with ±50 % jitter after failures.
+pub async fn dial_loop(mut d: Dialer) {
+    let mut delay = d.min;
+    let mut failures = 0u32;
+    loop {
+        while d.links_up.borrow().contains(&d.peer) {
+            if d.links_up.changed().await.is_err() {
+                return;
+            }
+        }
+        let attempt = match d
+            .endpoint
+            .connect_with(d.config.clone(), d.addr, &d.peer.server_name())
+        {
+            Ok(connecting) => connecting.await.map_err(|e| format!("{e:?}")),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        match attempt {
+            Ok(conn) => {
+                failures = 0;
+                delay = d.min;
+                link::drive(conn, d.peer.clone(), d.me.clone(), d.actor.clone()).await;
+            }
+            Err(e) => {
+                failures += 1;
+                let handshake = !e.contains("TimedOut");
+                if handshake || failures == 1 {
+                    super::refuse(&d.actor, d.addr, e, &format!("line to {} at", d.peer)).await;
+                } else {
+                    tracing::debug!(peer = %d.peer, "still cannot reach {} at {}: {e}", d.peer, d.addr);
+                }
+                let jitter = rand::thread_rng().gen_range(0.5..1.5);
+                tokio::time::sleep(delay.mul_f64(jitter)).await;
+                delay = (delay * 2).min(d.max);
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! One QUIC connection to a peer: five unidirectional streams out (one per
+//! [`StreamClass`], with QUIC priorities so FLASH overtakes ROUTINE), every
+//! stream the peer opens read frame by frame into the actor.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use quinn::{Connection, VarInt};
+use tokio::sync::mpsc;
+
+use super::actor::Input;
+use crate::core::StreamClass;
+use crate::identity::OfficeName;
+use crate::wire::FrameBuf;
+
+/// Frames queued per outgoing stream before the actor starts dropping
+/// (the core retransmits what is dropped).
+pub const STREAM_QUEUE: usize = 4096;
+/// Streams a peer may have open towards us at once.
+pub const MAX_PEER_STREAMS: u32 = 8;
+
+/// QUIC application close codes (docs/protocol.md#close-codes).
+pub mod close_code {
+    /// Orderly shutdown.
+    pub const SHUTDOWN: u32 = 0;
+    /// A second connection between the same offices; the other one is kept.
+    pub const DUPLICATE: u32 = 1;
+    /// The peer sent bytes that are not a valid frame.
+    pub const PROTOCOL_VIOLATION: u32 = 2;
+    /// The certificate belongs to no pinned office.
+    pub const UNKNOWN_PEER: u32 = 3;
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The actor's handle on a live connection.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    /// Unique per process.
+    pub conn_id: u64,
+    /// Which office dialed.
+    pub dialed_by: OfficeName,
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// The connection (for rtt and close).
+    pub conn: Connection,
+    /// Encoded frames per stream class.
+    pub streams: Vec<mpsc::Sender<Vec<u8>>>,
+}
+
+/// Runs a connection until it closes. Reports it up, feeds frames in,
+/// reports it down.
+pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, actor: mpsc::Sender<Input>) {
+    let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+    let mut streams = Vec::new();
+    for class in StreamClass::ALL {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(write_stream(conn.clone(), class, rx));
+        streams.push(tx);
+    }
+    let handle = LinkHandle {
+        conn_id,
+        dialed_by,
+        remote: conn.remote_address(),
+        conn: conn.clone(),
+        streams,
+    };
+    if actor.send(Input::LinkUp { peer: peer.clone(), link: handle }).await.is_err() {
+        return;
+    }
+    let reader_conn = conn.clone();
+    let reader_actor = actor.clone();
+    let reader_peer = peer.clone();
+    let accept = tokio::spawn(async move {
+        while let Ok(recv) = reader_conn.accept_uni().await {
+            tokio::spawn(read_stream(
+                recv,
+                reader_conn.clone(),
+                reader_peer.clone(),
+                conn_id,
+                reader_actor.clone(),
+            ));
+        }
+    });
+    let reason = conn.closed().await;
+    accept.abort();
+    let _ = actor
+        .send(Input::LinkDown {
+            peer,
+            conn_id,
+            reason: reason.to_string(),
+        })
+        .await;
+}
+
+async fn write_stream(conn: Connection, class: StreamClass, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut send = None;
+    while let Some(bytes) = rx.recv().await {
+        if send.is_none() {
+            match conn.open_uni().await {
+                Ok(s) => {
+                    let _ = s.set_priority(class.priority());
+                    send = Some(s);
+                }
+                Err(_) => return,
+            }
+        }
+        let s = send.as_mut().expect("opened");
+        if s.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    if let Some(mut s) = send {
+        let _ = s.finish();
+    }
+}
+
+async fn read_stream(
+    mut recv: quinn::RecvStream,
+    conn: Connection,
+    peer: OfficeName,
+    conn_id: u64,
+    actor: mpsc::Sender<Input>,
+) {
+    let mut fb = FrameBuf::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => {
+                fb.extend(&buf[..n]);
+                loop {
+                    match fb.next_frame() {
+                        Ok(Some(frame)) => {
+                            let input = Input::Frame {
+                                peer: peer.clone(),
+                                conn_id,
+                                frame,
+                            };
+                            if actor.send(input).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(%peer, "closing the line: {peer} sent a bad frame: {e}");
+                            let _ = actor
+                                .send(Input::BadFrame {
+                                    peer: peer.clone(),
+                                    detail: e.to_string(),
+                                })
+                                .await;
+                            conn.close(
+                                VarInt::from_u32(close_code::PROTOCOL_VIOLATION),
+                                format!("bad frame: {e}").as_bytes(),
+                            );
+                            return;
+                        }
+                    }
+                }
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The tokio shell around the core: QUIC transport with pinned mutual TLS,
+//! the actor that owns the core and the log, dialers with backoff, and the
+//! control API server.
+//!
+//! [`start`] loads nothing itself: it takes a loaded [`Office`], so tests and
+//! the bench can run several nodes in one process.
+
+mod actor;
+mod clock;
+pub mod control_server;
+mod dialer;
+pub mod link;
+pub mod offline;
+pub mod tls;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+pub use actor::SendError;
+use actor::{Actor, Facts, Input, Query};
+pub use clock::wall_ms;
+use clock::Clock;
+
+use crate::audit::{LogError, LogWriter};
+use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, Refusal, StatusResponse};
+use crate::core::{Core, Timing};
+use crate::identity::{files, Office, OfficeName};
+use crate::wire::MessageId;
+
+/// Capacity of the actor's input queue. Readers wait when it is full, which
+/// pushes back on the peer through QUIC flow control.
+pub const ACTOR_QUEUE: usize = 8192;
+/// Handshakes and connections accepted at once.
+pub const MAX_INCOMING: usize = 64;
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Another node holds this directory.
+    #[error("another node is already running on {0} (it holds run/lock); stop it first")]
+    AlreadyRunning(String),
+    /// The log could not be opened, recovered or written.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The log decoded but does not replay.
+    #[error("the log cannot be replayed: {0}")]
+    Replay(#[from] crate::core::ReplayError),
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source}; pick another address in hotline.toml or free the port")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Configuration problem.
+    #[error("{0}")]
+    Config(String),
+    /// TLS setup failed.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A file in the office directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Options for [`start`].
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Serve the control API (the CLI needs it; in-process users may not).
+    pub control_api: bool,
+}
+
+/// Talks to a running node in-process (the control API uses the same).
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+impl NodeHandle {
+    /// Submits a message; returns once it is durable.
+    pub async fn send(&self, req: api::SendRequest) -> Result<api::SendResponse, SendError> {
+        let wait = req.wait;
+        let wait_ms = req.wait_ms.unwrap_or(30_000);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Submit {
+                req,
+                t0: Instant::now(),
+                reply,
+            })
+            .await
+            .map_err(|_| SendError::Stopping)?;
+        let mut resp = rx.await.map_err(|_| SendError::Stopping)??;
+        if wait {
+            let id = MessageId::parse(&resp.id).expect("node made the id");
+            resp.delivered = self.wait_delivered(id, Duration::from_millis(wait_ms)).await;
+        }
+        Ok(resp)
+    }
+
+    /// Waits up to `limit` for `id`'s receipt.
+    pub async fn wait_delivered(&self, id: MessageId, limit: Duration) -> Option<Delivery> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::WaitDelivered { id, reply }).await.ok()?;
+        tokio::time::timeout(limit, rx).await.ok()?.ok()
+    }
+
+    /// The inbox.
+    pub async fn inbox(&self) -> Option<Vec<InboxEntry>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Input::Query(Query::Inbox(tx))).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The outbox.
+    pub async fn outbox(&self) -> Option<Vec<OutboxEntry>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Input::Query(Query::Outbox(tx))).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Status.
+    pub async fn status(&self) -> Option<StatusResponse> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Input::Query(Query::Status(tx))).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// In-process handle.
+    pub handle: NodeHandle,
+    /// QUIC address.
+    pub quic_addr: SocketAddr,
+    /// Control API address, when served.
+    pub control_addr: Option<SocketAddr>,
+    /// Notified when the control API asks the node to stop.
+    pub stop_requested: Arc<Notify>,
+    office: OfficeName,
+    endpoint: quinn::Endpoint,
+    actor: tokio::task::JoinHandle<Result<(), NodeError>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    control_shutdown: Option<oneshot::Sender<()>>,
+    run_files: Vec<std::path::PathBuf>,
+    _lock: std::fs::File,
+}
+
+impl RunningNode {
+    /// This office.
+    pub fn office(&self) -> &OfficeName {
+        &self.office
+    }
+
+    /// Stops cleanly: records the stop, flushes, closes connections.
+    pub async fn stop(self) -> Result<(), NodeError> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.handle.tx.send(Input::Shutdown(done)).await;
+        let _ = rx.await;
+        self.finish().await
+    }
+
+    /// Waits for the node to end on its own (a fatal error).
+    pub async fn finish(mut self) -> Result<(), NodeError> {
+        let result = (&mut self.actor)
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Internal(e.to_string())));
+        for t in &self.background {
+            t.abort();
+        }
+        if let Some(tx) = self.control_shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.endpoint.close(quinn::VarInt::from_u32(link::close_code::SHUTDOWN), b"office closing");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        for f in &self.run_files {
+            let _ = std::fs::remove_file(f);
+        }
+        result
+    }
+
+    /// Whether the actor has ended (a fatal error stops it).
+    pub fn is_finished(&self) -> bool {
+        self.actor.is_finished()
+    }
+}
+
+/// Starts a node for `office`: locks its directory, recovers and replays the
+/// log, listens, dials pinned peers, and serves the control API if asked.
+pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, NodeError> {
+    let dir = office.dir.clone();
+    let io = |p: &std::path::Path| {
+        let path = p.display().to_string();
+        move |source| NodeError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir.root().join("run")).map_err(io(dir.root()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.lock())
+        .map_err(io(&dir.lock()))?;
+    if lock.try_lock().is_err() {
+        return Err(NodeError::AlreadyRunning(dir.root().display().to_string()));
+    }
+
+    let timing = Timing {
+        rto_ms: office.config.timing.retransmit_ms,
+        rto_max_ms: office.config.timing.retransmit_max_ms,
+    };
+    let mut core = Core::new(
+        office.config.office.clone(),
+        office.message_key.clone(),
+        office.peers.iter().map(|p| (p.name.clone(), p.message_key)),
+        timing,
+    );
+    let mut replay_err = None;
+    let (log, recovered) = LogWriter::open(&dir.log(), |e| {
+        if replay_err.is_none() {
+            if let Err(err) = core.replay(&e.entry) {
+                replay_err = Some(err);
+            }
+        }
+    })?;
+    if let Some(e) = replay_err {
+        return Err(e.into());
+    }
+    if let Some(t) = &recovered.torn {
+        tracing::warn!(
+            "log recovery: removed a torn tail of {} bytes at offset {} ({})",
+            t.bytes,
+            t.offset,
+            t.why
+        );
+    }
+    let clock = Clock::new();
+    let fingerprints: Vec<_> = office
+        .peers
+        .iter()
+        .map(|p| (p.name.clone(), p.card.fingerprint.clone()))
+        .collect();
+    core.start(
+        clock.now(),
+        concat!("hotline ", env!("CARGO_PKG_VERSION")),
+        recovered.torn.as_ref().map(|t| (t.offset, t.bytes)),
+        &fingerprints,
+    );
+    tracing::info!(
+        office = %office.config.office,
+        entries = recovered.entries,
+        "log replayed: {} entries, {} received, {} sent",
+        recovered.entries,
+        core.inbox().len(),
+        core.outbox().count()
+    );
+
+    // Transport.
+    let pins: Vec<tls::Pin> = office
+        .peers
+        .iter()
+        .map(tls::Pin::of)
+        .collect::<Result<_, _>>()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let server_tls = tls::server_config(office.node_cert.clone(), office.node_key.clone_key(), &pins)?;
+    let quic_server = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    let transport = Arc::new(transport_config(&office.config.timing));
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
+    server_config.transport_config(transport.clone());
+    server_config.max_incoming(MAX_INCOMING);
+    let listen: SocketAddr = office
+        .config
+        .listen
+        .parse()
+        .map_err(|_| NodeError::Config(format!("listen address {:?} is not HOST:PORT", office.config.listen)))?;
+    let endpoint = quinn::Endpoint::server(server_config, listen).map_err(|source| NodeError::Bind {
+        addr: listen.to_string(),
+        source,
+    })?;
+    let quic_addr = endpoint.local_addr().map_err(|source| NodeError::Bind {
+        addr: listen.to_string(),
+        source,
+    })?;
+
+    let (tx, rx) = mpsc::channel(ACTOR_QUEUE);
+    let (links_up, links_rx) = watch::channel(BTreeSet::new());
+    let handle = NodeHandle { tx: tx.clone() };
+    let me = office.config.office.clone();
+    let mut background = Vec::new();
+
+    background.push(tokio::spawn(dialer::accept_loop(
+        endpoint.clone(),
+        pins.clone(),
+        tx.clone(),
+    )));
+    let mut dial = HashMap::new();
+    for (peer, pin) in office.peers.iter().zip(&pins) {
+        let Some(addr) = peer.addr else { continue };
+        dial.insert(peer.name.clone(), addr.to_string());
+        let client = tls::client_config(office.node_cert.clone(), office.node_key.clone_key(), pin)?;
+        let quic_client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic_client));
+        client_config.transport_config(transport.clone());
+        background.push(tokio::spawn(dialer::dial_loop(dialer::Dialer {
+            endpoint: endpoint.clone(),
+            me: me.clone(),
+            peer: peer.name.clone(),
+            addr,
+            config: client_config,
+            actor: tx.clone(),
+            links_up: links_rx.clone(),
+            min: Duration::from_millis(office.config.timing.reconnect_min_ms),
+            max: Duration::from_millis(office.config.timing.reconnect_max_ms),
+        })));
+    }
+
+    let facts = Facts {
+        office: me.clone(),
+        fingerprint: office.card.fingerprint.clone(),
+        listen: quic_addr.to_string(),
+        dial,
+    };
+    let actor = Actor::new(core, log, clock, facts, rx, links_up);
+    let actor = tokio::spawn(actor.run());
+
+    let mut run_files = vec![dir.quic_addr()];
+    files::write_public(&dir.quic_addr(), format!("{quic_addr}\n").as_bytes()).map_err(io(&dir.quic_addr()))?;
+    let stop_requested = Arc::new(Notify::new());
+    let mut control_addr = None;
+    let mut control_shutdown = None;
+    if opts.control_api {
+        let (addr, shutdown) = control_server::serve(
+            &office.config.control,
+            office.control_token.clone(),
+            handle.clone(),
+            stop_requested.clone(),
+        )
+        .await?;
+        files::write_public(&dir.control_addr(), format!("{addr}\n").as_bytes())
+            .map_err(io(&dir.control_addr()))?;
+        run_files.push(dir.control_addr());
+        control_addr = Some(addr);
+        control_shutdown = Some(shutdown);
+    }
+    tracing::info!(office = %me, %quic_addr, control = ?control_addr, "node running");
+    Ok(RunningNode {
+        handle,
+        quic_addr,
+        control_addr,
+        stop_requested,
+        office: me,
+        endpoint,
+        actor,
+        background,
+        control_shutdown,
+        run_files,
+        _lock: lock,
+    })
+}
+
+fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConfig {
+    let mut c = quinn::TransportConfig::default();
+    c.max_concurrent_bidi_streams(0u32.into());
+    c.max_concurrent_uni_streams(link::MAX_PEER_STREAMS.into());
+    c.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms)).expect("idle timeout in range"),
+    ));
+    c.keep_alive_interval(Some(Duration::from_millis(t.keep_alive_ms)));
+    c
+}
+
+/// Records a refused connection: a log line that says why, and an entry in
+/// `status`.
+pub(crate) async fn refuse(actor: &mpsc::Sender<Input>, remote: SocketAddr, error: String, context: &str) {
+    let reason = tls::explain_handshake_failure(&error);
+    tracing::warn!(%remote, "refused {context} {remote}: {reason} ({error})");
+    let _ = actor
+        .send(Input::Refused(Refusal {
+            unix_ms: wall_ms(),
+            remote: remote.to_string(),
+            reason: reason.to_string(),
+            error,
+        }))
+        .await;
+}
