@@ -31,9 +31,11 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod bench;
+pub mod control;
 pub mod core;
+pub mod demo;
 pub mod identity;
+pub mod node;
 pub mod sim;
 pub mod wire;
-pub mod control;
-pub mod node;

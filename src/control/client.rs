@@ -42,9 +42,13 @@ impl ControlClient {
         let root = dir.root().display().to_string();
         let addr = std::fs::read_to_string(dir.control_addr())
             .map_err(|_| ClientError::NotRunning(root.clone()))?;
-        let token = files::read_secret(&dir.control_token())
-            .map_err(|e| ClientError::Transport(format!("{}: {e}", dir.control_token().display())))?;
-        Ok(Self::new(addr.trim(), String::from_utf8_lossy(&token).trim()))
+        let token = files::read_secret(&dir.control_token()).map_err(|e| {
+            ClientError::Transport(format!("{}: {e}", dir.control_token().display()))
+        })?;
+        Ok(Self::new(
+            addr.trim(),
+            String::from_utf8_lossy(&token).trim(),
+        ))
     }
 
     /// A client for `addr` with `token`.
@@ -61,7 +65,10 @@ impl ControlClient {
         }
     }
 
-    fn decode<T: DeserializeOwned>(&self, resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T, ClientError> {
+    fn decode<T: DeserializeOwned>(
+        &self,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
         let mut resp = resp.map_err(|e| match e {
             ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
                 ClientError::NotRunning(self.base.clone())
@@ -74,11 +81,15 @@ impl ControlClient {
             .read_to_string()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         if status == 401 {
-            let msg = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
+            let msg = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or(text);
             return Err(ClientError::Unauthorized(msg));
         }
         if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or(text);
             return Err(ClientError::Api { status, message });
         }
         serde_json::from_str(&text).map_err(|e| ClientError::Transport(format!("bad answer: {e}")))
@@ -93,7 +104,11 @@ impl ControlClient {
         self.decode(r)
     }
 
-    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T, ClientError> {
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
         let r = self
             .agent
             .post(format!("{}{path}", self.base))

@@ -16,7 +16,9 @@ use super::clock::Clock;
 use super::link::{close_code, LinkHandle};
 use super::NodeError;
 use crate::audit::LogWriter;
-use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, PeerStatus, Refusal, StatusResponse};
+use crate::control::api::{
+    self, Delivery, InboxEntry, OutboxEntry, PeerStatus, Refusal, StatusResponse,
+};
 use crate::core::{Core, CoreEvent, SubmitError};
 use crate::identity::OfficeName;
 use crate::wire::proto::Frame;
@@ -195,7 +197,8 @@ impl Actor {
             self.commit().await?;
             if let Some(done) = self.stopping.take() {
                 for link in self.links.values() {
-                    link.conn.close(VarInt::from_u32(close_code::SHUTDOWN), b"office closing");
+                    link.conn
+                        .close(VarInt::from_u32(close_code::SHUTDOWN), b"office closing");
                 }
                 let _ = done.send(());
                 break;
@@ -289,15 +292,20 @@ impl Actor {
         let now = self.clock.now();
         let preferred_dialer = std::cmp::min(&self.facts.office, &peer).clone();
         if let Some(existing) = self.links.get(&peer) {
-            let keep_existing = existing.dialed_by == preferred_dialer || link.dialed_by != preferred_dialer;
+            let keep_existing =
+                existing.dialed_by == preferred_dialer || link.dialed_by != preferred_dialer;
             if keep_existing {
                 tracing::debug!(%peer, "duplicate connection from {}; keeping the existing one", link.remote);
-                link.conn.close(VarInt::from_u32(close_code::DUPLICATE), b"duplicate connection");
+                link.conn.close(
+                    VarInt::from_u32(close_code::DUPLICATE),
+                    b"duplicate connection",
+                );
                 return;
             }
-            existing
-                .conn
-                .close(VarInt::from_u32(close_code::DUPLICATE), b"duplicate connection");
+            existing.conn.close(
+                VarInt::from_u32(close_code::DUPLICATE),
+                b"duplicate connection",
+            );
         }
         let detail = format!("{} dialed; remote {}", link.dialed_by, link.remote);
         tracing::info!(%peer, "line to {peer} up ({detail})");
@@ -381,7 +389,11 @@ impl Actor {
                 } => {
                     tracing::info!(%peer, %id, sequence, precedence = api::precedence_name(precedence), "message received");
                 }
-                CoreEvent::Refused { peer, reason, detail } => {
+                CoreEvent::Refused {
+                    peer,
+                    reason,
+                    detail,
+                } => {
                     tracing::warn!(%peer, ?reason, "refused a message from {peer}: {detail}");
                 }
                 CoreEvent::NegativeReceipt {
@@ -454,4 +466,3 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
-

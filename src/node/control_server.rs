@@ -134,12 +134,19 @@ async fn outbox(State(s): State<AppState>) -> Response {
 async fn send(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
     let req: SendRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            )
+        }
     };
     match s.node.send(req).await {
         Ok(r) => Json(r).into_response(),
         Err(SendError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
-        Err(SendError::Refused(e @ SubmitError::UnknownPeer(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(SendError::Refused(e @ SubmitError::UnknownPeer(_))) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
         Err(SendError::Refused(e @ SubmitError::OutboxFull { .. })) => {
             error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
@@ -150,5 +157,9 @@ async fn send(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
 
 async fn shutdown(State(s): State<AppState>) -> Response {
     s.stop.notify_one();
-    (StatusCode::ACCEPTED, Json(serde_json::json!({"stopping": true}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"stopping": true})),
+    )
+        .into_response()
 }

@@ -25,7 +25,13 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, pins: Vec<Pin>, actor: mpsc:
                 Ok(conn) => {
                     let Some(peer) = identify(&conn, &pins) else {
                         conn.close(VarInt::from_u32(close_code::UNKNOWN_PEER), b"unknown peer");
-                        super::refuse(&actor, remote, "certificate matches no card".into(), "connection from").await;
+                        super::refuse(
+                            &actor,
+                            remote,
+                            "certificate matches no card".into(),
+                            "connection from",
+                        )
+                        .await;
                         return;
                     };
                     link::drive(conn, peer.clone(), peer, actor).await;
@@ -43,7 +49,9 @@ fn identify(conn: &quinn::Connection, pins: &[Pin]) -> Option<OfficeName> {
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
     let hash = sha256(certs.first()?.as_ref());
-    pins.iter().find(|p| p.node_cert_sha256 == hash).map(|p| p.office.clone())
+    pins.iter()
+        .find(|p| p.node_cert_sha256 == hash)
+        .map(|p| p.office.clone())
 }
 
 /// What a dialer needs.

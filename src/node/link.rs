@@ -50,7 +50,12 @@ pub struct LinkHandle {
 
 /// Runs a connection until it closes. Reports it up, feeds frames in,
 /// reports it down.
-pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, actor: mpsc::Sender<Input>) {
+pub async fn drive(
+    conn: Connection,
+    peer: OfficeName,
+    dialed_by: OfficeName,
+    actor: mpsc::Sender<Input>,
+) {
     let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let mut streams = Vec::new();
     for class in StreamClass::ALL {
@@ -65,7 +70,14 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
         conn: conn.clone(),
         streams,
     };
-    if actor.send(Input::LinkUp { peer: peer.clone(), link: handle }).await.is_err() {
+    if actor
+        .send(Input::LinkUp {
+            peer: peer.clone(),
+            link: handle,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     let reader_conn = conn.clone();

@@ -50,7 +50,9 @@ pub enum NodeError {
     #[error("the log cannot be replayed: {0}")]
     Replay(#[from] crate::core::ReplayError),
     /// A socket could not be bound.
-    #[error("cannot listen on {addr}: {source}; pick another address in hotline.toml or free the port")]
+    #[error(
+        "cannot listen on {addr}: {source}; pick another address in hotline.toml or free the port"
+    )]
     Bind {
         /// Address.
         addr: String,
@@ -106,7 +108,9 @@ impl NodeHandle {
         let mut resp = rx.await.map_err(|_| SendError::Stopping)??;
         if wait {
             let id = MessageId::parse(&resp.id).expect("node made the id");
-            resp.delivered = self.wait_delivered(id, Duration::from_millis(wait_ms)).await;
+            resp.delivered = self
+                .wait_delivered(id, Duration::from_millis(wait_ms))
+                .await;
         }
         Ok(resp)
     }
@@ -114,7 +118,10 @@ impl NodeHandle {
     /// Waits up to `limit` for `id`'s receipt.
     pub async fn wait_delivered(&self, id: MessageId, limit: Duration) -> Option<Delivery> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Input::WaitDelivered { id, reply }).await.ok()?;
+        self.tx
+            .send(Input::WaitDelivered { id, reply })
+            .await
+            .ok()?;
         tokio::time::timeout(limit, rx).await.ok()?.ok()
     }
 
@@ -184,7 +191,10 @@ impl RunningNode {
         if let Some(tx) = self.control_shutdown.take() {
             let _ = tx.send(());
         }
-        self.endpoint.close(quinn::VarInt::from_u32(link::close_code::SHUTDOWN), b"office closing");
+        self.endpoint.close(
+            quinn::VarInt::from_u32(link::close_code::SHUTDOWN),
+            b"office closing",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         for f in &self.run_files {
             let _ = std::fs::remove_file(f);
@@ -274,22 +284,25 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         .map(tls::Pin::of)
         .collect::<Result<_, _>>()
         .map_err(|e| NodeError::Config(e.to_string()))?;
-    let server_tls = tls::server_config(office.node_cert.clone(), office.node_key.clone_key(), &pins)?;
+    let server_tls =
+        tls::server_config(office.node_cert.clone(), office.node_key.clone_key(), &pins)?;
     let quic_server = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
         .map_err(|e| NodeError::Internal(e.to_string()))?;
     let transport = Arc::new(transport_config(&office.config.timing));
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
     server_config.transport_config(transport.clone());
     server_config.max_incoming(MAX_INCOMING);
-    let listen: SocketAddr = office
-        .config
-        .listen
-        .parse()
-        .map_err(|_| NodeError::Config(format!("listen address {:?} is not HOST:PORT", office.config.listen)))?;
-    let endpoint = quinn::Endpoint::server(server_config, listen).map_err(|source| NodeError::Bind {
-        addr: listen.to_string(),
-        source,
+    let listen: SocketAddr = office.config.listen.parse().map_err(|_| {
+        NodeError::Config(format!(
+            "listen address {:?} is not HOST:PORT",
+            office.config.listen
+        ))
     })?;
+    let endpoint =
+        quinn::Endpoint::server(server_config, listen).map_err(|source| NodeError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
     let quic_addr = endpoint.local_addr().map_err(|source| NodeError::Bind {
         addr: listen.to_string(),
         source,
@@ -310,7 +323,8 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     for (peer, pin) in office.peers.iter().zip(&pins) {
         let Some(addr) = peer.addr else { continue };
         dial.insert(peer.name.clone(), addr.to_string());
-        let client = tls::client_config(office.node_cert.clone(), office.node_key.clone_key(), pin)?;
+        let client =
+            tls::client_config(office.node_cert.clone(), office.node_key.clone_key(), pin)?;
         let quic_client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic_client));
@@ -338,7 +352,8 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     let actor = tokio::spawn(actor.run());
 
     let mut run_files = vec![dir.quic_addr()];
-    files::write_public(&dir.quic_addr(), format!("{quic_addr}\n").as_bytes()).map_err(io(&dir.quic_addr()))?;
+    files::write_public(&dir.quic_addr(), format!("{quic_addr}\n").as_bytes())
+        .map_err(io(&dir.quic_addr()))?;
     let stop_requested = Arc::new(Notify::new());
     let mut control_addr = None;
     let mut control_shutdown = None;
@@ -377,7 +392,8 @@ fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConf
     c.max_concurrent_bidi_streams(0u32.into());
     c.max_concurrent_uni_streams(link::MAX_PEER_STREAMS.into());
     c.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms)).expect("idle timeout in range"),
+        quinn::IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms))
+            .expect("idle timeout in range"),
     ));
     c.keep_alive_interval(Some(Duration::from_millis(t.keep_alive_ms)));
     c
@@ -385,7 +401,12 @@ fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConf
 
 /// Records a refused connection: a log line that says why, and an entry in
 /// `status`.
-pub(crate) async fn refuse(actor: &mpsc::Sender<Input>, remote: SocketAddr, error: String, context: &str) {
+pub(crate) async fn refuse(
+    actor: &mpsc::Sender<Input>,
+    remote: SocketAddr,
+    error: String,
+    context: &str,
+) {
     let reason = tls::explain_handshake_failure(&error);
     tracing::warn!(%remote, "refused {context} {remote}: {reason} ({error})");
     let _ = actor

@@ -83,7 +83,10 @@ impl ClientCertVerifier for PinnedClients {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let hash = sha256(end_entity.as_ref());
         for (pin, verifier) in &self.per_peer {
-            if verifier.verify_client_cert(end_entity, intermediates, now).is_ok() {
+            if verifier
+                .verify_client_cert(end_entity, intermediates, now)
+                .is_ok()
+            {
                 if hash == pin.node_cert_sha256 {
                     return Ok(ClientCertVerified::assertion());
                 }
@@ -97,7 +100,9 @@ impl ClientCertVerifier for PinnedClients {
                 ));
             }
         }
-        Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ))
     }
 
     fn verify_tls12_signature(
@@ -226,9 +231,12 @@ pub fn client_config_with_alpn(
     alpn: &[u8],
 ) -> Result<ClientConfig, rustls::Error> {
     let provider = provider();
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots(&pin.ca)?, provider.clone())
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots(&pin.ca)?,
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| rustls::Error::General(e.to_string()))?;
     let verifier = Arc::new(PinnedServer {
         pin: pin.clone(),
         inner,
@@ -246,17 +254,33 @@ pub fn client_config_with_alpn(
 /// Names the reason a handshake failed, for the log line an operator reads.
 pub fn explain_handshake_failure(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
-    if e.contains("unknownissuer") || e.contains("unknown_ca") || e.contains("unknownca") {
+    // TLS alerts travel as QUIC CRYPTO_ERROR 0x100 + alert.
+    let has = |needles: &[&str]| needles.iter().any(|n| e.contains(n));
+    if has(&["unknownissuer", "unknown_ca", "unknownca", "0x130"]) {
         "unknown CA: the certificate does not chain to any pinned office CA"
-    } else if e.contains("applicationverificationfailure") || e.contains("access_denied") || e.contains("accessdenied") {
+    } else if has(&[
+        "applicationverificationfailure",
+        "access_denied",
+        "accessdenied",
+        "0x131",
+    ]) {
         "card mismatch: the certificate chains to the office's CA but is not the node certificate on its card"
-    } else if e.contains("no_application_protocol") || e.contains("noapplicationprotocol") || e.contains("120") && e.contains("alert") {
+    } else if has(&["no_application_protocol", "noapplicationprotocol", "0x178"]) {
         "wrong ALPN: the peer does not speak hotline/1"
-    } else if e.contains("notvalidforname") || e.contains("name") && e.contains("certificate") {
-        "the certificate is not for the office dialed"
-    } else if e.contains("timed out") || e.contains("timeout") {
+    } else if has(&[
+        "notvalidforname",
+        "0x12a",
+        "bad_certificate",
+        "badcertificate",
+    ]) {
+        "bad certificate: not valid for the office dialed"
+    } else if has(&["connection_refused"]) {
+        "the peer is not accepting connections (stopping or at its connection limit)"
+    } else if has(&["timedout", "timed out"]) {
         "no answer (timed out)"
+    } else if has(&["matches no card"]) {
+        "the certificate matches no pinned card"
     } else {
-        "TLS handshake failed"
+        "handshake failed"
     }
 }

@@ -1,0 +1,374 @@
+//! One function per command; each calls the library and renders.
+
+use std::io::Read;
+
+use anyhow::{anyhow, Context};
+
+use super::{exit, render, Command, NodeCommand, PeerCommand};
+use hotline::control::{ClientError, ControlClient, SendRequest};
+use hotline::identity::{OfficeCard, OfficeDir, OfficeName};
+use hotline::node::{self, NodeOptions};
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    err: anyhow::Error,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if f.alternate() {
+            write!(f, "{:#}", self.err)
+        } else {
+            write!(f, "{}", self.err)
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: exit::FAILURE,
+            err: e.into(),
+        }
+    }
+}
+
+fn client_failure(e: ClientError) -> Failure {
+    let code = match &e {
+        ClientError::NotRunning(_) => exit::NOT_RUNNING,
+        ClientError::Api { status, .. } if (400..500).contains(status) => exit::REFUSED,
+        ClientError::Api { status: 503, .. } => exit::REFUSED,
+        _ => exit::FAILURE,
+    };
+    Failure {
+        code,
+        err: e.into(),
+    }
+}
+
+type Res = Result<u8, Failure>;
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+pub fn run(cmd: Command) -> Res {
+    match cmd {
+        Command::Init(a) => init(a),
+        Command::Card(a) => card(&a.dir, a.json),
+        Command::Peer(PeerCommand::Add {
+            dir,
+            card,
+            addr,
+            replace,
+            json,
+        }) => peer_add(&dir, &card, addr, replace, json),
+        Command::Peer(PeerCommand::List(a)) => peer_list(&a.dir, a.json),
+        Command::Node(NodeCommand::Run { dir }) => node_run(&dir),
+        Command::Node(NodeCommand::Stop { dir }) => node_stop(&dir),
+        Command::Send(a) => send(a),
+        Command::Inbox(a) => inbox(&a.dir, a.json),
+        Command::Outbox(a) => outbox(&a.dir, a.json),
+        Command::Status(a) => status(&a.dir, a.json),
+        Command::Demo(a) => demo(a),
+        Command::Bench(a) => bench(a),
+    }
+}
+
+fn init(a: super::InitArgs) -> Res {
+    let name = OfficeName::new(a.office.clone())?;
+    let dir = OfficeDir::new(&a.dir);
+    let card = dir.init(&name, &a.listen)?;
+    if a.json {
+        print_json(&serde_json::json!({
+            "office": card.office, "dir": a.dir, "card": dir.card(), "fingerprint": card.fingerprint,
+        }));
+    } else {
+        println!("created office {} in {}", card.office, a.dir.display());
+        println!(
+            "  card:        {}  (public: give it to the peer office)",
+            dir.card().display()
+        );
+        println!(
+            "  fingerprint: {}  (read it aloud to the peer to confirm the card)",
+            card.fingerprint
+        );
+        println!(
+            "next: hotline peer add --dir {} PEER_CARD.toml",
+            a.dir.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn card(dir: &std::path::Path, json: bool) -> Res {
+    let card = OfficeDir::new(dir).load_card()?;
+    if json {
+        print_json(&card);
+    } else {
+        print!("{}", card.to_toml());
+        eprintln!("fingerprint: {}", card.fingerprint);
+    }
+    Ok(exit::OK)
+}
+
+fn peer_add(
+    dir: &std::path::Path,
+    card: &std::path::Path,
+    addr: Option<String>,
+    replace: bool,
+    json: bool,
+) -> Res {
+    let od = OfficeDir::new(dir);
+    let (card, changed) = od.add_peer(card, addr, replace)?;
+    if json {
+        print_json(&serde_json::json!({
+            "peer": card.office, "fingerprint": card.fingerprint, "changed": changed,
+        }));
+    } else if changed {
+        println!("pinned {} (fingerprint {})", card.office, card.fingerprint);
+        println!(
+            "confirm this fingerprint with {} by voice before trusting the line",
+            card.office
+        );
+        println!("a running node picks up new peers when restarted");
+    } else {
+        println!(
+            "{} is already pinned with this card (fingerprint {})",
+            card.office, card.fingerprint
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn peer_list(dir: &std::path::Path, json: bool) -> Res {
+    let od = OfficeDir::new(dir);
+    let config = od.load_config()?;
+    let mut rows = Vec::new();
+    for (name, pc) in &config.peers {
+        let card = OfficeCard::load(&od.root().join(&pc.card))?;
+        let addr = match &pc.addr {
+            Some(a) if a.is_empty() => "(never dial)".to_string(),
+            Some(a) => a.clone(),
+            None => card.address.clone(),
+        };
+        rows.push(
+            serde_json::json!({"office": name, "dial": addr, "fingerprint": card.fingerprint}),
+        );
+    }
+    if json {
+        print_json(&rows);
+    } else {
+        render::table(
+            &["PEER", "DIAL", "FINGERPRINT"],
+            rows.iter()
+                .map(|r| {
+                    ["office", "dial", "fingerprint"]
+                        .iter()
+                        .map(|k| r[k].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .collect(),
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn node_run(dir: &std::path::Path) -> Res {
+    let office = OfficeDir::new(dir).load()?;
+    let rt = runtime();
+    rt.block_on(async move {
+        let node = node::start(office, NodeOptions { control_api: true }).await?;
+        eprintln!(
+            "{} running: QUIC on {}, control API on {} (Ctrl-C to stop)",
+            node.office(),
+            node.quic_addr,
+            node.control_addr.map(|a| a.to_string()).unwrap_or_default()
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let stop = node.stop_requested.clone();
+        let fatal = async {
+            while !node.is_finished() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        };
+        let why = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = term.recv() => "SIGTERM",
+            _ = stop.notified() => "stop requested",
+            _ = fatal => "fatal error",
+        };
+        tracing::info!("stopping ({why})");
+        let result = if why == "fatal error" {
+            node.finish().await
+        } else {
+            node.stop().await
+        };
+        result.map_err(|e| anyhow!(e))?;
+        eprintln!("stopped cleanly");
+        Ok::<_, Failure>(exit::OK)
+    })
+}
+
+fn node_stop(dir: &std::path::Path) -> Res {
+    let c = ControlClient::from_dir(&OfficeDir::new(dir)).map_err(client_failure)?;
+    c.shutdown().map_err(client_failure)?;
+    println!("stop requested");
+    Ok(exit::OK)
+}
+
+fn send(a: super::SendArgs) -> Res {
+    let body = match (&a.body, &a.body_file) {
+        (Some(b), _) => b.clone(),
+        (None, Some(p)) if p.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s
+        }
+        (None, Some(p)) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let req = SendRequest {
+        to: a.to.clone(),
+        precedence: Some(a.precedence.clone()),
+        kind: Some(a.kind.clone()),
+        subject: a.subject.clone(),
+        body,
+        thread: a.thread.clone(),
+        reply_to: a.reply_to.clone(),
+        language: a.language.clone(),
+        exercise: a.exercise,
+        wait: a.wait,
+        wait_ms: Some(a.timeout * 1000),
+    };
+    let c = ControlClient::from_dir(&OfficeDir::new(&a.dir)).map_err(client_failure)?;
+    let resp = c.send(&req).map_err(client_failure)?;
+    let missing = a.wait && resp.delivered.is_none();
+    if a.json {
+        print_json(&resp);
+    } else {
+        println!("{}", resp.id);
+        eprintln!(
+            "accepted (durable) as sequence {} in {}",
+            resp.sequence,
+            render::micros(resp.accepted_us)
+        );
+        if let Some(d) = &resp.delivered {
+            eprintln!(
+                "signed receipt from {} in {} (their log entry {})",
+                a.to,
+                d.elapsed_us
+                    .map(render::micros)
+                    .unwrap_or_else(|| "?".into()),
+                d.receiver_log_index
+            );
+        }
+    }
+    if missing {
+        eprintln!(
+            "no receipt within {} s; the message stays queued and will be retransmitted (check `hotline status --dir {}`)",
+            a.timeout,
+            a.dir.display()
+        );
+        return Ok(exit::NO_RECEIPT);
+    }
+    Ok(exit::OK)
+}
+
+/// Runs `online` against the running node, or `offline` on the log when no
+/// node runs.
+fn online_or_log<T>(
+    dir: &std::path::Path,
+    online: impl FnOnce(&ControlClient) -> Result<T, ClientError>,
+    offline: impl FnOnce(&hotline::core::Core) -> T,
+) -> Result<T, Failure> {
+    let od = OfficeDir::new(dir);
+    match ControlClient::from_dir(&od).and_then(|c| online(&c)) {
+        Ok(v) => Ok(v),
+        Err(ClientError::NotRunning(_)) => {
+            let office = od.load()?;
+            let core = node::offline::load_core(&office)?;
+            eprintln!("(no node running: read from the log)");
+            Ok(offline(&core))
+        }
+        Err(e) => Err(client_failure(e)),
+    }
+}
+
+fn inbox(dir: &std::path::Path, json: bool) -> Res {
+    let items = online_or_log(dir, |c| c.inbox(), node::offline::inbox)?;
+    if json {
+        print_json(&items);
+    } else {
+        render::inbox(&items);
+    }
+    Ok(exit::OK)
+}
+
+fn outbox(dir: &std::path::Path, json: bool) -> Res {
+    let items = online_or_log(dir, |c| c.outbox(), node::offline::outbox)?;
+    if json {
+        print_json(&items);
+    } else {
+        render::outbox(&items);
+    }
+    Ok(exit::OK)
+}
+
+fn status(dir: &std::path::Path, json: bool) -> Res {
+    let od = OfficeDir::new(dir);
+    match ControlClient::from_dir(&od).and_then(|c| c.status()) {
+        Ok(s) => {
+            if json {
+                print_json(&s);
+            } else {
+                render::status(&s);
+            }
+            Ok(exit::OK)
+        }
+        Err(ClientError::NotRunning(d)) => {
+            if json {
+                print_json(&serde_json::json!({"running": false, "dir": d}));
+            } else {
+                println!("no node running for {d}; start it with `hotline node run --dir {d}`");
+            }
+            Ok(exit::NOT_RUNNING)
+        }
+        Err(e) => Err(client_failure(e)),
+    }
+}
+
+fn demo(a: super::DemoArgs) -> Res {
+    let rt = runtime();
+    let report = rt.block_on(hotline::demo::run(a.keep.clone(), !a.json))?;
+    if a.json {
+        print_json(&report);
+    }
+    Ok(exit::OK)
+}
+
+fn bench(a: super::BenchArgs) -> Res {
+    let rt = runtime();
+    let report = rt.block_on(hotline::bench::run(hotline::bench::BenchOptions {
+        messages: a.messages,
+        size: a.size,
+        progress: !a.json,
+    }))?;
+    if a.json {
+        print_json(&report);
+    } else {
+        render::bench(&report);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,242 @@
+//! Command-line parsing and dispatch.
+
+mod commands;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes scripts can rely on.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any other failure.
+    pub const FAILURE: u8 = 1;
+    // 2 is bad usage, returned by clap itself.
+    /// No node is running for the directory.
+    pub const NOT_RUNNING: u8 = 3;
+    /// `send --wait` gave up before the receipt came.
+    pub const NO_RECEIPT: u8 = 4;
+    /// The node refused the request (unknown peer, oversize, bad field).
+    pub const REFUSED: u8 = 5;
+}
+
+const AFTER_HELP: &str = "\
+Quick start (two offices on one machine):
+  hotline init --office washington --dir /tmp/wash --listen 127.0.0.1:7701
+  hotline init --office pyongyang  --dir /tmp/pyong --listen 127.0.0.1:7702
+  hotline peer add --dir /tmp/wash  /tmp/pyong/office-card.toml
+  hotline peer add --dir /tmp/pyong /tmp/wash/office-card.toml
+  hotline node run --dir /tmp/wash      # terminal 1
+  hotline node run --dir /tmp/pyong     # terminal 2
+  hotline send --dir /tmp/wash --to pyongyang --precedence flash --wait 'Line check'
+  hotline inbox --dir /tmp/pyong
+
+Or see it all at once: hotline demo
+
+Exit codes: 0 ok, 1 failure, 2 bad usage, 3 no node running for --dir,
+4 send --wait timed out before the receipt, 5 the node refused the request.";
+
+/// hotline: signed, receipted messages between two liaison offices over
+/// mutual-TLS QUIC, with an append-only log on each side.
+#[derive(Parser, Debug)]
+#[command(name = "hotline", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create an office: keys, private TLS CA, node certificate, config and card.
+    Init(InitArgs),
+    /// Print this office's public card and its fingerprint.
+    Card(DirJson),
+    /// Pin or list peer offices.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Run or stop the node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Send a message; prints its id once it is durable.
+    Send(SendArgs),
+    /// Messages received, oldest first.
+    Inbox(DirJson),
+    /// Messages sent and their delivery state.
+    Outbox(DirJson),
+    /// Peers, link state, round-trip time, last heard, queue lengths.
+    Status(DirJson),
+    /// Two offices in this process on loopback: one message of each
+    /// precedence, with receipts and timings.
+    Demo(DemoArgs),
+    /// Measure throughput and latency beside floors measured in the same run.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// Office name: lowercase letters, digits, '-' (e.g. washington).
+    #[arg(long)]
+    office: String,
+    /// Directory to create the office in.
+    #[arg(long)]
+    dir: PathBuf,
+    /// QUIC address the node will listen on, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    listen: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DirJson {
+    /// The office directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerCommand {
+    /// Pin a peer office from its card (compare the fingerprint by voice!).
+    Add {
+        /// The office directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The peer's office-card.toml.
+        card: PathBuf,
+        /// Address to dial instead of the card's ("" = never dial, wait for the peer).
+        #[arg(long)]
+        addr: Option<String>,
+        /// Replace a different card already pinned under the same name.
+        #[arg(long)]
+        replace: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List pinned peers.
+    List(DirJson),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Run the node in the foreground; Ctrl-C or SIGTERM stops it cleanly.
+    Run {
+        /// The office directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Ask a running node to stop cleanly.
+    Stop {
+        /// The office directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct SendArgs {
+    /// The office directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Recipient office.
+    #[arg(long)]
+    to: String,
+    /// flash, immediate, priority or routine.
+    #[arg(long, short = 'p', default_value = "routine")]
+    precedence: String,
+    /// notification, inquiry, response, proposal, call-request or statement.
+    #[arg(long, default_value = "notification")]
+    kind: String,
+    /// Subject line.
+    #[arg(long, short = 's', default_value = "")]
+    subject: String,
+    /// Thread id (free text).
+    #[arg(long, default_value = "")]
+    thread: String,
+    /// Id of the message this replies to.
+    #[arg(long, default_value = "")]
+    reply_to: String,
+    /// Language tag of the body (BCP 47).
+    #[arg(long, default_value = "en")]
+    language: String,
+    /// Mark as drill traffic.
+    #[arg(long)]
+    exercise: bool,
+    /// Wait for the signed delivery receipt and print how long it took.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait with --wait.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Read the body from a file ("-" for stdin).
+    #[arg(long, conflicts_with = "body")]
+    body_file: Option<PathBuf>,
+    /// The body text.
+    #[arg(required_unless_present = "body_file")]
+    body: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Keep the two office directories here instead of a temporary folder.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Messages for the throughput run.
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let node_run = matches!(cli.command, Command::Node(NodeCommand::Run { .. }));
+    init_tracing(cli.verbose, node_run);
+    match commands::run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, node_run: bool) {
+    let default = match (verbose, node_run) {
+        (0, true) => "hotline=info",
+        (0, false) => "hotline=warn",
+        (1, _) => "hotline=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
