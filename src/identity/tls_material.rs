@@ -23,10 +23,11 @@ pub struct TlsMaterial {
     pub node_key_pem: String,
 }
 
-/// Generates a fresh CA and node certificate for `office`.
-pub fn generate(office: &OfficeName) -> Result<TlsMaterial, rcgen::Error> {
+/// The CA's parameters. Deterministic from the office name (validity
+/// aside), so the CA key alone can issue again: the issuer name and key
+/// identifier come out the same.
+fn ca_params(office: &OfficeName) -> CertificateParams {
     let now = time::OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name = DistinguishedName::new();
     ca.distinguished_name
@@ -37,8 +38,41 @@ pub fn generate(office: &OfficeName) -> Result<TlsMaterial, rcgen::Error> {
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = now - time::Duration::days(1);
     ca.not_after = now + time::Duration::days(3650);
-    let ca_cert = ca.self_signed(&ca_key)?;
+    ca
+}
 
+/// Generates a fresh CA and node certificate for `office`.
+pub fn generate(office: &OfficeName) -> Result<TlsMaterial, rcgen::Error> {
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params(office);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let (node_cert_pem, node_key_pem) = issue_node_cert(office, ca, &ca_key)?;
+    Ok(TlsMaterial {
+        ca_cert_pem: ca_cert.pem(),
+        ca_key_pem: ca_key.serialize_pem(),
+        node_cert_pem,
+        node_key_pem,
+    })
+}
+
+/// Issues a new node certificate (and key) from the office's CA key, PEM.
+/// The result chains to the office's CA but is *not* the certificate its
+/// card pins until a new card is issued: peers refuse it as a card
+/// mismatch, which tests rely on.
+pub fn reissue_node_cert(
+    office: &OfficeName,
+    ca_key_pem: &str,
+) -> Result<(String, String), rcgen::Error> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    issue_node_cert(office, ca_params(office), &ca_key)
+}
+
+fn issue_node_cert(
+    office: &OfficeName,
+    ca: CertificateParams,
+    ca_key: &KeyPair,
+) -> Result<(String, String), rcgen::Error> {
+    let now = time::OffsetDateTime::now_utc();
     let node_key = KeyPair::generate()?;
     let mut node = CertificateParams::new(vec![office.server_name()])?;
     node.distinguished_name = DistinguishedName::new();
@@ -52,13 +86,7 @@ pub fn generate(office: &OfficeName) -> Result<TlsMaterial, rcgen::Error> {
     ];
     node.not_before = now - time::Duration::days(1);
     node.not_after = now + time::Duration::days(825);
-    let issuer = Issuer::new(ca, &ca_key);
+    let issuer = Issuer::new(ca, ca_key);
     let node_cert = node.signed_by(&node_key, &issuer)?;
-
-    Ok(TlsMaterial {
-        ca_cert_pem: ca_cert.pem(),
-        ca_key_pem: ca_key.serialize_pem(),
-        node_cert_pem: node_cert.pem(),
-        node_key_pem: node_key.serialize_pem(),
-    })
+    Ok((node_cert.pem(), node_key.serialize_pem()))
 }

@@ -254,9 +254,10 @@ pub fn client_config_with_alpn(
 /// Names the reason a handshake failed, for the log line an operator reads.
 pub fn explain_handshake_failure(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
-    // TLS alerts travel as QUIC CRYPTO_ERROR 0x100 + alert.
+    // TLS alerts travel as QUIC CRYPTO_ERROR 0x100 + alert, which quinn
+    // prints as `crypto(XX)` with the alert in hex.
     let has = |needles: &[&str]| needles.iter().any(|n| e.contains(n));
-    if has(&["unknownissuer", "unknown_ca", "unknownca", "0x130"]) {
+    if has(&["unknownissuer", "unknown_ca", "unknownca", "crypto(30)"]) {
         "unknown CA: the certificate does not chain to any pinned office CA"
     } else if has(&[
         "applicationverificationfailure",
@@ -265,7 +266,12 @@ pub fn explain_handshake_failure(error: &str) -> &'static str {
         "0x131",
     ]) {
         "card mismatch: the certificate chains to the office's CA but is not the node certificate on its card"
-    } else if has(&["no_application_protocol", "noapplicationprotocol", "0x178"]) {
+    } else if has(&[
+        "no_application_protocol",
+        "noapplicationprotocol",
+        "crypto(78)",
+        "known protocol",
+    ]) {
         "wrong ALPN: the peer does not speak hotline/1"
     } else if has(&[
         "notvalidforname",
