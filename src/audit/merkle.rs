@@ -1,0 +1,342 @@
+//! The RFC 6962 Merkle tree over the log.
+//!
+//! A leaf is the exact stored bytes of one log entry. Leaf hash
+//! `SHA-256(0x00 || entry)`, node hash `SHA-256(0x01 || left || right)`, the
+//! empty tree `SHA-256("")`. Hashing and proofs come from `tlog_tiles` (the
+//! Go sumdb `tlog` algorithms, which follow RFC 6962 exactly); this module
+//! only decides where the hashes live:
+//!
+//! - [`Tree`] keeps every stored hash in memory (about two per entry). The
+//!   node and the proof commands use it: it answers roots at any size,
+//!   inclusion and consistency proofs.
+//! - [`Frontier`] keeps only the O(log n) hashes on the tree's right edge,
+//!   enough to extend the tree and compute its current root. `audit verify`
+//!   uses it so that its memory stays flat however long the log grows.
+
+use std::collections::BTreeMap;
+
+use tlog_tiles::{
+    check_record, check_tree, prove_record, prove_tree, record_hash, stored_hash_count,
+    stored_hashes, sub_tree_index, tree_hash, HashReader,
+};
+pub use tlog_tiles::{Hash, EMPTY_HASH};
+
+/// Leaf hash of one stored entry.
+pub fn leaf_hash(entry: &[u8]) -> Hash {
+    record_hash(entry)
+}
+
+/// Every stored hash of a log, in memory.
+#[derive(Debug, Default, Clone)]
+pub struct Tree {
+    hashes: Vec<Hash>,
+    size: u64,
+}
+
+impl HashReader for Tree {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&i| {
+                self.hashes
+                    .get(i as usize)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+impl Tree {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends the leaf for `entry` (its exact stored bytes).
+    pub fn push(&mut self, entry: &[u8]) {
+        let new = stored_hashes(self.size, entry, self).expect("own hashes are present");
+        self.hashes.extend(new);
+        self.size += 1;
+        debug_assert_eq!(self.hashes.len() as u64, stored_hash_count(self.size));
+    }
+
+    /// Root of the whole tree.
+    pub fn root(&self) -> Hash {
+        self.root_at(self.size).expect("size is within the tree")
+    }
+
+    /// Root of the tree's first `n` leaves, if `n <= size`.
+    pub fn root_at(&self, n: u64) -> Option<Hash> {
+        if n > self.size {
+            return None;
+        }
+        tree_hash(n, self).ok()
+    }
+
+    /// Inclusion proof for leaf `index` in the tree of size `size`.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
+        if size > self.size {
+            return None;
+        }
+        prove_record(size, index, self).ok()
+    }
+
+    /// Consistency proof from size `old` to size `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
+        if new > self.size || old > new {
+            return None;
+        }
+        if old == 0 {
+            return Some(Vec::new());
+        }
+        prove_tree(new, old, self).ok()
+    }
+}
+
+/// Checks that `entry` is leaf `index` of the tree of `size` with `root`.
+pub fn verify_inclusion(proof: &[Hash], size: u64, root: Hash, index: u64, entry: &[u8]) -> bool {
+    check_record(&proof.to_vec(), size, root, index, leaf_hash(entry)).is_ok()
+}
+
+/// Checks that the tree (`old_size`, `old_root`) is a prefix of
+/// (`new_size`, `new_root`).
+pub fn verify_consistency(
+    proof: &[Hash],
+    old_size: u64,
+    old_root: Hash,
+    new_size: u64,
+    new_root: Hash,
+) -> bool {
+    if old_size == 0 {
+        return old_root == EMPTY_HASH && proof.is_empty();
+    }
+    if old_size == new_size {
+        return old_root == new_root && proof.is_empty();
+    }
+    check_tree(&proof.to_vec(), new_size, new_root, old_size, old_root).is_ok()
+}
+
+/// The right edge of a tree: extends it and gives its root in O(log n)
+/// memory.
+#[derive(Debug, Default, Clone)]
+pub struct Frontier {
+    size: u64,
+    kept: BTreeMap<u64, Hash>,
+}
+
+impl HashReader for Frontier {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|i| {
+                self.kept
+                    .get(i)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+impl Frontier {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends the leaf for `entry`.
+    pub fn push(&mut self, entry: &[u8]) {
+        let first = stored_hash_count(self.size);
+        let new = stored_hashes(self.size, entry, self).expect("the right edge is kept");
+        for (k, h) in new.into_iter().enumerate() {
+            self.kept.insert(first + k as u64, h);
+        }
+        self.size += 1;
+        let keep: std::collections::BTreeSet<u64> =
+            sub_tree_index(0, self.size, vec![]).into_iter().collect();
+        self.kept.retain(|i, _| keep.contains(i));
+    }
+
+    /// Root of the tree so far.
+    pub fn root(&self) -> Hash {
+        tree_hash(self.size, self).expect("the right edge is kept")
+    }
+
+    /// Hashes held (for memory checks).
+    pub fn held(&self) -> usize {
+        self.kept.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    // RFC 6962 section 2.1, written out directly as the reference.
+    fn mth(d: &[&[u8]]) -> [u8; 32] {
+        match d.len() {
+            0 => Sha256::digest(b"").into(),
+            1 => Sha256::digest([&[0u8][..], d[0]].concat()).into(),
+            n => {
+                let k = n.next_power_of_two() / 2;
+                let k = if k == n { n / 2 } else { k };
+                Sha256::digest([&[1u8][..], &mth(&d[..k]), &mth(&d[k..])].concat()).into()
+            }
+        }
+    }
+
+    fn path(m: usize, d: &[&[u8]]) -> Vec<[u8; 32]> {
+        let n = d.len();
+        if n <= 1 {
+            return vec![];
+        }
+        let k = largest_power_of_two_below(n);
+        if m < k {
+            let mut p = path(m, &d[..k]);
+            p.push(mth(&d[k..]));
+            p
+        } else {
+            let mut p = path(m - k, &d[k..]);
+            p.push(mth(&d[..k]));
+            p
+        }
+    }
+
+    fn subproof(m: usize, d: &[&[u8]], b: bool) -> Vec<[u8; 32]> {
+        let n = d.len();
+        if m == n {
+            return if b { vec![] } else { vec![mth(d)] };
+        }
+        let k = largest_power_of_two_below(n);
+        if m <= k {
+            let mut p = subproof(m, &d[..k], b);
+            p.push(mth(&d[k..]));
+            p
+        } else {
+            let mut p = subproof(m - k, &d[k..], false);
+            p.push(mth(&d[..k]));
+            p
+        }
+    }
+
+    fn largest_power_of_two_below(n: usize) -> usize {
+        let mut k = 1;
+        while k * 2 < n {
+            k *= 2;
+        }
+        k
+    }
+
+    /// The CT test leaves (certificate-transparency reference tests).
+    fn leaves() -> Vec<Vec<u8>> {
+        [
+            "",
+            "00",
+            "10",
+            "2021",
+            "3031",
+            "40414243",
+            "5051525354555657",
+            "606162636465666768696a6b6c6d6e6f",
+        ]
+        .iter()
+        .map(|h| hex::decode(h).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn roots_match_the_published_rfc6962_vectors() {
+        let roots = [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+            "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+            "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        ];
+        let mut tree = Tree::new();
+        let mut frontier = Frontier::new();
+        assert_eq!(tree.root(), EMPTY_HASH);
+        assert_eq!(
+            hex::encode(EMPTY_HASH.0),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        for (i, leaf) in leaves().iter().enumerate() {
+            tree.push(leaf);
+            frontier.push(leaf);
+            assert_eq!(hex::encode(tree.root().0), roots[i], "size {}", i + 1);
+            assert_eq!(frontier.root(), tree.root());
+        }
+    }
+
+    #[test]
+    fn proofs_match_the_rfc_definitions_and_verify() {
+        let data: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| format!("entry {i}").into_bytes())
+            .collect();
+        let mut tree = Tree::new();
+        for d in &data {
+            tree.push(d);
+        }
+        let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+        for n in 1..=data.len() {
+            let root = tree.root_at(n as u64).unwrap();
+            assert_eq!(root.0, mth(&refs[..n]));
+            for m in 0..n {
+                let p = tree.inclusion_proof(m as u64, n as u64).unwrap();
+                let want = path(m, &refs[..n]);
+                assert_eq!(
+                    p.iter().map(|h| h.0).collect::<Vec<_>>(),
+                    want,
+                    "PATH({m}, D[{n}])"
+                );
+                assert!(verify_inclusion(&p, n as u64, root, m as u64, &data[m]));
+                assert!(!verify_inclusion(&p, n as u64, root, m as u64, b"forged"));
+            }
+            for m in 1..=n {
+                let p = tree.consistency_proof(m as u64, n as u64).unwrap();
+                let want = if m == n {
+                    vec![]
+                } else {
+                    subproof(m, &refs[..n], true)
+                };
+                assert_eq!(
+                    p.iter().map(|h| h.0).collect::<Vec<_>>(),
+                    want,
+                    "PROOF({m}, D[{n}])"
+                );
+                let old = tree.root_at(m as u64).unwrap();
+                assert!(verify_consistency(&p, m as u64, old, n as u64, root));
+                if m < n {
+                    let mut bad = old;
+                    bad.0[0] ^= 1;
+                    assert!(!verify_consistency(&p, m as u64, bad, n as u64, root));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn frontier_memory_stays_logarithmic() {
+        let mut f = Frontier::new();
+        for i in 0..5000u32 {
+            f.push(&i.to_be_bytes());
+            assert!(f.held() <= 2 * 64);
+        }
+        assert!(f.held() <= 13);
+    }
+}
