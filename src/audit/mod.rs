@@ -6,6 +6,7 @@
 //! entry bytes are exactly what a later Merkle tree hashes as a leaf, so the
 //! tamper-evident layer adds on without a migration.
 
+pub mod checkpoint;
 pub mod merkle;
 pub mod record;
 pub mod store;
