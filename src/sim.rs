@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 use ed25519_dalek::SigningKey;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::core::{Core, CoreEvent, Draft, Now, Timing};
+use crate::audit::Persisted;
+use crate::core::{Core, CoreEvent, Draft, Now, OfficeKeys, PeerKeys, Timing};
 use crate::identity::OfficeName;
-use crate::wire::proto::{Frame, LogEntry};
+use crate::wire::proto::Frame;
 use crate::wire::MessageId;
 
 /// Network fault probabilities and delays.
@@ -51,10 +52,11 @@ pub struct SimOffice {
     /// Its name.
     pub name: OfficeName,
     key: SigningKey,
+    log_key: SigningKey,
     /// The core, `None` while crashed.
     pub core: Option<Core>,
     /// Durable log entries.
-    pub disk: Vec<LogEntry>,
+    pub disk: Vec<Persisted>,
     /// Ids whose submission became durable (the API would have returned).
     pub accepted: Vec<MessageId>,
     /// Delivered events seen, per id.
@@ -103,13 +105,20 @@ impl Sim {
             SigningKey::from_bytes(&rng.gen()),
             SigningKey::from_bytes(&rng.gen()),
         ];
+        let log_keys: [SigningKey; 2] = [
+            SigningKey::from_bytes(&rng.gen()),
+            SigningKey::from_bytes(&rng.gen()),
+        ];
         let timing = Timing {
             rto_ms: 500,
             rto_max_ms: 4_000,
+            checkpoint_every: 64,
+            checkpoint_interval_ms: 2_000,
         };
         let offices = [0, 1].map(|i| SimOffice {
             name: names[i].clone(),
             key: keys[i].clone(),
+            log_key: log_keys[i].clone(),
             core: None,
             disk: Vec::new(),
             accepted: Vec::new(),
@@ -144,15 +153,22 @@ impl Sim {
 
     fn boot(&mut self, i: usize) {
         let other = 1 - i;
-        let peer = (
-            self.offices[other].name.clone(),
-            self.offices[other].key.verifying_key(),
-        );
+        let peer = PeerKeys {
+            office: self.offices[other].name.clone(),
+            message: self.offices[other].key.verifying_key(),
+            log: self.offices[other].log_key.verifying_key(),
+        };
         let o = &self.offices[i];
-        let mut core = Core::new(o.name.clone(), o.key.clone(), [peer], self.timing);
+        let keys = OfficeKeys {
+            message: o.key.clone(),
+            log: o.log_key.clone(),
+        };
+        let mut core = Core::new(o.name.clone(), keys, [peer], self.timing);
         for e in &o.disk {
-            core.replay(e).expect("sim log replays");
+            core.replay(&e.entry, &e.bytes).expect("sim log replays");
         }
+        core.check_own_checkpoint()
+            .expect("sim log matches its checkpoint");
         core.start(self.now(), "sim", None, &[]);
         self.offices[i].core = Some(core);
         self.flush(i);
@@ -161,6 +177,26 @@ impl Sim {
     /// The message-signing public key of office `i`.
     pub fn public_key(&self, i: usize) -> ed25519_dalek::VerifyingKey {
         self.offices[i].key.verifying_key()
+    }
+
+    /// The log public key of office `i`.
+    pub fn log_public_key(&self, i: usize) -> ed25519_dalek::VerifyingKey {
+        self.offices[i].log_key.verifying_key()
+    }
+
+    /// Office `i`'s log key (tests use it to play a dishonest office).
+    pub fn log_signing_key(&self, i: usize) -> &SigningKey {
+        &self.offices[i].log_key
+    }
+
+    /// Runs `f` on office `i`'s core while it is up, then applies the
+    /// output under the durability rule (tests use it to act as an operator).
+    pub fn with_core(&mut self, i: usize, f: impl FnOnce(&mut Core, Now)) {
+        let now = self.now();
+        if let Some(core) = self.offices[i].core.as_mut() {
+            f(core, now);
+            self.flush(i);
+        }
     }
 
     /// Submits a draft at office `from` to the other office. Returns the id

@@ -38,7 +38,7 @@ fn check_direction(sim: &Sim, from: usize) -> Result<(), String> {
     let sender = sim.offices[from].core.as_ref().ok_or("sender down")?;
     let receiver_disk = &sim.offices[to].disk;
     let mut received: BTreeMap<String, Vec<(u64, [u8; 32])>> = BTreeMap::new();
-    for e in receiver_disk {
+    for e in receiver_disk.iter().map(|p| &p.entry) {
         if let Some(Event::MessageReceived(pe)) = &e.event {
             let env = pe.envelope.as_ref().unwrap();
             let m = Message::decode(env.payload.as_slice()).unwrap();
@@ -73,17 +73,27 @@ fn check_direction(sim: &Sim, from: usize) -> Result<(), String> {
             return Err(format!("receipt for {id} names the wrong entry"));
         }
     }
-    // Nothing arrived that was not accepted (a torn submit never leaks).
-    let accepted: Vec<String> = sim.offices[from]
-        .accepted
-        .iter()
-        .map(|i| i.to_string())
-        .collect();
-    for id in received.keys() {
-        if !accepted.contains(id) {
+    // Everything durable at the sender arrived (a superset of the accepted:
+    // a crash mid-write can leave a message durable although its submitter
+    // saw no answer), and nothing arrived that the sender never logged.
+    let mut sent: Vec<String> = Vec::new();
+    for e in sim.offices[from].disk.iter().map(|p| &p.entry) {
+        if let Some(Event::MessageSent(pe)) = &e.event {
+            let env = pe.envelope.as_ref().unwrap();
+            sent.push(Message::decode(env.payload.as_slice()).unwrap().id);
+        }
+    }
+    for id in &sent {
+        let n = received.get(id).map(Vec::len).unwrap_or(0);
+        if n != 1 {
             return Err(format!(
-                "{id} was received but never accepted by the sender"
+                "{id} is durable at the sender but in the receiver's log {n} times"
             ));
+        }
+    }
+    for id in received.keys() {
+        if !sent.contains(id) {
+            return Err(format!("{id} was received but the sender never logged it"));
         }
     }
     Ok(())
@@ -265,7 +275,7 @@ fn forged_and_misaddressed_messages_are_refused_with_signed_negative_receipts() 
     let nacks = sim.offices[1]
         .disk
         .iter()
-        .filter(|e| matches!(e.event, Some(Event::NegativeReceiptSent(_))))
+        .filter(|e| matches!(e.entry.event, Some(Event::NegativeReceiptSent(_))))
         .count();
     assert_eq!(nacks, 4);
     // The sender verifies the negative receipts; the real message is unaffected.
@@ -308,7 +318,7 @@ fn torn_receipt_is_resigned_identically_after_restart() {
     // Receipts in the receiver's log: exactly one per message, and every
     // re-signed receipt equals the one sent before the crash, byte for byte.
     let mut per_seq: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
-    for e in &sim.offices[1].disk {
+    for e in sim.offices[1].disk.iter().map(|p| &p.entry) {
         if let Some(Event::ReceiptSent(pe)) = &e.event {
             let env = pe.envelope.as_ref().unwrap();
             let r = Receipt::decode(env.payload.as_slice()).unwrap();
@@ -377,6 +387,15 @@ fn random_schedule(seed: u64) -> Result<(), String> {
         return Err(format!("seed {seed}: did not settle after healing"));
     }
     check(&sim).map_err(|e| format!("seed {seed}: {e}"))?;
+    // Honest offices never accuse each other, whatever the faults.
+    for o in &sim.offices {
+        if o.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::Equivocation { .. }))
+        {
+            return Err(format!("seed {seed}: {} reported an equivocation", o.name));
+        }
+    }
     // Each side reported Delivered at most once per message.
     for o in &sim.offices {
         if let Some((id, n)) = o.delivered.iter().find(|(_, n)| **n > 1) {
@@ -424,4 +443,135 @@ fn replay_one_seed() {
         .parse()
         .expect("a number");
     random_schedule(seed).unwrap();
+}
+
+fn events_of(
+    sim: &Sim,
+    i: usize,
+    f: impl Fn(&Event) -> bool,
+) -> Vec<hotline::wire::proto::LogEntry> {
+    sim.offices[i]
+        .disk
+        .iter()
+        .filter(|p| p.entry.event.as_ref().is_some_and(&f))
+        .map(|p| p.entry.clone())
+        .collect()
+}
+
+#[test]
+fn each_office_cosigns_the_others_checkpoints() {
+    use hotline::audit::checkpoint;
+    let mut sim = Sim::new(8, Faults::clean(10));
+    sim.connect();
+    for n in 0..150 {
+        sim.submit(n as usize % 2, draft(n, Precedence::Routine))
+            .unwrap();
+        sim.run_for(20);
+    }
+    sim.run_for(5_000);
+    for i in 0..2 {
+        let peer = 1 - i;
+        let issued = events_of(&sim, i, |e| matches!(e, Event::CheckpointIssued(_)));
+        let received = events_of(&sim, i, |e| matches!(e, Event::CosignatureReceived(_)));
+        assert!(
+            issued.len() >= 3,
+            "office {i} issued {} checkpoints",
+            issued.len()
+        );
+        assert!(!received.is_empty());
+        // The latest cosignature verifies under the peer's log key and is on a
+        // checkpoint this office signed.
+        let Some(Event::CosignatureReceived(n)) = &received.last().unwrap().event else {
+            unreachable!()
+        };
+        let peer_name = sim.offices[peer].name.clone();
+        let peer_origin = checkpoint::origin(&peer_name, &sim.log_public_key(peer));
+        checkpoint::verify_cosignature(&n.note, &peer_origin, &sim.log_public_key(peer)).unwrap();
+        let own_origin = checkpoint::origin(&sim.offices[i].name, &sim.log_public_key(i));
+        let cp = checkpoint::open(&n.note, &own_origin, &sim.log_public_key(i)).unwrap();
+        assert!(cp.size > 100);
+        // Receipts carry the receiver's log size and a root that matches its
+        // log at that size.
+        let core = sim.offices[peer].core.as_ref().unwrap();
+        for item in sim.offices[i].core.as_ref().unwrap().outbox() {
+            let r = Receipt::decode(item.receipt.as_ref().unwrap().payload.as_slice()).unwrap();
+            assert_eq!(
+                r.log_size,
+                r.log_index + 1,
+                "the receipt signs the tree just after the message"
+            );
+            assert_eq!(
+                core.tree().root_at(r.log_size).unwrap().0.to_vec(),
+                r.log_root
+            );
+        }
+    }
+    assert!(events_of(&sim, 0, |e| matches!(e, Event::EquivocationDetected(_))).is_empty());
+    assert!(events_of(&sim, 1, |e| matches!(e, Event::EquivocationDetected(_))).is_empty());
+}
+
+#[test]
+fn a_rewritten_history_is_refused_and_leaves_verifiable_evidence() {
+    use hotline::audit::evidence::Evidence;
+    use hotline::audit::Persisted;
+    let mut sim = Sim::new(9, Faults::clean(10));
+    sim.connect();
+    for n in 0..100 {
+        sim.submit(0, draft(n, Precedence::Routine)).unwrap();
+        sim.run_for(10);
+    }
+    sim.run_for(5_000);
+    let cosigned = sim.offices[1].core.as_ref().unwrap().status()[0].we_cosigned_size;
+    assert!(
+        cosigned > 50,
+        "pyongyang cosigned washington up to {cosigned}"
+    );
+
+    // Washington rewrites its history: entry 10 is altered and everything
+    // after it is dropped, then it carries on as if nothing happened.
+    sim.crash(0);
+    let mut disk = std::mem::take(&mut sim.offices[0].disk);
+    disk.truncate(10);
+    let mut altered = sim.offices[1].disk[0].entry.clone(); // any entry will do
+    altered.index = 10;
+    altered.time_unix_ms += 1;
+    disk.push(Persisted::new(altered));
+    sim.offices[0].disk = disk;
+    sim.restart(0);
+    for n in 0..200 {
+        sim.submit(0, draft(1000 + n, Precedence::Routine)).unwrap();
+        sim.run_for(10);
+    }
+    sim.run_for(5_000);
+
+    let found: Vec<_> = sim.offices[1]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::Equivocation { kind, evidence, .. } => {
+                Some((kind.clone(), evidence.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!found.is_empty(), "pyongyang must detect the rewrite");
+    let (kind, bytes) = &found[0];
+    assert_eq!(kind, "inconsistent-extension");
+    let ev = Evidence::from_json(bytes).unwrap();
+    let proven = ev
+        .verify_with_key(&sim.offices[0].name, &sim.log_public_key(0))
+        .unwrap();
+    assert_eq!(proven.sizes.0, cosigned);
+    // It is in pyongyang's log too, and pyongyang never cosigned past the rewrite.
+    assert!(!events_of(&sim, 1, |e| matches!(e, Event::EquivocationDetected(_))).is_empty());
+    assert_eq!(
+        sim.offices[1].core.as_ref().unwrap().status()[0].we_cosigned_size,
+        cosigned
+    );
+    // Tampering with the evidence breaks it.
+    let mut forged = ev.clone();
+    forged.later = forged.earlier.clone();
+    assert!(forged
+        .verify_with_key(&sim.offices[0].name, &sim.log_public_key(0))
+        .is_err());
 }

@@ -81,6 +81,8 @@ fn computed() -> BTreeMap<String, BTreeMap<String, String>> {
         to: "washington".into(),
         received_unix_ms: 1_720_000_000_250,
         log_index: 7,
+        log_size: 8,
+        log_root: vec![0xab; 32],
     };
     let r_env = envelope::seal_proto(Domain::Receipt, &receipt, &pyongyang());
     let r_frame = frame::encode(&Frame {

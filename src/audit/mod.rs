@@ -7,9 +7,12 @@
 //! tamper-evident layer adds on without a migration.
 
 pub mod checkpoint;
+pub mod evidence;
 pub mod merkle;
 pub mod record;
 pub mod store;
 
 pub use record::{RecordError, MAX_ENTRY_LEN, RECORD_HEADER_LEN};
-pub use store::{scan, LogError, LogWriter, Recovered, ScanSummary, StoredEntry, TornTail};
+pub use store::{
+    scan, LogError, LogWriter, Persisted, Recovered, ScanSummary, StoredEntry, TornTail,
+};

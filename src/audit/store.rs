@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use prost::Message as _;
 
 use super::record::{self, RecordError, MAX_ENTRY_LEN, RECORD_HEADER_LEN};
-use crate::wire::proto::LogEntry;
+use crate::wire::proto::{log_entry::Event, LogEntry};
 
 /// Errors opening, reading or writing the log.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,24 @@ pub enum LogError {
         /// What is wrong.
         why: String,
     },
+}
+
+/// An entry to append: the decoded entry and its exact encoding, which is
+/// what is stored and what the Merkle tree hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Persisted {
+    /// The entry.
+    pub entry: LogEntry,
+    /// `entry` encoded, once.
+    pub bytes: Vec<u8>,
+}
+
+impl Persisted {
+    /// Encodes `entry`.
+    pub fn new(entry: LogEntry) -> Self {
+        let bytes = entry.encode_to_vec();
+        Persisted { entry, bytes }
+    }
 }
 
 /// An entry read back from the log.
@@ -102,6 +120,9 @@ pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummar
     let mut r = BufReader::with_capacity(1 << 16, file);
     let mut offset = 0u64;
     let mut index = 0u64;
+    // Entries covered by the latest checkpoint in the log: damage among
+    // them is corruption, never a torn tail.
+    let mut covered = 0u64;
     let mut buf = Vec::with_capacity(4096);
     loop {
         if offset == file_len {
@@ -140,6 +161,11 @@ pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummar
                         why: format!("entry says index {}, expected {index}", entry.index),
                     });
                 }
+                if let Some(Event::CheckpointIssued(c)) = &entry.event {
+                    if let Some((_, size, _)) = super::checkpoint::peek(&c.note) {
+                        covered = covered.max(size);
+                    }
+                }
                 each(StoredEntry {
                     offset,
                     bytes: bytes.to_vec(),
@@ -155,12 +181,17 @@ pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummar
                         rest_is_zero(path, offset, file_len).map_err(io)?
                     }
                 };
-                if !torn {
+                if !torn || index < covered {
+                    let why = if torn {
+                        format!("{err}, inside the {covered} entries a checkpoint already covers")
+                    } else {
+                        err.to_string()
+                    };
                     return Err(LogError::Corrupt {
                         path: path.to_path_buf(),
                         offset,
                         index,
-                        why: err.to_string(),
+                        why,
                     });
                 }
                 return Ok(ScanSummary {
@@ -265,14 +296,18 @@ impl LogWriter {
     ///
     /// An error here is fatal for the node: after a failed fsync the state
     /// of the file is unknown, so the caller must stop rather than retry.
-    pub fn append_durable(&mut self, entries: &[LogEntry]) -> Result<(), LogError> {
+    pub fn append_durable(&mut self, entries: &[Persisted]) -> Result<(), LogError> {
         if entries.is_empty() {
             return Ok(());
         }
         self.buf.clear();
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(e.index, self.entries + i as u64, "log index continuity");
-            record::frame(&e.encode_to_vec(), &mut self.buf);
+            assert_eq!(
+                e.entry.index,
+                self.entries + i as u64,
+                "log index continuity"
+            );
+            record::frame(&e.bytes, &mut self.buf);
         }
         let io = |source| LogError::Io {
             path: self.path.clone(),
@@ -306,7 +341,7 @@ mod tests {
         let mut offsets = vec![];
         for i in 0..n {
             offsets.push(w.len_bytes());
-            w.append_durable(&[entry(i)]).unwrap();
+            w.append_durable(&[Persisted::new(entry(i))]).unwrap();
         }
         offsets
     }
@@ -320,7 +355,8 @@ mod tests {
         let (mut w, rec) = LogWriter::open(&p, |e| seen.push(e.entry.index)).unwrap();
         assert_eq!(seen, vec![0, 1, 2, 3, 4]);
         assert_eq!(rec.torn, None);
-        w.append_durable(&[entry(5), entry(6)]).unwrap();
+        w.append_durable(&[Persisted::new(entry(5)), Persisted::new(entry(6))])
+            .unwrap();
         assert_eq!(scan(&p, |_| {}).unwrap().entries, 7);
     }
 

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
+use crate::audit::checkpoint::SignedCheckpoint;
 use crate::identity::OfficeName;
 use crate::wire::proto::{Message, Precedence, SignedEnvelope};
 use crate::wire::MessageId;
@@ -92,6 +93,10 @@ pub struct ChannelStatus {
     pub delivered: u64,
     /// Last time (wall) we heard anything from the peer.
     pub last_heard_unix_ms: Option<u64>,
+    /// Largest size of our log the peer has cosigned.
+    pub peer_cosigned_size: u64,
+    /// Size of the peer's latest checkpoint we cosigned.
+    pub we_cosigned_size: u64,
 }
 
 /// An unreceipted outgoing message.
@@ -107,6 +112,14 @@ pub(crate) struct Pending {
 pub(crate) struct Channel {
     pub peer: OfficeName,
     pub key: VerifyingKey,
+    /// The peer's log key and log origin.
+    pub log_key: VerifyingKey,
+    pub origin: String,
+    /// The latest of the peer's checkpoints we cosigned (note carries our
+    /// cosignature).
+    pub i_cosigned: Option<SignedCheckpoint>,
+    /// The largest size of our log the peer has cosigned, as far as we know.
+    pub peer_cosigned: u64,
     pub connected: bool,
     pub resumed: bool,
     /// While connected but not resumed: when to send our hello again, and
@@ -128,10 +141,14 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub fn new(peer: OfficeName, key: VerifyingKey) -> Self {
+    pub fn new(peer: OfficeName, key: VerifyingKey, log_key: VerifyingKey) -> Self {
         Channel {
+            origin: crate::audit::checkpoint::origin(&peer, &log_key),
             peer,
             key,
+            log_key,
+            i_cosigned: None,
+            peer_cosigned: 0,
             connected: false,
             resumed: false,
             hello_retry: None,
@@ -180,6 +197,8 @@ impl Channel {
             received: self.received_count,
             delivered: self.delivered,
             last_heard_unix_ms: self.last_heard_wall,
+            peer_cosigned_size: self.peer_cosigned,
+            we_cosigned_size: self.i_cosigned.as_ref().map(|c| c.size).unwrap_or(0),
         }
     }
 }

@@ -19,7 +19,7 @@ mod office;
 mod output;
 
 pub use channel::{ChannelStatus, InboxItem, OutState, OutboxItem};
-pub use office::{Core, Draft, ReplayError, SubmitError, Timing};
+pub use office::{Core, Draft, OfficeKeys, PeerKeys, ReplayError, SubmitError, Timing};
 pub use output::{CoreEvent, Output, StreamClass, Transmit};
 
 /// Largest message body, in bytes (64 KiB).

@@ -13,22 +13,31 @@ use prost::Message as _;
 use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem, Pending};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::{Now, MAX_BODY_LEN, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN, RECEIVE_WINDOW};
+use crate::audit::checkpoint::{self, SignedCheckpoint};
+use crate::audit::evidence::Evidence;
+use crate::audit::merkle::{verify_consistency, Hash, Tree};
+use crate::audit::Persisted;
 use crate::identity::OfficeName;
 use crate::wire::envelope::{self, Domain, EnvelopeError};
 use crate::wire::proto::{
-    frame::Body, log_entry::Event, Frame, Hello, Kind, LinkChanged, LinkState, LogEntry, Message,
-    NackReason, NegativeReceipt, NodeStarted, NodeStopped, PeerAdded, PeerEnvelope, Precedence,
-    Receipt, Recovery, SignedEnvelope,
+    frame::Body, log_entry::Event, CheckpointIssued, CheckpointOffer, CheckpointRefused,
+    Cosignature, Equivocation, Frame, Hello, Kind, LinkChanged, LinkState, LogEntry, Message,
+    NackReason, NegativeReceipt, NodeStarted, NodeStopped, PeerAdded, PeerEnvelope, PeerNote,
+    Precedence, Receipt, Recovery, SignedEnvelope,
 };
 use crate::wire::{sha256, MessageId, PROTOCOL_VERSION};
 
-/// Retransmission timing, in milliseconds.
+/// Protocol timing and checkpoint cadence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
-    /// First retransmission timeout.
+    /// First retransmission timeout, ms.
     pub rto_ms: u64,
-    /// Cap after doubling.
+    /// Cap after doubling, ms.
     pub rto_max_ms: u64,
+    /// Issue a checkpoint after this many new entries.
+    pub checkpoint_every: u64,
+    /// ... or this long (ms) after the first entry it does not cover.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for Timing {
@@ -36,8 +45,30 @@ impl Default for Timing {
         Timing {
             rto_ms: 1_000,
             rto_max_ms: 16_000,
+            checkpoint_every: 256,
+            checkpoint_interval_ms: 10_000,
         }
     }
+}
+
+/// An office's two signing keys.
+#[derive(Clone)]
+pub struct OfficeKeys {
+    /// Signs messages, receipts, negative receipts.
+    pub message: SigningKey,
+    /// Signs checkpoints, cosignatures and checkpoint offers.
+    pub log: SigningKey,
+}
+
+/// A pinned peer's public keys.
+#[derive(Debug, Clone)]
+pub struct PeerKeys {
+    /// Office.
+    pub office: OfficeName,
+    /// Message key.
+    pub message: VerifyingKey,
+    /// Log key.
+    pub log: VerifyingKey,
 }
 
 /// A message an operator wants sent.
@@ -112,8 +143,13 @@ pub struct ReplayError {
 pub struct Core {
     me: OfficeName,
     key: SigningKey,
+    log_key: SigningKey,
+    origin: String,
     timing: Timing,
     next_index: u64,
+    tree: Tree,
+    latest_checkpoint: Option<SignedCheckpoint>,
+    next_checkpoint_at: Option<u64>,
     channels: BTreeMap<OfficeName, Channel>,
     inbox: Vec<InboxItem>,
     pinned: BTreeMap<String, String>,
@@ -129,18 +165,23 @@ impl Core {
     /// [`Core::start`].
     pub fn new(
         me: OfficeName,
-        key: SigningKey,
-        peers: impl IntoIterator<Item = (OfficeName, VerifyingKey)>,
+        keys: OfficeKeys,
+        peers: impl IntoIterator<Item = PeerKeys>,
         timing: Timing,
     ) -> Self {
         Core {
+            origin: checkpoint::origin(&me, &keys.log.verifying_key()),
             me,
-            key,
+            key: keys.message,
+            log_key: keys.log,
             timing,
             next_index: 0,
+            tree: Tree::new(),
+            latest_checkpoint: None,
+            next_checkpoint_at: None,
             channels: peers
                 .into_iter()
-                .map(|(n, k)| (n.clone(), Channel::new(n, k)))
+                .map(|p| (p.office.clone(), Channel::new(p.office, p.message, p.log)))
                 .collect(),
             inbox: Vec::new(),
             pinned: BTreeMap::new(),
@@ -159,11 +200,49 @@ impl Core {
         self.next_index
     }
 
+    /// This office's log origin (the checkpoint origin line).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The Merkle tree over every entry so far (persisted or pending).
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The latest checkpoint this office issued.
+    pub fn latest_checkpoint(&self) -> Option<&SignedCheckpoint> {
+        self.latest_checkpoint.as_ref()
+    }
+
+    /// After replay: checks that the log still matches the latest checkpoint
+    /// it holds (a checkpoint fixes the prefix it covers).
+    pub fn check_own_checkpoint(&self) -> Result<(), ReplayError> {
+        let Some(cp) = &self.latest_checkpoint else {
+            return Ok(());
+        };
+        match self.tree.root_at(cp.size) {
+            Some(root) if root == cp.root => Ok(()),
+            Some(_) => Err(ReplayError {
+                index: cp.size,
+                why: format!(
+                    "the first {} entries no longer hash to the root this office signed in its checkpoint: the log was altered",
+                    cp.size
+                ),
+            }),
+            None => Err(ReplayError {
+                index: self.tree.size(),
+                why: format!("the log holds {} entries but its checkpoint covers {}", self.tree.size(), cp.size),
+            }),
+        }
+    }
+
     // ------------------------------------------------------------------
     // Rebuilding state from the log.
 
-    /// Applies one entry read back from the log. Produces no output.
-    pub fn replay(&mut self, entry: &LogEntry) -> Result<(), ReplayError> {
+    /// Applies one entry read back from the log (`bytes` is its exact
+    /// stored encoding). Produces no output.
+    pub fn replay(&mut self, entry: &LogEntry, bytes: &[u8]) -> Result<(), ReplayError> {
         let bad = |why: String| ReplayError {
             index: entry.index,
             why,
@@ -172,6 +251,7 @@ impl Core {
             return Err(bad(format!("expected index {}", self.next_index)));
         }
         self.next_index += 1;
+        self.tree.push(bytes);
         let Some(event) = &entry.event else {
             return Ok(());
         };
@@ -247,10 +327,40 @@ impl Core {
                         .retain(|u| !(u.0 == ch.peer && u.1 == r.sequence));
                 }
             }
+            Event::CheckpointIssued(c) => {
+                let (origin, size, root) =
+                    checkpoint::peek(&c.note).ok_or_else(|| bad("unreadable checkpoint".into()))?;
+                self.latest_checkpoint = Some(SignedCheckpoint {
+                    origin,
+                    size,
+                    root,
+                    note: c.note.clone(),
+                });
+            }
+            Event::CosignatureIssued(n) => {
+                if let Some(ch) = channel_for(&mut self.channels, &n.peer) {
+                    if let Some((origin, size, root)) = checkpoint::peek(&n.note) {
+                        ch.i_cosigned = Some(SignedCheckpoint {
+                            origin,
+                            size,
+                            root,
+                            note: n.note.clone(),
+                        });
+                    }
+                }
+            }
+            Event::CosignatureReceived(n) => {
+                if let Some(ch) = channel_for(&mut self.channels, &n.peer) {
+                    if let Some((_, size, _)) = checkpoint::peek(&n.note) {
+                        ch.peer_cosigned = ch.peer_cosigned.max(size);
+                    }
+                }
+            }
             Event::NodeStarted(_)
             | Event::NodeStopped(_)
             | Event::LinkChanged(_)
             | Event::NegativeReceiptSent(_)
+            | Event::EquivocationDetected(_)
             | Event::Recovery(_) => {}
         }
         Ok(())
@@ -295,6 +405,8 @@ impl Core {
             }
         }
         for (peer, seq, index, time, hash, id) in std::mem::take(&mut self.unreceipted) {
+            // The same fields as the receipt signed when the message was
+            // logged, so the same bytes: the tree as it stood just after it.
             let receipt = Receipt {
                 message_id: id,
                 message_hash: hash.to_vec(),
@@ -303,6 +415,13 @@ impl Core {
                 to: peer.to_string(),
                 received_unix_ms: time,
                 log_index: index,
+                log_size: index + 1,
+                log_root: self
+                    .tree
+                    .root_at(index + 1)
+                    .expect("entry is in the tree")
+                    .0
+                    .to_vec(),
             };
             let env = envelope::seal_proto(Domain::Receipt, &receipt, &self.key);
             self.persist(now, Event::ReceiptSent(peer_env(&peer, env.clone())));
@@ -312,7 +431,7 @@ impl Core {
         }
     }
 
-    /// Records a clean stop.
+    /// Records a clean stop and issues a final checkpoint covering it.
     pub fn stop(&mut self, now: Now, reason: &str) {
         self.persist(
             now,
@@ -320,6 +439,71 @@ impl Core {
                 reason: reason.to_string(),
             }),
         );
+        self.issue_checkpoint(now);
+    }
+
+    /// Signs a checkpoint of the log as it stands, logs it, and offers it to
+    /// every resumed peer.
+    pub fn issue_checkpoint(&mut self, now: Now) {
+        let size = self.tree.size();
+        if self.latest_checkpoint.as_ref().map(|c| c.size) == Some(size) {
+            return;
+        }
+        let cp = checkpoint::sign(&self.origin, size, self.tree.root(), &self.log_key);
+        self.latest_checkpoint = Some(cp.clone());
+        self.next_checkpoint_at = None;
+        self.persist(
+            now,
+            Event::CheckpointIssued(CheckpointIssued { note: cp.note }),
+        );
+        // The entry recording the checkpoint must not schedule another.
+        self.next_checkpoint_at = None;
+        let peers: Vec<OfficeName> = self
+            .channels
+            .values()
+            .filter(|c| c.connected && c.resumed)
+            .map(|c| c.peer.clone())
+            .collect();
+        for p in peers {
+            let from = self.channels[&p].peer_cosigned;
+            self.offer_checkpoint(&p, from);
+        }
+    }
+
+    fn maybe_checkpoint(&mut self, now: Now) {
+        let covered = self.latest_checkpoint.as_ref().map(|c| c.size).unwrap_or(0);
+        let due_by_count = self.tree.size() >= covered + self.timing.checkpoint_every;
+        let due_by_time = self.next_checkpoint_at.is_some_and(|t| t <= now.mono_ms);
+        if due_by_count || due_by_time {
+            self.issue_checkpoint(now);
+        }
+    }
+
+    fn offer_checkpoint(&mut self, peer: &OfficeName, from: u64) {
+        let Some(cp) = self.latest_checkpoint.clone() else {
+            return;
+        };
+        let from = if from > cp.size { 0 } else { from };
+        if from == cp.size {
+            return; // already cosigned
+        }
+        let proof = self
+            .tree
+            .consistency_proof(from, cp.size)
+            .expect("sizes within the tree");
+        let offer = CheckpointOffer {
+            note: cp.note,
+            old_size: from,
+            proof: proof.iter().map(|h| h.0.to_vec()).collect(),
+        };
+        let env = envelope::seal_proto(Domain::CheckpointOffer, &offer, &self.log_key);
+        self.out.transmit.push(Transmit {
+            peer: peer.clone(),
+            class: StreamClass::Control,
+            frame: Frame {
+                body: Some(Body::CheckpointOffer(env)),
+            },
+        });
     }
 
     // ------------------------------------------------------------------
@@ -401,6 +585,7 @@ impl Core {
         if ch.connected && ch.resumed {
             transmit_message(&mut self.out, ch, seq, now, self.timing);
         }
+        self.maybe_checkpoint(now);
         Ok(seq)
     }
 
@@ -462,12 +647,22 @@ impl Core {
             Some(Body::Message(env)) => self.on_message(now, peer, env),
             Some(Body::Receipt(env)) => self.on_receipt(now, peer, env),
             Some(Body::NegativeReceipt(env)) => self.on_nack(now, peer, env),
+            Some(Body::CheckpointOffer(env)) => self.on_checkpoint_offer(now, peer, env),
+            Some(Body::Cosignature(c)) => self.on_cosignature(now, peer, c),
+            Some(Body::CheckpointRefused(r)) => {
+                let ours = self.latest_checkpoint.as_ref().map(|c| c.size).unwrap_or(0);
+                if r.want_old_size <= ours {
+                    self.offer_checkpoint(peer, r.want_old_size);
+                }
+            }
             None => {} // a frame type from a later version: ignored
         }
+        self.maybe_checkpoint(now);
     }
 
-    /// Fires due retransmissions.
+    /// Fires due retransmissions, hello retries and checkpoints.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.maybe_checkpoint(now);
         for ch in self.channels.values_mut() {
             if let Some((at, n)) = ch.hello_retry {
                 if at <= now.mono_ms {
@@ -564,6 +759,7 @@ impl Core {
         }
         ch.resumed = true;
         ch.hello_retry = None;
+        ch.peer_cosigned = ch.peer_cosigned.max(h.cosigned_size);
         // The peer lacks our receipts above its receipted_through: resend them.
         for (_, (env, _)) in ch.receipts.range(h.receipted_through + 1..) {
             self.out.transmit.push(Transmit {
@@ -585,6 +781,9 @@ impl Core {
                 ch.set_timer(seq, Some(now.mono_ms + rto));
             }
         }
+        // Offer our latest checkpoint from the size the peer last cosigned.
+        let from = h.cosigned_size;
+        self.offer_checkpoint(peer, from);
     }
 
     fn on_message(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
@@ -656,6 +855,8 @@ impl Core {
             to: peer.to_string(),
             received_unix_ms: now.wall_ms,
             log_index: index,
+            log_size: self.tree.size(),
+            log_root: self.tree.root().0.to_vec(),
         };
         let renv = envelope::seal_proto(Domain::Receipt, &receipt, &self.key);
         self.persist(now, Event::ReceiptSent(peer_env(peer, renv.clone())));
@@ -830,14 +1031,188 @@ impl Core {
         });
     }
 
+    /// Witnessing: check a peer's checkpoint against the last one we
+    /// cosigned, then cosign it, ask for a usable proof, or record evidence.
+    fn on_checkpoint_offer(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
+        let ch = self.channels.get_mut(peer).expect("caller checked");
+        let offer: CheckpointOffer =
+            match envelope::open(&env, Domain::CheckpointOffer, &ch.log_key) {
+                Ok(o) => o,
+                Err(e) => {
+                    return self.out.events.push(CoreEvent::ProtocolError {
+                        peer: peer.clone(),
+                        detail: format!("checkpoint offer refused: {e}"),
+                    })
+                }
+            };
+        let cp = match checkpoint::open(&offer.note, &ch.origin, &ch.log_key) {
+            Ok(cp) => cp,
+            Err(e) => {
+                return self.out.events.push(CoreEvent::ProtocolError {
+                    peer: peer.clone(),
+                    detail: format!("offered checkpoint refused: {e}"),
+                })
+            }
+        };
+        let (old_size, old_root) = ch
+            .i_cosigned
+            .as_ref()
+            .map(|c| (c.size, c.root))
+            .unwrap_or((0, crate::audit::merkle::EMPTY_HASH));
+        let earlier = ch.i_cosigned.clone();
+        if cp.size < old_size {
+            // Older than what we already vouched for: nothing to do.
+            return;
+        }
+        if cp.size == old_size {
+            if cp.root == old_root {
+                if let Some(prev) = earlier {
+                    // Our cosignature was lost on the way: send it again.
+                    self.out.transmit.push(Transmit {
+                        peer: peer.clone(),
+                        class: StreamClass::Control,
+                        frame: Frame {
+                            body: Some(Body::Cosignature(Cosignature { note: prev.note })),
+                        },
+                    });
+                }
+                return;
+            }
+            let earlier =
+                earlier.expect("size > 0 implies an earlier cosign or a zero-size conflict");
+            let ev = Evidence::conflicting_roots(
+                peer.as_str(),
+                &earlier,
+                &cp,
+                self.me.as_str(),
+                now.wall_ms,
+            );
+            return self.record_equivocation(now, peer, ev);
+        }
+        if offer.old_size != old_size {
+            self.out.transmit.push(Transmit {
+                peer: peer.clone(),
+                class: StreamClass::Control,
+                frame: Frame {
+                    body: Some(Body::CheckpointRefused(CheckpointRefused {
+                        want_old_size: old_size,
+                        reason: format!("last cosigned size is {old_size}, not {}", offer.old_size),
+                    })),
+                },
+            });
+            return;
+        }
+        let proof: Option<Vec<Hash>> = offer
+            .proof
+            .iter()
+            .map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(Hash))
+            .collect();
+        let consistent =
+            proof.is_some_and(|p| verify_consistency(&p, old_size, old_root, cp.size, cp.root));
+        if !consistent {
+            let Some(earlier) = earlier else {
+                // Nothing cosigned before: a proof from size 0 always holds,
+                // so this is malformed rather than evidence.
+                return self.out.events.push(CoreEvent::ProtocolError {
+                    peer: peer.clone(),
+                    detail: "checkpoint offer with a malformed proof".into(),
+                });
+            };
+            let ev = Evidence::inconsistent_extension(
+                peer.as_str(),
+                &earlier,
+                &cp,
+                &env,
+                self.me.as_str(),
+                now.wall_ms,
+            );
+            return self.record_equivocation(now, peer, ev);
+        }
+        let cosigned =
+            checkpoint::cosign(&cp.note, &self.origin, &self.log_key, now.wall_ms / 1000)
+                .expect("a note that verified can be cosigned");
+        let ch = self.channels.get_mut(peer).expect("caller checked");
+        ch.i_cosigned = Some(SignedCheckpoint {
+            note: cosigned.clone(),
+            ..cp
+        });
+        self.persist(
+            now,
+            Event::CosignatureIssued(PeerNote {
+                peer: peer.to_string(),
+                note: cosigned.clone(),
+            }),
+        );
+        self.out.transmit.push(Transmit {
+            peer: peer.clone(),
+            class: StreamClass::Control,
+            frame: Frame {
+                body: Some(Body::Cosignature(Cosignature { note: cosigned })),
+            },
+        });
+    }
+
+    fn record_equivocation(&mut self, now: Now, peer: &OfficeName, ev: Evidence) {
+        let bytes = ev.to_json();
+        self.persist(
+            now,
+            Event::EquivocationDetected(Equivocation {
+                peer: peer.to_string(),
+                kind: ev.kind.clone(),
+                evidence: bytes.clone(),
+            }),
+        );
+        self.out.events.push(CoreEvent::Equivocation {
+            peer: peer.clone(),
+            kind: ev.kind,
+            evidence: bytes,
+        });
+    }
+
+    fn on_cosignature(&mut self, now: Now, peer: &OfficeName, c: Cosignature) {
+        let ch = self.channels.get(peer).expect("caller checked");
+        let result = checkpoint::open(&c.note, &self.origin, &self.log_key.verifying_key())
+            .and_then(|cp| {
+                checkpoint::verify_cosignature(&c.note, &ch.origin, &ch.log_key).map(|_| cp)
+            });
+        let cp = match result {
+            Ok(cp) => cp,
+            Err(e) => {
+                return self.out.events.push(CoreEvent::ProtocolError {
+                    peer: peer.clone(),
+                    detail: format!("cosignature refused: {e}"),
+                })
+            }
+        };
+        if self.tree.root_at(cp.size) != Some(cp.root) || cp.size <= ch.peer_cosigned {
+            return; // not ours as it stands, or nothing new
+        }
+        self.channels.get_mut(peer).expect("checked").peer_cosigned = cp.size;
+        self.persist(
+            now,
+            Event::CosignatureReceived(PeerNote {
+                peer: peer.to_string(),
+                note: c.note,
+            }),
+        );
+        self.out.events.push(CoreEvent::Cosigned {
+            peer: peer.clone(),
+            size: cp.size,
+        });
+    }
+
     fn persist(&mut self, now: Now, event: Event) {
-        let entry = LogEntry {
+        let entry = Persisted::new(LogEntry {
             index: self.next_index,
             time_unix_ms: now.wall_ms,
             event: Some(event),
-        };
+        });
         self.next_index += 1;
+        self.tree.push(&entry.bytes);
         self.out.persist.push(entry);
+        if self.next_checkpoint_at.is_none() {
+            self.next_checkpoint_at = Some(now.mono_ms + self.timing.checkpoint_interval_ms);
+        }
     }
 }
 
@@ -922,6 +1297,7 @@ fn send_hello(out: &mut Output, me: &OfficeName, ch: &Channel, reply: bool) {
         received_through: ch.received.through,
         receipted_through: ch.receipted.through,
         reply,
+        cosigned_size: ch.i_cosigned.as_ref().map(|c| c.size).unwrap_or(0),
     };
     out.transmit.push(Transmit {
         peer: ch.peer.clone(),

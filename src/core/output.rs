@@ -1,7 +1,8 @@
 //! What the core asks its caller to do.
 
+use crate::audit::Persisted;
 use crate::identity::OfficeName;
-use crate::wire::proto::{Frame, LogEntry, NackReason, Precedence};
+use crate::wire::proto::{Frame, NackReason, Precedence};
 use crate::wire::MessageId;
 
 /// QUIC stream a frame travels on. Each class is its own stream so that a
@@ -112,6 +113,23 @@ pub enum CoreEvent {
         /// Peer's detail text.
         detail: String,
     },
+    /// The peer cosigned one of our checkpoints.
+    Cosigned {
+        /// Peer.
+        peer: OfficeName,
+        /// Size of our log it vouched for.
+        size: u64,
+    },
+    /// The peer presented checkpoints that contradict each other; `evidence`
+    /// is the self-contained evidence file (also in the log).
+    Equivocation {
+        /// Peer.
+        peer: OfficeName,
+        /// Kind of contradiction.
+        kind: String,
+        /// Evidence file bytes.
+        evidence: Vec<u8>,
+    },
     /// The peer sent something that breaks the protocol but needs no reply
     /// (a receipt that does not verify, a hello for another office).
     ProtocolError {
@@ -126,7 +144,7 @@ pub enum CoreEvent {
 #[derive(Debug, Default)]
 pub struct Output {
     /// Entries to append to the log and make durable first.
-    pub persist: Vec<LogEntry>,
+    pub persist: Vec<Persisted>,
     /// Frames to send, after `persist` is durable.
     pub transmit: Vec<Transmit>,
     /// Events to report, after `persist` is durable.

@@ -60,6 +60,10 @@ pub struct Timing {
     pub idle_timeout_ms: u64,
     /// QUIC keep-alive interval.
     pub keep_alive_ms: u64,
+    /// Issue a log checkpoint after this many new entries...
+    pub checkpoint_every: u64,
+    /// ...or this long after the first entry the last one does not cover.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for Timing {
@@ -71,6 +75,8 @@ impl Default for Timing {
             reconnect_max_ms: 10_000,
             idle_timeout_ms: 10_000,
             keep_alive_ms: 2_000,
+            checkpoint_every: 256,
+            checkpoint_interval_ms: 10_000,
         }
     }
 }

@@ -309,6 +309,7 @@ impl OfficeDir {
             peers.push(Peer {
                 name: pcard.office.clone(),
                 message_key: pcard.message_verifying_key()?,
+                log_key: pcard.log_verifying_key()?,
                 card: pcard,
                 addr,
             });
@@ -341,6 +342,8 @@ pub struct Peer {
     pub card: OfficeCard,
     /// Its message-signing key.
     pub message_key: VerifyingKey,
+    /// Its log (checkpoint) key.
+    pub log_key: VerifyingKey,
     /// Where to dial it, if anywhere.
     pub addr: Option<SocketAddr>,
 }

@@ -126,6 +126,7 @@ pub struct Facts {
     pub fingerprint: String,
     pub listen: String,
     pub dial: HashMap<OfficeName, String>,
+    pub evidence_dir: std::path::PathBuf,
 }
 
 pub struct Actor {
@@ -404,6 +405,33 @@ impl Actor {
                 } => {
                     let id = id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
                     tracing::warn!(%peer, %id, ?reason, "{peer} refused message {id}: {detail}");
+                }
+                CoreEvent::Cosigned { peer, size } => {
+                    tracing::debug!(%peer, size, "{peer} cosigned our checkpoint at size {size}");
+                }
+                CoreEvent::Equivocation {
+                    peer,
+                    kind,
+                    evidence,
+                } => {
+                    let path = self
+                        .facts
+                        .evidence_dir
+                        .join(format!("{peer}-{}-{kind}.json", self.clock.now().wall_ms));
+                    let saved = std::fs::create_dir_all(&self.facts.evidence_dir)
+                        .and_then(|_| crate::identity::files::write_public(&path, &evidence));
+                    match saved {
+                        Ok(()) => tracing::error!(
+                            %peer,
+                            "{peer} presented contradictory checkpoints ({kind}); refused to cosign; evidence in {}",
+                            path.display()
+                        ),
+                        Err(e) => tracing::error!(
+                            %peer,
+                            "{peer} presented contradictory checkpoints ({kind}); evidence is in the log but could not be written to {}: {e}",
+                            path.display()
+                        ),
+                    }
                 }
                 CoreEvent::ProtocolError { peer, detail } => {
                     tracing::warn!(%peer, "protocol error from {peer}: {detail}");

@@ -27,7 +27,6 @@ use clock::Clock;
 
 use crate::audit::{LogError, LogWriter};
 use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, Refusal, StatusResponse};
-use crate::core::{Core, Timing};
 use crate::identity::{files, Office, OfficeName};
 use crate::wire::MessageId;
 
@@ -227,20 +226,11 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         return Err(NodeError::AlreadyRunning(dir.root().display().to_string()));
     }
 
-    let timing = Timing {
-        rto_ms: office.config.timing.retransmit_ms,
-        rto_max_ms: office.config.timing.retransmit_max_ms,
-    };
-    let mut core = Core::new(
-        office.config.office.clone(),
-        office.message_key.clone(),
-        office.peers.iter().map(|p| (p.name.clone(), p.message_key)),
-        timing,
-    );
+    let mut core = offline::new_core(&office);
     let mut replay_err = None;
     let (log, recovered) = LogWriter::open(&dir.log(), |e| {
         if replay_err.is_none() {
-            if let Err(err) = core.replay(&e.entry) {
+            if let Err(err) = core.replay(&e.entry, &e.bytes) {
                 replay_err = Some(err);
             }
         }
@@ -248,6 +238,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     if let Some(e) = replay_err {
         return Err(e.into());
     }
+    core.check_own_checkpoint()?;
     if let Some(t) = &recovered.torn {
         tracing::warn!(
             "log recovery: removed a torn tail of {} bytes at offset {} ({})",
@@ -347,6 +338,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         fingerprint: office.card.fingerprint.clone(),
         listen: quic_addr.to_string(),
         dial,
+        evidence_dir: dir.root().join("evidence"),
     };
     let actor = Actor::new(core, log, clock, facts, rx, links_up);
     let actor = tokio::spawn(actor.run());

@@ -2,21 +2,39 @@
 
 use crate::audit;
 use crate::control::api::{InboxEntry, OutboxEntry};
-use crate::core::{Core, Timing};
+use crate::core::{Core, OfficeKeys, PeerKeys, Timing};
 use crate::identity::Office;
+
+/// A core for `office` with its keys, its peers' keys and its timing.
+pub fn new_core(office: &Office) -> Core {
+    let t = &office.config.timing;
+    Core::new(
+        office.config.office.clone(),
+        OfficeKeys {
+            message: office.message_key.clone(),
+            log: office.log_key.clone(),
+        },
+        office.peers.iter().map(|p| PeerKeys {
+            office: p.name.clone(),
+            message: p.message_key,
+            log: p.log_key,
+        }),
+        Timing {
+            rto_ms: t.retransmit_ms,
+            rto_max_ms: t.retransmit_max_ms,
+            checkpoint_every: t.checkpoint_every.max(1),
+            checkpoint_interval_ms: t.checkpoint_interval_ms,
+        },
+    )
+}
 
 /// Replays the office's log into a fresh core (nothing is written).
 pub fn load_core(office: &Office) -> Result<Core, super::NodeError> {
-    let mut core = Core::new(
-        office.config.office.clone(),
-        office.message_key.clone(),
-        office.peers.iter().map(|p| (p.name.clone(), p.message_key)),
-        Timing::default(),
-    );
+    let mut core = new_core(office);
     let mut err = None;
     audit::scan(&office.dir.log(), |e| {
         if err.is_none() {
-            err = core.replay(&e.entry).err();
+            err = core.replay(&e.entry, &e.bytes).err();
         }
     })?;
     match err {

@@ -18,6 +18,9 @@ pub enum Domain {
     Receipt,
     /// A [`NegativeReceipt`](super::proto::NegativeReceipt).
     NegativeReceipt,
+    /// A [`CheckpointOffer`](super::proto::CheckpointOffer), signed with the
+    /// log key.
+    CheckpointOffer,
 }
 
 impl Domain {
@@ -27,6 +30,7 @@ impl Domain {
             Domain::Message => "hotline/1 message",
             Domain::Receipt => "hotline/1 receipt",
             Domain::NegativeReceipt => "hotline/1 negative-receipt",
+            Domain::CheckpointOffer => "hotline/1 checkpoint-offer",
         }
     }
 

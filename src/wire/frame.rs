@@ -131,6 +131,7 @@ mod tests {
                 received_through: 7,
                 receipted_through: 3,
                 reply: false,
+                cosigned_size: 0,
             })),
         }
     }
