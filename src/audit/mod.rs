@@ -7,10 +7,15 @@
 //! tamper-evident layer adds on without a migration.
 
 pub mod checkpoint;
+pub mod compare;
 pub mod evidence;
+pub mod info;
+pub mod inspect;
 pub mod merkle;
+pub mod proof;
 pub mod record;
 pub mod store;
+pub mod verify;
 
 pub use record::{RecordError, MAX_ENTRY_LEN, RECORD_HEADER_LEN};
 pub use store::{

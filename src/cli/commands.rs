@@ -11,6 +11,7 @@ use hotline::node::{self, NodeOptions};
 
 /// A failure with the exit code it maps to.
 pub struct Failure {
+    /// Exit code.
     pub code: u8,
     err: anyhow::Error,
 }
@@ -80,6 +81,7 @@ pub fn run(cmd: Command) -> Res {
         Command::Status(a) => status(&a.dir, a.json),
         Command::Demo(a) => demo(a),
         Command::Bench(a) => bench(a),
+        Command::Audit(a) => super::audit::run(a),
     }
 }
 

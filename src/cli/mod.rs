@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod audit;
 mod commands;
 mod render;
 
@@ -21,6 +22,9 @@ pub mod exit {
     pub const NO_RECEIPT: u8 = 4;
     /// The node refused the request (unknown peer, oversize, bad field).
     pub const REFUSED: u8 = 5;
+    /// A verification failed: `audit verify`, `cross-check`, `verify-proof`,
+    /// `verify-evidence`.
+    pub const VERIFY_FAILED: u8 = 6;
 }
 
 const AFTER_HELP: &str = "\
@@ -37,7 +41,8 @@ Quick start (two offices on one machine):
 Or see it all at once: hotline demo
 
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 no node running for --dir,
-4 send --wait timed out before the receipt, 5 the node refused the request.";
+4 send --wait timed out before the receipt, 5 the node refused the request,
+6 an audit verification failed.";
 
 /// hotline: signed, receipted messages between two liaison offices over
 /// mutual-TLS QUIC, with an append-only log on each side.
@@ -76,6 +81,9 @@ enum Command {
     Demo(DemoArgs),
     /// Measure throughput and latency beside floors measured in the same run.
     Bench(BenchArgs),
+    /// Inspect, verify, compare and prove from the tamper-evident log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Args, Debug)]

@@ -215,3 +215,124 @@ pub fn bench(r: &BenchReport) {
         r.ratios.throughput_vs_quic_rate
     );
 }
+
+pub fn entries(rows: &[hotline::audit::inspect::EntrySummary]) {
+    if rows.is_empty() {
+        println!("no entries match");
+        return;
+    }
+    table(
+        &["#", "TIME", "KIND", "PEER", "MSG", "DETAIL"],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.index.to_string(),
+                    time(r.time_unix_ms),
+                    r.kind.to_string(),
+                    r.peer.clone().unwrap_or_default(),
+                    r.msg.as_deref().map(|m| short(m, 13)).unwrap_or_default(),
+                    short(&r.detail, 70),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn audit_info(office: &str, i: &hotline::audit::info::Info) {
+    println!("log of {office}: {} entries, {} bytes", i.size, i.bytes);
+    println!("root: {}", i.root);
+    match &i.checkpoint {
+        Some(c) => println!(
+            "latest checkpoint: size {} at entry {} ({}), root {}",
+            c.size,
+            c.entry,
+            time(c.time_unix_ms),
+            c.root
+        ),
+        None => println!("latest checkpoint: none yet"),
+    }
+    if i.cosignatures.is_empty() {
+        println!("cosignatures on it: none yet");
+    }
+    for c in &i.cosignatures {
+        println!("  cosigned by {} (entry {})", c.peer, c.entry);
+    }
+    for (p, s) in &i.cosigned_by {
+        println!("{p} has cosigned this log up to size {s}");
+    }
+    for (p, s) in &i.cosigned_for {
+        println!("this office has cosigned {p}'s log up to size {s}");
+    }
+    if i.equivocations > 0 {
+        println!(
+            "EQUIVOCATIONS DETECTED: {} (see `hotline audit show DIR --kind equivocation`)",
+            i.equivocations
+        );
+    }
+    if let Some(t) = i.torn_tail_bytes {
+        println!("torn tail: {t} bytes (removed when the node next starts)");
+    }
+}
+
+pub fn verify_report(r: &hotline::audit::verify::VerifyReport) {
+    println!(
+        "{} entries, {} checkpoints, {} signatures, {} cosignatures checked; root {}",
+        r.entries, r.checkpoints, r.signatures, r.cosignatures, r.root
+    );
+    if r.unchecked > 0 {
+        println!(
+            "{} entries involve a peer with no pinned card and were not checked",
+            r.unchecked
+        );
+    }
+    match &r.failure {
+        None => println!("OK: the log verifies"),
+        Some(f) => println!(
+            "FAILED at entry {} (byte offset {}): {}",
+            f.index, f.offset, f.what
+        ),
+    }
+}
+
+pub fn cross_check(r: &hotline::audit::compare::CrossCheck) {
+    println!(
+        "{} -> {}: {} messages; {} -> {}: {} messages; {} receipts and {} cosigned checkpoints compared",
+        r.a, r.b, r.messages.0, r.b, r.a, r.messages.1, r.receipts, r.cosignatures
+    );
+    for p in &r.pending {
+        println!("  pending: {p}");
+    }
+    if r.discrepancies.is_empty() {
+        println!("OK: the logs agree");
+    } else {
+        println!("{} DISCREPANCIES:", r.discrepancies.len());
+        for d in &r.discrepancies {
+            println!("  {d}");
+        }
+    }
+}
+
+pub fn timeline(rows: &[hotline::audit::compare::TimelineRow]) {
+    table(
+        &["TIME", "OFFICE", "EVENT", "PREC", "MSG", "AFTER", "SUBJECT"],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    time_ms(r.time_unix_ms),
+                    r.office.clone(),
+                    r.event.clone(),
+                    r.precedence.to_uppercase(),
+                    short(&r.msg, 13),
+                    r.since_created_ms
+                        .map(|d| format!("+{d} ms"))
+                        .unwrap_or_default(),
+                    short(&r.subject, 40),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn time_ms(ms: u64) -> String {
+    format!("{}.{:03}", time(ms).trim_end_matches('Z'), ms % 1000)
+}

@@ -269,22 +269,8 @@ impl OfficeDir {
         Ok((card, true))
     }
 
-    /// Loads everything a node needs.
-    pub fn load(&self) -> Result<Office, IdentityError> {
-        let config = self.load_config()?;
-        let card = self.load_card()?;
-        let message_key = keys::load(&self.message_key()).map_err(io(&self.message_key()))?;
-        let log_key = keys::load(&self.log_key()).map_err(io(&self.log_key()))?;
-        let cert_path = self.tls("node.crt");
-        let key_path = self.tls("node.key");
-        let node_cert = CertificateDer::from_pem_file(&cert_path)
-            .map_err(|e| IdentityError::Invalid(format!("{}: {e}", cert_path.display())))?;
-        let key_pem = files::read_secret(&key_path).map_err(io(&key_path))?;
-        let node_key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| IdentityError::Invalid(format!("{}: {e}", key_path.display())))?;
-        let token_raw =
-            files::read_secret(&self.control_token()).map_err(io(&self.control_token()))?;
-        let control_token = String::from_utf8_lossy(&token_raw).trim().to_string();
+    /// The pinned peers named in `config`, with their cards checked.
+    pub fn load_peers(&self, config: &Config) -> Result<Vec<Peer>, IdentityError> {
         let mut peers = Vec::new();
         for (name, pc) in &config.peers {
             let pcard = OfficeCard::load(&self.root.join(&pc.card))?;
@@ -314,6 +300,35 @@ impl OfficeDir {
                 addr,
             });
         }
+        Ok(peers)
+    }
+
+    /// Only the public half: config, own card, peers. Needs no secret, so
+    /// audit commands work on a copy of a directory without its keys.
+    pub fn load_public(&self) -> Result<(Config, OfficeCard, Vec<Peer>), IdentityError> {
+        let config = self.load_config()?;
+        let card = self.load_card()?;
+        let peers = self.load_peers(&config)?;
+        Ok((config, card, peers))
+    }
+
+    /// Loads everything a node needs.
+    pub fn load(&self) -> Result<Office, IdentityError> {
+        let config = self.load_config()?;
+        let card = self.load_card()?;
+        let message_key = keys::load(&self.message_key()).map_err(io(&self.message_key()))?;
+        let log_key = keys::load(&self.log_key()).map_err(io(&self.log_key()))?;
+        let cert_path = self.tls("node.crt");
+        let key_path = self.tls("node.key");
+        let node_cert = CertificateDer::from_pem_file(&cert_path)
+            .map_err(|e| IdentityError::Invalid(format!("{}: {e}", cert_path.display())))?;
+        let key_pem = files::read_secret(&key_path).map_err(io(&key_path))?;
+        let node_key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| IdentityError::Invalid(format!("{}: {e}", key_path.display())))?;
+        let token_raw =
+            files::read_secret(&self.control_token()).map_err(io(&self.control_token()))?;
+        let control_token = String::from_utf8_lossy(&token_raw).trim().to_string();
+        let peers = self.load_peers(&config)?;
         Ok(Office {
             dir: self.clone(),
             config,

@@ -28,6 +28,8 @@ use crate::wire::{frame, MessageId};
 pub const MAX_ROUND: usize = 1024;
 /// Refusals kept for `status`.
 pub const MAX_REFUSALS: usize = 32;
+/// How long a stopping node waits for peers to cosign its final checkpoint.
+pub const FINAL_COSIGN_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Why a send was not accepted.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -143,6 +145,7 @@ pub struct Actor {
     elapsed_us: HashMap<MessageId, u64>,
     refused: VecDeque<Refusal>,
     stopping: Option<oneshot::Sender<()>>,
+    closing: bool,
 }
 
 impl Actor {
@@ -168,6 +171,7 @@ impl Actor {
             elapsed_us: HashMap::new(),
             refused: VecDeque::new(),
             stopping: None,
+            closing: false,
         }
     }
 
@@ -197,6 +201,7 @@ impl Actor {
             }
             self.commit().await?;
             if let Some(done) = self.stopping.take() {
+                self.wait_for_final_cosignatures().await?;
                 for link in self.links.values() {
                     link.conn
                         .close(VarInt::from_u32(close_code::SHUTDOWN), b"office closing");
@@ -208,11 +213,38 @@ impl Actor {
         Ok(())
     }
 
+    /// After the final checkpoint: keep serving frames briefly so that
+    /// connected peers can cosign it, which makes the stop itself witnessed.
+    async fn wait_for_final_cosignatures(&mut self) -> Result<(), NodeError> {
+        let Some(target) = self.core.latest_checkpoint().map(|c| c.size) else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + FINAL_COSIGN_WAIT;
+        loop {
+            let waiting = self
+                .core
+                .status()
+                .iter()
+                .any(|c| c.connected && c.resumed && c.peer_cosigned_size < target);
+            if !waiting {
+                return Ok(());
+            }
+            tokio::select! {
+                input = self.rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+            }
+            self.commit().await?;
+        }
+    }
+
     fn handle(&mut self, input: Input) {
         let now = self.clock.now();
         match input {
             Input::Submit { req, t0, reply } => {
-                if self.stopping.is_some() {
+                if self.closing {
                     let _ = reply.send(Err(SendError::Stopping));
                     return;
                 }
@@ -274,6 +306,11 @@ impl Actor {
             }
             Input::Refused(r) => self.push_refusal(r),
             Input::Shutdown(done) => {
+                if self.closing {
+                    let _ = done.send(());
+                    return;
+                }
+                self.closing = true;
                 self.core.stop(now, "operator shutdown");
                 self.stopping = Some(done);
             }

@@ -1,0 +1,321 @@
+//! `hotline audit verify`: everything a log claims, checked in one pass.
+//!
+//! One streaming pass over the file: every record's checksum and index
+//! (via [`scan`]), the Merkle tree (a [`Frontier`], so memory stays flat),
+//! every checkpoint's signature and root against the entries before it,
+//! every envelope signature (messages, receipts, negative receipts;
+//! batch-verified), every cosignature. Successive checkpoints are
+//! consistent by construction once each matches the log prefix it covers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::Serialize;
+
+use super::checkpoint;
+use super::merkle::{Frontier, Hash};
+use super::store::{scan, LogError, StoredEntry};
+use crate::identity::{OfficeCard, Peer};
+use crate::wire::envelope::{Domain, KeyId};
+use crate::wire::proto::{log_entry::Event, PeerEnvelope};
+
+/// Signatures verified per batch.
+pub const BATCH: usize = 256;
+
+/// The first thing found wrong.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    /// Entry index.
+    pub index: u64,
+    /// Byte offset of its record.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// What verify found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Entries read.
+    pub entries: u64,
+    /// Bytes of good records.
+    pub bytes: u64,
+    /// Root over all entries read (hex).
+    pub root: String,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// Envelope signatures checked.
+    pub signatures: u64,
+    /// Cosignatures checked (both directions).
+    pub cosignatures: u64,
+    /// Entries whose peer has no pinned card (not checkable here).
+    pub unchecked: u64,
+    /// The first failure, if any.
+    pub failure: Option<Failure>,
+}
+
+impl VerifyReport {
+    /// Whether everything held.
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+struct Keys {
+    me: String,
+    message: VerifyingKey,
+    log: VerifyingKey,
+    origin: String,
+    peers: HashMap<String, (VerifyingKey, VerifyingKey, String)>,
+}
+
+struct Pending {
+    index: u64,
+    offset: u64,
+    input: Vec<u8>,
+    sig: Signature,
+    key: VerifyingKey,
+}
+
+struct Verifier {
+    keys: Keys,
+    frontier: Frontier,
+    own_checkpoints: BTreeMap<u64, Hash>,
+    batch: Vec<Pending>,
+    report: VerifyReport,
+}
+
+impl Verifier {
+    fn fail(&mut self, index: u64, offset: u64, what: String) {
+        let earlier = self
+            .report
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.index <= index);
+        if !earlier {
+            self.report.failure = Some(Failure {
+                index,
+                offset,
+                what,
+            });
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let msgs: Vec<&[u8]> = self.batch.iter().map(|p| p.input.as_slice()).collect();
+        let sigs: Vec<Signature> = self.batch.iter().map(|p| p.sig).collect();
+        let keys: Vec<VerifyingKey> = self.batch.iter().map(|p| p.key).collect();
+        self.report.signatures += self.batch.len() as u64;
+        if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_err() {
+            // Find the culprit, strictly.
+            let bad = self
+                .batch
+                .iter()
+                .find(|p| p.key.verify_strict(&p.input, &p.sig).is_err())
+                .map(|p| (p.index, p.offset));
+            if let Some((i, o)) = bad {
+                self.fail(i, o, "signature does not verify".into());
+            }
+        }
+        self.batch.clear();
+    }
+
+    fn envelope(&mut self, e: &StoredEntry, pe: &PeerEnvelope, domain: Domain, ours: bool) {
+        let key = if ours {
+            Some(self.keys.message)
+        } else {
+            self.keys.peers.get(&pe.peer).map(|k| k.0)
+        };
+        let Some(key) = key else {
+            self.report.unchecked += 1;
+            return;
+        };
+        let Some(env) = &pe.envelope else {
+            return self.fail(e.entry.index, e.offset, "entry holds no envelope".into());
+        };
+        if env.key_id.as_slice() != KeyId::of(&key).0 {
+            let who = if ours {
+                self.keys.me.clone()
+            } else {
+                pe.peer.clone()
+            };
+            return self.fail(
+                e.entry.index,
+                e.offset,
+                format!("envelope is not signed with {who}'s key"),
+            );
+        }
+        let Ok(sig) = Signature::from_slice(&env.signature) else {
+            return self.fail(e.entry.index, e.offset, "malformed signature".into());
+        };
+        self.batch.push(Pending {
+            index: e.entry.index,
+            offset: e.offset,
+            input: domain.signing_input(&env.payload),
+            sig,
+            key,
+        });
+        if self.batch.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    fn entry(&mut self, e: StoredEntry) {
+        let (index, offset) = (e.entry.index, e.offset);
+        match &e.entry.event {
+            Some(Event::MessageSent(pe)) => self.envelope(&e, pe, Domain::Message, true),
+            Some(Event::MessageReceived(pe)) => self.envelope(&e, pe, Domain::Message, false),
+            Some(Event::ReceiptSent(pe)) => self.envelope(&e, pe, Domain::Receipt, true),
+            Some(Event::ReceiptReceived(pe)) => self.envelope(&e, pe, Domain::Receipt, false),
+            Some(Event::NegativeReceiptSent(pe)) => {
+                self.envelope(&e, pe, Domain::NegativeReceipt, true)
+            }
+            Some(Event::NegativeReceiptReceived(pe)) => {
+                self.envelope(&e, pe, Domain::NegativeReceipt, false)
+            }
+            Some(Event::CheckpointIssued(c)) => {
+                self.report.checkpoints += 1;
+                match checkpoint::open(&c.note, &self.keys.origin, &self.keys.log) {
+                    Err(err) => self.fail(index, offset, format!("checkpoint: {err}")),
+                    Ok(cp) if cp.size != index => self.fail(
+                        index,
+                        offset,
+                        format!("checkpoint of size {} recorded at entry {index}", cp.size),
+                    ),
+                    Ok(cp) if cp.root != self.frontier.root() => self.fail(
+                        index,
+                        offset,
+                        format!(
+                            "checkpoint root does not match entries 0..{}: an entry before {index} was altered",
+                            cp.size
+                        ),
+                    ),
+                    Ok(cp) => {
+                        self.own_checkpoints.insert(cp.size, cp.root);
+                    }
+                }
+            }
+            Some(Event::CosignatureIssued(n)) => {
+                self.report.cosignatures += 1;
+                let Some((_, log, origin)) = self.keys.peers.get(&n.peer).cloned() else {
+                    self.report.unchecked += 1;
+                    return self.frontier.push(&e.bytes);
+                };
+                let r = checkpoint::open(&n.note, &origin, &log).and_then(|_| {
+                    checkpoint::verify_cosignature(&n.note, &self.keys.origin, &self.keys.log)
+                });
+                if let Err(err) = r {
+                    self.fail(index, offset, format!("cosignature issued: {err}"));
+                }
+            }
+            Some(Event::CosignatureReceived(n)) => {
+                self.report.cosignatures += 1;
+                let Some((_, log, origin)) = self.keys.peers.get(&n.peer).cloned() else {
+                    self.report.unchecked += 1;
+                    return self.frontier.push(&e.bytes);
+                };
+                let r =
+                    checkpoint::open(&n.note, &self.keys.origin, &self.keys.log).and_then(|cp| {
+                        checkpoint::verify_cosignature(&n.note, &origin, &log).map(|_| cp)
+                    });
+                match r {
+                    Err(err) => self.fail(index, offset, format!("cosignature received: {err}")),
+                    Ok(cp) if self.own_checkpoints.get(&cp.size) != Some(&cp.root) => self.fail(
+                        index,
+                        offset,
+                        format!(
+                            "{} cosigned a checkpoint of size {} this log never issued",
+                            n.peer, cp.size
+                        ),
+                    ),
+                    Ok(_) => {}
+                }
+            }
+            _ => {}
+        }
+        self.frontier.push(&e.bytes);
+    }
+}
+
+/// Verifies the log at `path` for the office with `card`, whose pinned
+/// peers are `peers`.
+pub fn verify(
+    path: &std::path::Path,
+    card: &OfficeCard,
+    peers: &[Peer],
+) -> Result<VerifyReport, LogError> {
+    let log = card.log_verifying_key().map_err(|e| LogError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    let message = card.message_verifying_key().map_err(|e| LogError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    let keys = Keys {
+        me: card.office.to_string(),
+        message,
+        log,
+        origin: checkpoint::origin(&card.office, &log),
+        peers: peers
+            .iter()
+            .map(|p| {
+                (
+                    p.name.to_string(),
+                    (
+                        p.message_key,
+                        p.log_key,
+                        checkpoint::origin(&p.name, &p.log_key),
+                    ),
+                )
+            })
+            .collect(),
+    };
+    let mut v = Verifier {
+        keys,
+        frontier: Frontier::new(),
+        own_checkpoints: BTreeMap::new(),
+        batch: Vec::with_capacity(BATCH),
+        report: VerifyReport {
+            entries: 0,
+            bytes: 0,
+            root: String::new(),
+            checkpoints: 0,
+            signatures: 0,
+            cosignatures: 0,
+            unchecked: 0,
+            failure: None,
+        },
+    };
+    let scanned = scan(path, |e| v.entry(e));
+    v.flush();
+    match scanned {
+        Ok(summary) => {
+            v.report.entries = summary.entries;
+            v.report.bytes = summary.good_len;
+            if let Some(t) = summary.torn {
+                v.fail(
+                    summary.entries,
+                    t.offset,
+                    format!(
+                        "torn tail of {} bytes ({}); a node would truncate it at start",
+                        t.bytes, t.why
+                    ),
+                );
+            }
+        }
+        Err(LogError::Corrupt {
+            offset, index, why, ..
+        }) => {
+            v.report.entries = index;
+            v.report.bytes = offset;
+            v.fail(index, offset, why);
+        }
+        Err(e) => return Err(e),
+    }
+    v.report.root = hex::encode(v.frontier.root().0);
+    Ok(v.report)
+}
