@@ -32,6 +32,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_audit;
 pub mod control;
 pub mod core;
 pub mod demo;

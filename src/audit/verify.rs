@@ -52,6 +52,15 @@ pub struct VerifyReport {
     pub unchecked: u64,
     /// The first failure, if any.
     pub failure: Option<Failure>,
+    /// Peak resident memory of this process so far, KiB (Linux only).
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// This process's peak resident set size in KiB, from `/proc/self/status`.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl VerifyReport {
@@ -288,6 +297,7 @@ pub fn verify(
             cosignatures: 0,
             unchecked: 0,
             failure: None,
+            peak_rss_kib: None,
         },
     };
     let scanned = scan(path, |e| v.entry(e));
@@ -317,5 +327,6 @@ pub fn verify(
         Err(e) => return Err(e),
     }
     v.report.root = hex::encode(v.frontier.root().0);
+    v.report.peak_rss_kib = peak_rss_kib();
     Ok(v.report)
 }

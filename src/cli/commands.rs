@@ -361,6 +361,15 @@ fn demo(a: super::DemoArgs) -> Res {
 }
 
 fn bench(a: super::BenchArgs) -> Res {
+    if a.scenario == "audit" {
+        let report = hotline::bench_audit::run(&a.entries, !a.json)?;
+        if a.json {
+            print_json(&report);
+        } else {
+            render::bench_audit(&report);
+        }
+        return Ok(exit::OK);
+    }
     let rt = runtime();
     let report = rt.block_on(hotline::bench::run(hotline::bench::BenchOptions {
         messages: a.messages,

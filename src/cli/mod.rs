@@ -209,10 +209,17 @@ struct DemoArgs {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Messages for the throughput run.
+    /// What to measure: `link` (two nodes: throughput, latency) or `audit`
+    /// (`audit verify` throughput and peak memory as the log grows).
+    #[arg(default_value = "link", value_parser = ["link", "audit"])]
+    scenario: String,
+    /// audit: log sizes in entries, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    entries: Vec<u64>,
+    /// link: messages for the throughput run.
     #[arg(long, default_value_t = 2000)]
     messages: usize,
-    /// Body size in bytes.
+    /// link: body size in bytes.
     #[arg(long, default_value_t = 256)]
     size: usize,
     /// Print JSON.

@@ -336,3 +336,35 @@ pub fn timeline(rows: &[hotline::audit::compare::TimelineRow]) {
 fn time_ms(ms: u64) -> String {
     format!("{}.{:03}", time(ms).trim_end_matches('Z'), ms % 1000)
 }
+
+pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
+    println!(
+        "hotline bench audit: raw Ed25519 batch verify {:.0} signatures/s (one core)\n",
+        r.batch_verify_floor_per_s
+    );
+    table(
+        &[
+            "ENTRIES",
+            "BYTES",
+            "VERIFY",
+            "ENTRIES/S",
+            "SIGS/S",
+            "÷ BATCH FLOOR",
+            "PEAK RSS",
+        ],
+        r.points
+            .iter()
+            .map(|p| {
+                vec![
+                    p.entries.to_string(),
+                    p.bytes.to_string(),
+                    format!("{:.2} s", p.verify_s),
+                    format!("{:.0}", p.entries_per_s),
+                    format!("{:.0}", p.signatures_per_s),
+                    format!("{:.2}", p.ratio_to_batch_floor),
+                    format!("{:.1} MiB", p.peak_rss_mib),
+                ]
+            })
+            .collect(),
+    );
+}
