@@ -146,6 +146,8 @@ pub fn status(s: &StatusResponse) {
                     p.queued.to_string(),
                     p.delivered.to_string(),
                     p.received.to_string(),
+                    p.peer_cosigned_size.to_string(),
+                    p.we_cosigned_size.to_string(),
                 ]
             })
             .collect(),

@@ -266,6 +266,10 @@ pub struct PeerStatus {
     pub delivered: u64,
     /// Messages received from the peer.
     pub received: u64,
+    /// Largest size of our log the peer has cosigned.
+    pub peer_cosigned_size: u64,
+    /// Size of the peer's latest checkpoint we cosigned.
+    pub we_cosigned_size: u64,
 }
 
 /// A connection the node refused, for operators.
@@ -292,6 +296,8 @@ pub struct StatusResponse {
     pub listen: String,
     /// Log entries.
     pub log_entries: u64,
+    /// Size covered by our latest checkpoint.
+    pub checkpoint_size: Option<u64>,
     /// Per peer.
     pub peers: Vec<PeerStatus>,
     /// Recent refused connections (newest last, at most 32).

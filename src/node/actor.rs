@@ -509,6 +509,8 @@ impl Actor {
                             queued: c.queued,
                             delivered: c.delivered,
                             received: c.received,
+                            peer_cosigned_size: c.peer_cosigned_size,
+                            we_cosigned_size: c.we_cosigned_size,
                         }
                     })
                     .collect();
@@ -517,6 +519,7 @@ impl Actor {
                     fingerprint: self.facts.fingerprint.clone(),
                     listen: self.facts.listen.clone(),
                     log_entries: self.core.next_index(),
+                    checkpoint_size: self.core.latest_checkpoint().map(|c| c.size),
                     peers,
                     refused: self.refused.iter().cloned().collect(),
                 });
