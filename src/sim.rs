@@ -63,6 +63,10 @@ pub struct SimOffice {
     pub delivered: BTreeMap<MessageId, u32>,
     /// Transmit count, for tests that watch the wire.
     pub frames_sent: u64,
+    /// Of those, message frames.
+    pub message_frames_sent: u64,
+    /// Of those, line checks and their replies.
+    pub line_check_frames_sent: u64,
     /// Events reported (after durability), in order.
     pub events: Vec<CoreEvent>,
     crash_on_flush: bool,
@@ -93,7 +97,8 @@ pub struct Sim {
     timing: Timing,
 }
 
-const WALL_BASE: u64 = 1_750_000_000_000;
+/// Wall-clock time at virtual time zero.
+pub const WALL_BASE: u64 = 1_750_000_000_000;
 
 impl Sim {
     /// Two offices, "washington" (0) and "pyongyang" (1), with keys derived
@@ -124,6 +129,8 @@ impl Sim {
             accepted: Vec::new(),
             delivered: BTreeMap::new(),
             frames_sent: 0,
+            message_frames_sent: 0,
+            line_check_frames_sent: 0,
             events: Vec::new(),
             crash_on_flush: false,
         });
@@ -318,6 +325,15 @@ impl Sim {
         }
         for t in out.transmit {
             self.offices[i].frames_sent += 1;
+            match t.frame.body {
+                Some(crate::wire::proto::frame::Body::Message(_)) => {
+                    self.offices[i].message_frames_sent += 1
+                }
+                Some(crate::wire::proto::frame::Body::LineCheck(_)) => {
+                    self.offices[i].line_check_frames_sent += 1
+                }
+                _ => {}
+            }
             if !self.line_up {
                 continue;
             }

@@ -65,6 +65,7 @@ fn message() -> Message {
         body: "Test message. Please acknowledge.".into(),
         language: "en".into(),
         exercise: true,
+        response: 0,
     }
 }
 

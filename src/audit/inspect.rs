@@ -59,6 +59,9 @@ pub const KINDS: &[&str] = &[
     "cosignature-issued",
     "cosignature-received",
     "equivocation",
+    "escalation",
+    "line-health",
+    "alert-level",
 ];
 
 /// Summarizes `entry`.
@@ -191,6 +194,32 @@ pub fn summarize(entry: &LogEntry) -> EntrySummary {
                     format!("{} cosigned this log at size {size}", n.peer)
                 };
             }
+        }
+        Event::Escalation(e) => {
+            s.kind = "escalation";
+            s.peer = Some(e.peer.clone());
+            s.msg = Some(e.message_id.clone());
+            s.sequence = Some(e.sequence);
+            s.detail = format!(
+                "step {}: {} (no {}) {}",
+                e.step, e.action, e.waiting_for, e.detail
+            );
+        }
+        Event::LinkHealth(h) => {
+            s.kind = "line-health";
+            s.peer = Some(h.peer.clone());
+            s.detail = format!("{}: {}", h.state, h.detail);
+        }
+        Event::AlertLevelChanged(a) => {
+            s.kind = "alert-level";
+            s.peer = Some(a.peer.clone());
+            let level = crate::wire::proto::AlertLevel::try_from(a.level).unwrap_or_default();
+            s.detail = format!(
+                "{} (by {}): {}",
+                crate::control::api::alert_level_name(level).to_uppercase(),
+                a.by,
+                a.reason
+            );
         }
         Event::EquivocationDetected(e) => {
             s.kind = "equivocation";

@@ -251,6 +251,7 @@ fn send(a: super::SendArgs) -> Res {
         reply_to: a.reply_to.clone(),
         language: a.language.clone(),
         exercise: a.exercise,
+        response: a.response.clone(),
         wait: a.wait,
         wait_ms: Some(a.timeout * 1000),
     };

@@ -180,6 +180,9 @@ struct SendArgs {
     /// Mark as drill traffic.
     #[arg(long)]
     exercise: bool,
+    /// For replies: will-comply, cannot-comply, have-complied or information.
+    #[arg(long)]
+    response: Option<String>,
     /// Wait for the signed delivery receipt and print how long it took.
     #[arg(long)]
     wait: bool,

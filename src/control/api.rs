@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::{Draft, InboxItem, OutState, OutboxItem};
-use crate::wire::proto::{Kind, Precedence};
+use crate::wire::proto::{AlertLevel, Kind, Precedence, Response};
 
 /// Parses a precedence name (`flash`, `immediate`, `priority`, `routine`).
 pub fn parse_precedence(s: &str) -> Option<Precedence> {
@@ -35,8 +35,50 @@ pub fn parse_kind(s: &str) -> Option<Kind> {
         "proposal" => Kind::Proposal,
         "call-request" => Kind::CallRequest,
         "statement" => Kind::Statement,
+        "acknowledgement" | "ack" => Kind::Acknowledgement,
         _ => return None,
     })
+}
+
+/// Parses a response name.
+pub fn parse_response(s: &str) -> Option<Response> {
+    Some(match s.to_ascii_lowercase().replace('_', "-").as_str() {
+        "will-comply" | "wilco" => Response::WillComply,
+        "cannot-comply" | "cantco" => Response::CannotComply,
+        "have-complied" => Response::HaveComplied,
+        "information" | "info" => Response::Information,
+        _ => return None,
+    })
+}
+
+/// The name of a response ("" when unspecified).
+pub fn response_name(r: Response) -> &'static str {
+    match r {
+        Response::Unspecified => "",
+        Response::WillComply => "will-comply",
+        Response::CannotComply => "cannot-comply",
+        Response::HaveComplied => "have-complied",
+        Response::Information => "information",
+    }
+}
+
+/// Parses an alert level name.
+pub fn parse_alert_level(s: &str) -> Option<AlertLevel> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "normal" => AlertLevel::Normal,
+        "elevated" => AlertLevel::Elevated,
+        "crisis" => AlertLevel::Crisis,
+        _ => return None,
+    })
+}
+
+/// The name of an alert level.
+pub fn alert_level_name(l: AlertLevel) -> &'static str {
+    match l {
+        AlertLevel::Normal | AlertLevel::Unspecified => "normal",
+        AlertLevel::Elevated => "elevated",
+        AlertLevel::Crisis => "crisis",
+    }
 }
 
 /// The lowercase name of a kind.
@@ -48,6 +90,7 @@ pub fn kind_name(k: Kind) -> &'static str {
         Kind::Proposal => "proposal",
         Kind::CallRequest => "call-request",
         Kind::Statement => "statement",
+        Kind::Acknowledgement => "acknowledgement",
     }
 }
 
@@ -74,6 +117,8 @@ pub struct SendRequest {
     pub language: String,
     /// Mark as drill traffic.
     pub exercise: bool,
+    /// For replies: `will-comply`, `cannot-comply`, `have-complied`, `information`.
+    pub response: Option<String>,
     /// Wait for the signed receipt before answering.
     pub wait: bool,
     /// How long to wait, in ms (default 30 000).
@@ -95,7 +140,14 @@ impl SendRequest {
                 format!("kind {k:?} is not one of notification, inquiry, response, proposal, call-request, statement")
             })?,
         };
+        let response = match &self.response {
+            None => Response::Unspecified,
+            Some(r) => parse_response(r).ok_or_else(|| {
+                format!("response {r:?} is not one of will-comply, cannot-comply, have-complied, information")
+            })?,
+        };
         Ok(Draft {
+            response,
             to: self.to.clone(),
             precedence,
             kind,

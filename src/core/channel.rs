@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::audit::checkpoint::SignedCheckpoint;
 use crate::identity::OfficeName;
-use crate::wire::proto::{Message, Precedence, SignedEnvelope};
+use crate::wire::proto::{AlertLevel, Message, Precedence, Response, SignedEnvelope};
 use crate::wire::MessageId;
 
 /// Delivery state of a message we sent.
@@ -49,6 +49,8 @@ pub struct OutboxItem {
     pub created_unix_ms: u64,
     /// Transmissions so far.
     pub attempts: u32,
+    /// The peer acknowledged it (or replied), with the response it stated.
+    pub acknowledged: Option<Response>,
     /// The signed receipt, once held.
     pub receipt: Option<SignedEnvelope>,
     /// The signed message.
@@ -68,10 +70,12 @@ pub struct InboxItem {
     pub message: Message,
     /// The envelope as received.
     pub envelope: SignedEnvelope,
+    /// We acknowledged it (or replied to it).
+    pub acknowledged: bool,
 }
 
 /// A channel's state for status views.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ChannelStatus {
     /// Peer.
     pub peer: OfficeName,
@@ -97,6 +101,16 @@ pub struct ChannelStatus {
     pub peer_cosigned_size: u64,
     /// Size of the peer's latest checkpoint we cosigned.
     pub we_cosigned_size: u64,
+    /// Channel alert level.
+    pub alert_level: AlertLevel,
+    /// Line-check health.
+    pub health: Health,
+    /// Consecutive line checks unanswered.
+    pub missed_line_checks: u32,
+    /// Last line-check round trip, ms.
+    pub line_check_rtt_ms: Option<u64>,
+    /// Sent messages awaiting acknowledgement.
+    pub awaiting_ack: usize,
 }
 
 /// An unreceipted outgoing message.
@@ -107,6 +121,44 @@ pub(crate) struct Pending {
     pub attempts: u32,
     /// Monotonic deadline for the next retransmission, when transmitted.
     pub deadline: Option<u64>,
+}
+
+/// Line-check health of a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Line checks answered.
+    Up,
+    /// One or more missed, fewer than the silence threshold.
+    Degraded,
+    /// The silence threshold reached.
+    Silent,
+}
+
+impl Health {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Degraded => "degraded",
+            Health::Silent => "silent",
+        }
+    }
+}
+
+/// Escalation tracking for one sent message, until it is acknowledged.
+#[derive(Debug, Clone)]
+pub(crate) struct Track {
+    pub precedence: Precedence,
+    /// Acceptance time, wall clock (from the log entry).
+    pub base_wall: u64,
+    /// Acceptance time on the monotonic clock (may be negative after a
+    /// restart: the message is older than this run).
+    pub base: i64,
+    /// Next ladder firing to consider (counting repeats).
+    pub next_n: u32,
+    pub receipted: bool,
+    pub timer: Option<i64>,
 }
 
 pub(crate) struct Channel {
@@ -120,6 +172,19 @@ pub(crate) struct Channel {
     pub i_cosigned: Option<SignedCheckpoint>,
     /// The largest size of our log the peer has cosigned, as far as we know.
     pub peer_cosigned: u64,
+    /// Channel alert level (shared with the peer).
+    pub level: AlertLevel,
+    /// Line-check health.
+    pub health: Health,
+    pub lc_seq: u64,
+    /// Outstanding line check: (sequence, sent at mono ms).
+    pub lc_outstanding: Option<(u64, u64)>,
+    pub lc_missed: u32,
+    pub next_check_at: Option<u64>,
+    pub last_rtt_ms: Option<u64>,
+    /// Sent messages not yet acknowledged, by sequence.
+    pub tracks: BTreeMap<u64, Track>,
+    pub esc_timers: BTreeSet<(i64, u64)>,
     pub connected: bool,
     pub resumed: bool,
     /// While connected but not resumed: when to send our hello again, and
@@ -149,6 +214,15 @@ impl Channel {
             log_key,
             i_cosigned: None,
             peer_cosigned: 0,
+            level: AlertLevel::Normal,
+            health: Health::Up,
+            lc_seq: 0,
+            lc_outstanding: None,
+            lc_missed: 0,
+            next_check_at: None,
+            last_rtt_ms: None,
+            tracks: BTreeMap::new(),
+            esc_timers: BTreeSet::new(),
             connected: false,
             resumed: false,
             hello_retry: None,
@@ -199,6 +273,11 @@ impl Channel {
             last_heard_unix_ms: self.last_heard_wall,
             peer_cosigned_size: self.peer_cosigned,
             we_cosigned_size: self.i_cosigned.as_ref().map(|c| c.size).unwrap_or(0),
+            alert_level: self.level,
+            health: self.health,
+            missed_line_checks: self.lc_missed,
+            line_check_rtt_ms: self.last_rtt_ms,
+            awaiting_ack: self.tracks.len(),
         }
     }
 }

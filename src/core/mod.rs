@@ -15,10 +15,13 @@
 //! several calls into one output before the fsync is group commit.
 
 mod channel;
+mod escalation;
 mod office;
 mod output;
+pub mod policy;
 
-pub use channel::{ChannelStatus, InboxItem, OutState, OutboxItem};
+pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem};
+pub use escalation::Overdue;
 pub use office::{Core, Draft, OfficeKeys, PeerKeys, ReplayError, SubmitError, Timing};
 pub use output::{CoreEvent, Output, StreamClass, Transmit};
 

@@ -12,6 +12,7 @@ use prost::Message as _;
 
 use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem, Pending};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
+use super::policy::Policy;
 use super::{Now, MAX_BODY_LEN, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN, RECEIVE_WINDOW};
 use crate::audit::checkpoint::{self, SignedCheckpoint};
 use crate::audit::evidence::Evidence;
@@ -25,6 +26,7 @@ use crate::wire::proto::{
     NackReason, NegativeReceipt, NodeStarted, NodeStopped, PeerAdded, PeerEnvelope, PeerNote,
     Precedence, Receipt, Recovery, SignedEnvelope,
 };
+use crate::wire::proto::{AlertLevel, Response};
 use crate::wire::{sha256, MessageId, PROTOCOL_VERSION};
 
 /// Protocol timing and checkpoint cadence.
@@ -92,6 +94,8 @@ pub struct Draft {
     pub language: String,
     /// Drill traffic.
     pub exercise: bool,
+    /// For replies: what the sender will do.
+    pub response: Response,
 }
 
 /// Why `submit` refused a draft. Nothing was queued.
@@ -116,6 +120,9 @@ pub enum SubmitError {
         /// Limit.
         max: usize,
     },
+    /// No received message has this id.
+    #[error("no message {0} in the inbox")]
+    UnknownMessage(String),
     /// `reply_to` is not a message id.
     #[error("reply-to {0:?} is not a message id (32 hex digits)")]
     BadReplyTo(String),
@@ -141,22 +148,23 @@ pub struct ReplayError {
 
 /// One office's protocol state machine.
 pub struct Core {
-    me: OfficeName,
-    key: SigningKey,
-    log_key: SigningKey,
-    origin: String,
-    timing: Timing,
-    next_index: u64,
-    tree: Tree,
-    latest_checkpoint: Option<SignedCheckpoint>,
-    next_checkpoint_at: Option<u64>,
-    channels: BTreeMap<OfficeName, Channel>,
-    inbox: Vec<InboxItem>,
-    pinned: BTreeMap<String, String>,
+    pub(super) me: OfficeName,
+    pub(super) key: SigningKey,
+    pub(super) log_key: SigningKey,
+    pub(super) origin: String,
+    pub(super) timing: Timing,
+    pub(super) next_index: u64,
+    pub(super) tree: Tree,
+    pub(super) latest_checkpoint: Option<SignedCheckpoint>,
+    pub(super) next_checkpoint_at: Option<u64>,
+    pub(super) channels: BTreeMap<OfficeName, Channel>,
+    pub(super) inbox: Vec<InboxItem>,
+    pub(super) pinned: BTreeMap<String, String>,
     /// Received messages whose receipt entry was lost in a torn tail:
     /// (peer, sequence, log index, time, hash, id).
-    unreceipted: Vec<(OfficeName, u64, u64, u64, [u8; 32], String)>,
-    out: Output,
+    pub(super) unreceipted: Vec<(OfficeName, u64, u64, u64, [u8; 32], String)>,
+    pub(super) out: Output,
+    pub(super) policy: Policy,
 }
 
 impl Core {
@@ -187,6 +195,7 @@ impl Core {
             pinned: BTreeMap::new(),
             unreceipted: Vec::new(),
             out: Output::default(),
+            policy: Policy::default(),
         }
     }
 
@@ -198,6 +207,16 @@ impl Core {
     /// The index the next persisted entry will get.
     pub fn next_index(&self) -> u64 {
         self.next_index
+    }
+
+    /// Replaces the escalation policy (before replay).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// The escalation policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// This office's log origin (the checkpoint origin line).
@@ -278,11 +297,16 @@ impl Core {
                 );
                 ch.history
                     .insert(seq, outbox_item(&ch.peer, &msg, env.clone()));
+                let peer = ch.peer.clone();
+                self.track_sent(&peer, seq, msg.precedence(), entry.time_unix_ms, 0);
+                self.mark_inbox_acknowledged(&peer, &msg.reply_to);
             }
             Event::ReceiptReceived(pe) => {
                 let r: Receipt = decode_env(pe).map_err(bad)?;
                 if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
                     mark_delivered(ch, r.sequence, pe.envelope.clone().unwrap_or_default());
+                    let peer = ch.peer.clone();
+                    self.track_receipted(&peer, r.sequence);
                 }
             }
             Event::NegativeReceiptReceived(pe) => {
@@ -309,12 +333,17 @@ impl Core {
                     hash,
                     msg.id.clone(),
                 ));
+                let peer = ch.peer.clone();
+                if !msg.reply_to.is_empty() {
+                    self.track_acknowledged(&peer, &msg.reply_to, msg.response);
+                }
                 self.inbox.push(InboxItem {
-                    peer: ch.peer.clone(),
+                    peer,
                     log_index: entry.index,
                     received_unix_ms: entry.time_unix_ms,
                     message: msg,
                     envelope: env,
+                    acknowledged: false,
                 });
             }
             Event::ReceiptSent(pe) => {
@@ -356,9 +385,11 @@ impl Core {
                     }
                 }
             }
+            Event::Escalation(_) | Event::AlertLevelChanged(_) => self.replay_watch(event),
             Event::NodeStarted(_)
             | Event::NodeStopped(_)
             | Event::LinkChanged(_)
+            | Event::LinkHealth(_)
             | Event::NegativeReceiptSent(_)
             | Event::EquivocationDetected(_)
             | Event::Recovery(_) => {}
@@ -429,6 +460,7 @@ impl Core {
                 ch.receipts.insert(seq, (env, hash));
             }
         }
+        self.start_watch(now);
     }
 
     /// Records a clean stop and issues a final checkpoint covering it.
@@ -567,6 +599,7 @@ impl Core {
                 draft.language
             },
             exercise: draft.exercise,
+            response: draft.response as i32,
         };
         let env = envelope::seal_proto(Domain::Message, &msg, &self.key);
         ch.pending.insert(
@@ -581,6 +614,8 @@ impl Core {
         ch.history
             .insert(seq, outbox_item(&peer, &msg, env.clone()));
         self.persist(now, Event::MessageSent(peer_env(&peer, env)));
+        self.track_sent(&peer, seq, precedence, now.wall_ms, now.mono_ms as i64);
+        self.mark_inbox_acknowledged(&peer, &msg.reply_to);
         let ch = self.channels.get_mut(&peer).expect("checked");
         if ch.connected && ch.resumed {
             transmit_message(&mut self.out, ch, seq, now, self.timing);
@@ -649,6 +684,8 @@ impl Core {
             Some(Body::NegativeReceipt(env)) => self.on_nack(now, peer, env),
             Some(Body::CheckpointOffer(env)) => self.on_checkpoint_offer(now, peer, env),
             Some(Body::Cosignature(c)) => self.on_cosignature(now, peer, c),
+            Some(Body::LineCheck(env)) => self.on_line_check(now, peer, env),
+            Some(Body::AlertLevel(env)) => self.on_alert_level(now, peer, env),
             Some(Body::CheckpointRefused(r)) => {
                 let ours = self.latest_checkpoint.as_ref().map(|c| c.size).unwrap_or(0);
                 if r.want_old_size <= ours {
@@ -663,6 +700,8 @@ impl Core {
     /// Fires due retransmissions, hello retries and checkpoints.
     pub fn handle_timeout(&mut self, now: Now) {
         self.maybe_checkpoint(now);
+        self.fire_due_steps(now);
+        self.line_checks_due(now);
         for ch in self.channels.values_mut() {
             if let Some((at, n)) = ch.hello_retry {
                 if at <= now.mono_ms {
@@ -703,7 +742,17 @@ impl Core {
             .channels
             .values()
             .filter_map(|c| c.hello_retry.map(|h| h.0));
-        retransmit.chain(hello).min()
+        let steps = self
+            .channels
+            .values()
+            .filter_map(|c| c.esc_timers.first().map(|(d, _)| (*d).max(0) as u64));
+        let checks = self.channels.values().filter_map(|c| c.next_check_at);
+        retransmit
+            .chain(hello)
+            .chain(steps)
+            .chain(checks)
+            .chain(self.next_checkpoint_at)
+            .min()
     }
 
     /// Takes what the caller must do (see the module docs for the rule).
@@ -784,6 +833,11 @@ impl Core {
         // Offer our latest checkpoint from the size the peer last cosigned.
         let from = h.cosigned_size;
         self.offer_checkpoint(peer, from);
+        // Check the line at once, and restate a raised alert level.
+        self.send_line_check(now, peer);
+        if self.channels[peer].level != AlertLevel::Normal {
+            self.send_alert_level(now, peer, "restated on reconnection");
+        }
     }
 
     fn on_message(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
@@ -877,13 +931,23 @@ impl Core {
             sequence: seq,
             precedence: msg.precedence(),
         });
+        let (reply_to, response) = (msg.reply_to.clone(), msg.response);
         self.inbox.push(InboxItem {
             peer: peer.clone(),
             log_index: index,
             received_unix_ms: now.wall_ms,
             message: msg,
             envelope: env,
+            acknowledged: false,
         });
+        if !reply_to.is_empty() {
+            if let Some(id) = self.track_acknowledged(peer, &reply_to, response) {
+                self.out.events.push(CoreEvent::Acknowledged {
+                    peer: peer.clone(),
+                    id,
+                });
+            }
+        }
     }
 
     fn check_message(&self, peer: &OfficeName, msg: &Message) -> Result<(), (NackReason, String)> {
@@ -998,6 +1062,7 @@ impl Core {
         }
         let id = item.id;
         mark_delivered(ch, r.sequence, env.clone());
+        self.track_receipted(peer, r.sequence);
         self.persist(now, Event::ReceiptReceived(peer_env(peer, env)));
         self.out.events.push(CoreEvent::Delivered {
             peer: peer.clone(),
@@ -1029,6 +1094,19 @@ impl Core {
             reason,
             detail: n.detail,
         });
+    }
+
+    fn mark_inbox_acknowledged(&mut self, peer: &OfficeName, reply_to: &str) {
+        if reply_to.is_empty() {
+            return;
+        }
+        if let Some(item) = self
+            .inbox
+            .iter_mut()
+            .find(|i| &i.peer == peer && i.message.id == reply_to)
+        {
+            item.acknowledged = true;
+        }
     }
 
     /// Witnessing: check a peer's checkpoint against the last one we
@@ -1201,7 +1279,7 @@ impl Core {
         });
     }
 
-    fn persist(&mut self, now: Now, event: Event) {
+    pub(super) fn persist(&mut self, now: Now, event: Event) {
         let entry = Persisted::new(LogEntry {
             index: self.next_index,
             time_unix_ms: now.wall_ms,
@@ -1252,6 +1330,7 @@ fn outbox_item(peer: &OfficeName, msg: &Message, env: SignedEnvelope) -> OutboxI
         state: OutState::Queued,
         created_unix_ms: msg.created_unix_ms,
         attempts: 0,
+        acknowledged: None,
         receipt: None,
         envelope: env,
     }
@@ -1306,6 +1385,17 @@ fn send_hello(out: &mut Output, me: &OfficeName, ch: &Channel, reply: bool) {
             body: Some(Body::Hello(hello)),
         },
     });
+}
+
+/// Sends `seq` now (an escalation step asked for it).
+pub(super) fn retransmit_now(
+    out: &mut Output,
+    ch: &mut Channel,
+    seq: u64,
+    now: Now,
+    timing: Timing,
+) {
+    transmit_message(out, ch, seq, now, timing);
 }
 
 fn transmit_message(out: &mut Output, ch: &mut Channel, seq: u64, now: Now, timing: Timing) {

@@ -130,6 +130,51 @@ pub enum CoreEvent {
         /// Evidence file bytes.
         evidence: Vec<u8>,
     },
+    /// The peer acknowledged (or answered) one of our messages.
+    Acknowledged {
+        /// Peer.
+        peer: OfficeName,
+        /// Our message.
+        id: MessageId,
+    },
+    /// An escalation step fired.
+    Escalated {
+        /// Peer.
+        peer: OfficeName,
+        /// Message.
+        id: MessageId,
+        /// What the step did.
+        action: crate::core::policy::Action,
+        /// What it was waiting for.
+        waiting: crate::core::policy::Waiting,
+    },
+    /// A duty-officer alert.
+    Alert {
+        /// Peer.
+        peer: OfficeName,
+        /// The message it is about, if any.
+        id: Option<MessageId>,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Line-check health changed.
+    HealthChanged {
+        /// Peer.
+        peer: OfficeName,
+        /// New health.
+        health: crate::core::Health,
+        /// Consecutive misses.
+        missed: u32,
+    },
+    /// The channel's alert level changed.
+    AlertLevelChanged {
+        /// Peer.
+        peer: OfficeName,
+        /// New level.
+        level: crate::wire::proto::AlertLevel,
+        /// operator, ladder or peer.
+        by: String,
+    },
     /// The peer sent something that breaks the protocol but needs no reply
     /// (a receipt that does not verify, a hello for another office).
     ProtocolError {

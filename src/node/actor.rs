@@ -443,6 +443,31 @@ impl Actor {
                     let id = id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
                     tracing::warn!(%peer, %id, ?reason, "{peer} refused message {id}: {detail}");
                 }
+                CoreEvent::Acknowledged { peer, id } => {
+                    tracing::info!(%peer, %id, "{peer} acknowledged {id}");
+                }
+                CoreEvent::Escalated {
+                    peer,
+                    id,
+                    action,
+                    waiting,
+                } => {
+                    tracing::warn!(%peer, %id, "escalation: {} (no {} for {id})", action.as_str(), waiting.as_str());
+                }
+                CoreEvent::Alert { peer, id, detail } => {
+                    let id = id.map(|i| i.to_string()).unwrap_or_default();
+                    tracing::warn!(%peer, %id, "ALERT: {detail}");
+                }
+                CoreEvent::HealthChanged {
+                    peer,
+                    health,
+                    missed,
+                } => {
+                    tracing::warn!(%peer, "line to {peer} is {} ({missed} line checks missed)", health.as_str());
+                }
+                CoreEvent::AlertLevelChanged { peer, level, by } => {
+                    tracing::warn!(%peer, "alert level for {peer} is now {} (set by {by})", api::alert_level_name(level));
+                }
                 CoreEvent::Cosigned { peer, size } => {
                     tracing::debug!(%peer, size, "{peer} cosigned our checkpoint at size {size}");
                 }

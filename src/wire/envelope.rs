@@ -21,6 +21,10 @@ pub enum Domain {
     /// A [`CheckpointOffer`](super::proto::CheckpointOffer), signed with the
     /// log key.
     CheckpointOffer,
+    /// A [`LineCheck`](super::proto::LineCheck) or its reply.
+    LineCheck,
+    /// An [`AlertLevelNotice`](super::proto::AlertLevelNotice).
+    AlertLevel,
 }
 
 impl Domain {
@@ -31,6 +35,8 @@ impl Domain {
             Domain::Receipt => "hotline/1 receipt",
             Domain::NegativeReceipt => "hotline/1 negative-receipt",
             Domain::CheckpointOffer => "hotline/1 checkpoint-offer",
+            Domain::LineCheck => "hotline/1 line-check",
+            Domain::AlertLevel => "hotline/1 alert-level",
         }
     }
 

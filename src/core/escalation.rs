@@ -1,0 +1,552 @@
+//! The hotline discipline in the core: escalation ladders per message,
+//! acknowledgements, line checks and channel alert levels.
+//!
+//! Deadlines count from the moment a message was accepted (its log entry's
+//! time), so they survive a restart: replay rebuilds each unacknowledged
+//! message's track and the steps already fired, and [`Core::start`]
+//! re-anchors them on the new run's clock.
+
+use super::channel::{Channel, Health, Track};
+use super::office::Core;
+use super::output::{CoreEvent, StreamClass, Transmit};
+use super::policy::{Action, Policy, Waiting};
+use super::{Now, SubmitError};
+use crate::identity::OfficeName;
+use crate::wire::envelope::{self, Domain};
+use crate::wire::proto::{
+    frame::Body, log_entry::Event, AlertLevel, AlertLevelChanged, AlertLevelNotice, EscalationStep,
+    Frame, LineCheck, LinkHealth, Precedence, SignedEnvelope,
+};
+use crate::wire::MessageId;
+
+/// A message past one of its deadlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    /// Recipient.
+    pub peer: OfficeName,
+    /// Message.
+    pub id: MessageId,
+    /// Sequence.
+    pub sequence: u64,
+    /// Precedence.
+    pub precedence: Precedence,
+    /// What has not arrived.
+    pub waiting: Waiting,
+    /// How late, ms.
+    pub late_ms: u64,
+}
+
+impl Core {
+    // ------------------------------------------------------------------
+    // Tracks and the ladder.
+
+    pub(super) fn track_sent(
+        &mut self,
+        peer: &OfficeName,
+        seq: u64,
+        precedence: Precedence,
+        base_wall: u64,
+        base: i64,
+    ) {
+        let policy = self.policy.clone();
+        let ch = self.channels.get_mut(peer).expect("known peer");
+        ch.tracks.insert(
+            seq,
+            Track {
+                precedence,
+                base_wall,
+                base,
+                next_n: 0,
+                receipted: false,
+                timer: None,
+            },
+        );
+        schedule(&policy, ch, seq);
+    }
+
+    pub(super) fn track_receipted(&mut self, peer: &OfficeName, seq: u64) {
+        let policy = self.policy.clone();
+        if let Some(ch) = self.channels.get_mut(peer) {
+            if let Some(t) = ch.tracks.get_mut(&seq) {
+                t.receipted = true;
+                schedule(&policy, ch, seq);
+            }
+        }
+    }
+
+    /// A reply from `peer` to our message `reply_to` acknowledges it.
+    pub(super) fn track_acknowledged(
+        &mut self,
+        peer: &OfficeName,
+        reply_to: &str,
+        response: i32,
+    ) -> Option<MessageId> {
+        let ch = self.channels.get_mut(peer)?;
+        let id = MessageId::parse(reply_to)?;
+        let seq = ch
+            .history
+            .values()
+            .find(|h| h.id == id)
+            .map(|h| h.sequence)?;
+        if let Some(t) = ch.tracks.remove(&seq) {
+            if let Some(d) = t.timer {
+                ch.esc_timers.remove(&(d, seq));
+            }
+        }
+        let item = ch.history.get_mut(&seq)?;
+        if item.acknowledged.is_some() {
+            return None;
+        }
+        item.acknowledged =
+            Some(crate::wire::proto::Response::try_from(response).unwrap_or_default());
+        Some(id)
+    }
+
+    /// Fires every ladder step due at `now`.
+    pub(super) fn fire_due_steps(&mut self, now: Now) {
+        let peers: Vec<OfficeName> = self.channels.keys().cloned().collect();
+        for peer in peers {
+            loop {
+                let ch = &self.channels[&peer];
+                let Some(&(due, seq)) = ch.esc_timers.first() else {
+                    break;
+                };
+                if due > now.mono_ms as i64 {
+                    break;
+                }
+                self.fire_step(now, &peer, seq);
+            }
+        }
+    }
+
+    fn fire_step(&mut self, now: Now, peer: &OfficeName, seq: u64) {
+        let policy = self.policy.clone();
+        let ch = self.channels.get_mut(peer).expect("known peer");
+        let Some(track) = ch.tracks.get_mut(&seq) else {
+            return;
+        };
+        if let Some(d) = track.timer.take() {
+            ch.esc_timers.remove(&(d, seq));
+        }
+        let n = track.next_n;
+        let Some((step, _)) = Policy::nth_step(policy.ladder(track.precedence), n) else {
+            return;
+        };
+        track.next_n = n + 1;
+        let id = ch
+            .history
+            .get(&seq)
+            .map(|h| h.id)
+            .expect("tracked messages are in the history");
+        let mut detail = String::new();
+        match step.action {
+            Action::Retransmit => {
+                if ch.connected && ch.resumed && ch.pending.contains_key(&seq) {
+                    super::office::retransmit_now(&mut self.out, ch, seq, now, self.timing);
+                    detail = "resent now".into();
+                } else {
+                    detail = "line down: queued for the next connection".into();
+                }
+            }
+            Action::Reroute => detail = "no relay route to this peer is configured".into(),
+            Action::Alert => {
+                detail = format!(
+                    "no {} for {} {}",
+                    step.waiting.as_str(),
+                    precedence_word(track.precedence),
+                    id
+                );
+                self.out.events.push(CoreEvent::Alert {
+                    peer: peer.clone(),
+                    id: Some(id),
+                    detail: detail.clone(),
+                });
+            }
+            Action::RaiseAlertLevel => {}
+        }
+        schedule(&policy, ch, seq);
+        self.persist(
+            now,
+            Event::Escalation(EscalationStep {
+                peer: peer.to_string(),
+                message_id: id.to_string(),
+                sequence: seq,
+                step: n,
+                action: step.action.as_str().into(),
+                waiting_for: step.waiting.as_str().into(),
+                detail,
+            }),
+        );
+        self.out.events.push(CoreEvent::Escalated {
+            peer: peer.clone(),
+            id,
+            action: step.action,
+            waiting: step.waiting,
+        });
+        if step.action == Action::RaiseAlertLevel {
+            let current = self.channels[peer].level;
+            let next = match current {
+                AlertLevel::Normal | AlertLevel::Unspecified => AlertLevel::Elevated,
+                _ => AlertLevel::Crisis,
+            };
+            self.change_alert_level(
+                now,
+                peer,
+                next,
+                "ladder",
+                &format!("no {} for {id}", step.waiting.as_str()),
+            );
+        }
+    }
+
+    /// Messages past their receipt or acknowledgement deadline at `now`.
+    pub fn overdue(&self, now: Now) -> Vec<Overdue> {
+        let mut out = Vec::new();
+        for ch in self.channels.values() {
+            for (&seq, t) in &ch.tracks {
+                let l = self.policy.ladder(t.precedence);
+                let age = now.mono_ms as i64 - t.base;
+                let (waiting, deadline) = if t.receipted {
+                    (Waiting::Acknowledgement, l.ack_deadline_ms)
+                } else {
+                    (Waiting::Receipt, l.receipt_deadline_ms)
+                };
+                if age > deadline as i64 {
+                    out.push(Overdue {
+                        peer: ch.peer.clone(),
+                        id: ch.history[&seq].id,
+                        sequence: seq,
+                        precedence: t.precedence,
+                        waiting,
+                        late_ms: (age - deadline as i64) as u64,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|o| std::cmp::Reverse(o.late_ms));
+        out
+    }
+
+    // ------------------------------------------------------------------
+    // Acknowledgements.
+
+    /// Acknowledges received message `msg` with a signed acknowledgement
+    /// message (kind ACKNOWLEDGEMENT, reply-to `msg`). Returns its sequence.
+    pub fn acknowledge(
+        &mut self,
+        now: Now,
+        ack_id: MessageId,
+        msg: &MessageId,
+        note: &str,
+        response: crate::wire::proto::Response,
+    ) -> Result<u64, SubmitError> {
+        let item = self
+            .inbox
+            .iter()
+            .find(|i| i.message.id == msg.to_string())
+            .ok_or_else(|| SubmitError::UnknownMessage(msg.to_string()))?;
+        let draft = super::Draft {
+            to: item.peer.to_string(),
+            precedence: item.message.precedence(),
+            kind: crate::wire::proto::Kind::Acknowledgement,
+            thread: item.message.thread.clone(),
+            reply_to: msg.to_string(),
+            subject: format!("ACK: {}", item.message.subject),
+            body: note.to_string(),
+            language: item.message.language.clone(),
+            exercise: item.message.exercise,
+            response,
+        };
+        self.submit(now, ack_id, draft)
+    }
+
+    // ------------------------------------------------------------------
+    // Line checks.
+
+    /// Sends line checks that are due and counts the unanswered ones.
+    pub(super) fn line_checks_due(&mut self, now: Now) {
+        let peers: Vec<OfficeName> = self.channels.keys().cloned().collect();
+        for peer in peers {
+            let due = self.channels[&peer]
+                .next_check_at
+                .is_some_and(|t| t <= now.mono_ms);
+            if !due {
+                continue;
+            }
+            let ch = self.channels.get_mut(&peer).expect("known");
+            let answered = ch.lc_outstanding.is_none() && ch.connected && ch.resumed;
+            if !answered {
+                ch.lc_missed += 1;
+            }
+            let interval = self.policy.line_check_interval(ch.level);
+            ch.next_check_at = Some(now.mono_ms + interval);
+            ch.lc_outstanding = None;
+            if ch.connected && ch.resumed {
+                self.send_line_check(now, &peer);
+            }
+            self.update_health(now, &peer);
+        }
+    }
+
+    pub(super) fn send_line_check(&mut self, now: Now, peer: &OfficeName) {
+        let (size, root) = (self.tree.size(), self.tree.root().0.to_vec());
+        let ch = self.channels.get_mut(peer).expect("known");
+        ch.lc_seq += 1;
+        ch.lc_outstanding = Some((ch.lc_seq, now.mono_ms));
+        let lc = LineCheck {
+            from: self.me.to_string(),
+            to: peer.to_string(),
+            sequence: ch.lc_seq,
+            reply: false,
+            time_unix_ms: now.wall_ms,
+            level: ch.level as i32,
+            log_size: size,
+            log_root: root,
+        };
+        let env = envelope::seal_proto(Domain::LineCheck, &lc, &self.key);
+        self.out.transmit.push(control(peer, Body::LineCheck(env)));
+    }
+
+    pub(super) fn on_line_check(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
+        let key = self.channels[peer].key;
+        let lc: LineCheck = match envelope::open(&env, Domain::LineCheck, &key) {
+            Ok(l) => l,
+            Err(e) => {
+                return self.out.events.push(CoreEvent::ProtocolError {
+                    peer: peer.clone(),
+                    detail: format!("line check refused: {e}"),
+                })
+            }
+        };
+        if lc.from != peer.as_str() || lc.to != self.me.as_str() {
+            return;
+        }
+        if !lc.reply {
+            let reply = LineCheck {
+                from: self.me.to_string(),
+                to: peer.to_string(),
+                sequence: lc.sequence,
+                reply: true,
+                time_unix_ms: now.wall_ms,
+                level: self.channels[peer].level as i32,
+                log_size: self.tree.size(),
+                log_root: self.tree.root().0.to_vec(),
+            };
+            let env = envelope::seal_proto(Domain::LineCheck, &reply, &self.key);
+            self.out.transmit.push(control(peer, Body::LineCheck(env)));
+            return;
+        }
+        let ch = self.channels.get_mut(peer).expect("known");
+        if let Some((seq, sent)) = ch.lc_outstanding {
+            if seq == lc.sequence {
+                ch.last_rtt_ms = Some(now.mono_ms.saturating_sub(sent));
+                ch.lc_outstanding = None;
+                ch.lc_missed = 0;
+                self.update_health(now, peer);
+            }
+        }
+    }
+
+    fn update_health(&mut self, now: Now, peer: &OfficeName) {
+        let k = self.policy.line_checks.silent_after;
+        let ch = self.channels.get_mut(peer).expect("known");
+        let health = match ch.lc_missed {
+            0 => Health::Up,
+            m if m >= k => Health::Silent,
+            _ => Health::Degraded,
+        };
+        if health == ch.health {
+            return;
+        }
+        ch.health = health;
+        let missed = ch.lc_missed;
+        let detail = match (health, ch.connected) {
+            (Health::Up, _) => "line checks answered".to_string(),
+            (_, false) => format!("{missed} line checks missed: no transport to {peer}"),
+            (_, true) => format!("{missed} line checks unanswered although the transport is up"),
+        };
+        self.persist(
+            now,
+            Event::LinkHealth(LinkHealth {
+                peer: peer.to_string(),
+                state: health.as_str().into(),
+                missed,
+                detail: detail.clone(),
+            }),
+        );
+        self.out.events.push(CoreEvent::HealthChanged {
+            peer: peer.clone(),
+            health,
+            missed,
+        });
+        if health != Health::Up {
+            self.out.events.push(CoreEvent::Alert {
+                peer: peer.clone(),
+                id: None,
+                detail,
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Alert levels.
+
+    /// An operator sets the channel's alert level; the peer is told.
+    pub fn set_alert_level(
+        &mut self,
+        now: Now,
+        peer: &OfficeName,
+        level: AlertLevel,
+        reason: &str,
+    ) -> Result<(), SubmitError> {
+        if !self.channels.contains_key(peer) {
+            return Err(SubmitError::UnknownPeer(peer.to_string()));
+        }
+        self.change_alert_level(now, peer, level, "operator", reason);
+        Ok(())
+    }
+
+    pub(super) fn change_alert_level(
+        &mut self,
+        now: Now,
+        peer: &OfficeName,
+        level: AlertLevel,
+        by: &str,
+        reason: &str,
+    ) {
+        let ch = self.channels.get_mut(peer).expect("known");
+        if ch.level == level {
+            return;
+        }
+        ch.level = level;
+        // A shorter interval takes effect now, not after the old one runs out.
+        let interval = self.policy.line_check_interval(level);
+        ch.next_check_at = Some(
+            ch.next_check_at
+                .map_or(now.mono_ms + interval, |t| t.min(now.mono_ms + interval)),
+        );
+        let notify = by != "peer" && ch.connected && ch.resumed;
+        self.persist(
+            now,
+            Event::AlertLevelChanged(AlertLevelChanged {
+                peer: peer.to_string(),
+                level: level as i32,
+                by: by.into(),
+                reason: reason.into(),
+            }),
+        );
+        self.out.events.push(CoreEvent::AlertLevelChanged {
+            peer: peer.clone(),
+            level,
+            by: by.into(),
+        });
+        if notify {
+            self.send_alert_level(now, peer, reason);
+        }
+    }
+
+    pub(super) fn send_alert_level(&mut self, now: Now, peer: &OfficeName, reason: &str) {
+        let n = AlertLevelNotice {
+            from: self.me.to_string(),
+            to: peer.to_string(),
+            level: self.channels[peer].level as i32,
+            time_unix_ms: now.wall_ms,
+            reason: reason.into(),
+        };
+        let env = envelope::seal_proto(Domain::AlertLevel, &n, &self.key);
+        self.out.transmit.push(control(peer, Body::AlertLevel(env)));
+    }
+
+    pub(super) fn on_alert_level(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
+        let key = self.channels[peer].key;
+        let n: AlertLevelNotice = match envelope::open(&env, Domain::AlertLevel, &key) {
+            Ok(n) => n,
+            Err(e) => {
+                return self.out.events.push(CoreEvent::ProtocolError {
+                    peer: peer.clone(),
+                    detail: format!("alert-level notice refused: {e}"),
+                })
+            }
+        };
+        if n.from != peer.as_str() || n.to != self.me.as_str() {
+            return;
+        }
+        let level = AlertLevel::try_from(n.level).unwrap_or(AlertLevel::Normal);
+        self.change_alert_level(now, peer, level, "peer", &n.reason);
+    }
+
+    // ------------------------------------------------------------------
+    // Restart.
+
+    /// Re-anchors replayed tracks on this run's clock and arms timers.
+    pub(super) fn start_watch(&mut self, now: Now) {
+        let policy = self.policy.clone();
+        for ch in self.channels.values_mut() {
+            let seqs: Vec<u64> = ch.tracks.keys().copied().collect();
+            for seq in seqs {
+                let t = ch.tracks.get_mut(&seq).expect("present");
+                t.base = now.mono_ms as i64 - now.wall_ms.saturating_sub(t.base_wall) as i64;
+                schedule(&policy, ch, seq);
+            }
+            ch.next_check_at = Some(now.mono_ms + policy.line_check_interval(ch.level));
+        }
+    }
+
+    /// Replays the escalation-related part of an entry.
+    pub(super) fn replay_watch(&mut self, event: &Event) {
+        match event {
+            Event::Escalation(e) => {
+                if let Ok(name) = OfficeName::new(e.peer.clone()) {
+                    if let Some(t) = self
+                        .channels
+                        .get_mut(&name)
+                        .and_then(|c| c.tracks.get_mut(&e.sequence))
+                    {
+                        t.next_n = t.next_n.max(e.step + 1);
+                    }
+                }
+            }
+            Event::AlertLevelChanged(a) => {
+                if let Ok(name) = OfficeName::new(a.peer.clone()) {
+                    if let Some(ch) = self.channels.get_mut(&name) {
+                        ch.level = AlertLevel::try_from(a.level).unwrap_or(AlertLevel::Normal);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn control(peer: &OfficeName, body: Body) -> Transmit {
+    Transmit {
+        peer: peer.clone(),
+        class: StreamClass::Control,
+        frame: Frame { body: Some(body) },
+    }
+}
+
+fn precedence_word(p: Precedence) -> &'static str {
+    crate::control::api::precedence_name(p)
+}
+
+/// Arms the timer for the next step of `seq` that can still apply.
+fn schedule(policy: &Policy, ch: &mut Channel, seq: u64) {
+    let Some(t) = ch.tracks.get_mut(&seq) else {
+        return;
+    };
+    if let Some(d) = t.timer.take() {
+        ch.esc_timers.remove(&(d, seq));
+    }
+    let ladder = policy.ladder(t.precedence);
+    while let Some((step, offset)) = Policy::nth_step(ladder, t.next_n) {
+        if step.waiting == Waiting::Receipt && t.receipted {
+            t.next_n += 1;
+            continue;
+        }
+        let due = t.base + offset as i64;
+        t.timer = Some(due);
+        ch.esc_timers.insert((due, seq));
+        return;
+    }
+}

@@ -1,0 +1,255 @@
+//! The escalation flow under the virtual clock: each ladder step fires
+//! exactly at its deadline and never after what it waits for has arrived;
+//! pending deadlines survive a restart; line-check health changes at the
+//! right count; alert levels travel to the peer.
+
+use hotline::core::{CoreEvent, Draft, Health};
+use hotline::sim::{Faults, Sim, WALL_BASE};
+use hotline::wire::proto::{log_entry::Event, AlertLevel, LogEntry, Precedence, Response};
+use hotline::wire::MessageId;
+
+const S: u64 = 1_000;
+const MIN: u64 = 60 * S;
+
+fn flash() -> Draft {
+    Draft {
+        precedence: Precedence::Flash,
+        subject: "Launch detected".into(),
+        body: "Request immediate clarification.".into(),
+        ..Default::default()
+    }
+}
+
+fn entries(sim: &Sim, i: usize) -> Vec<LogEntry> {
+    sim.offices[i]
+        .disk
+        .iter()
+        .map(|p| p.entry.clone())
+        .collect()
+}
+
+/// (action, waiting, ms since t0) of every escalation entry at office `i`.
+fn steps(sim: &Sim, i: usize, t0: u64) -> Vec<(String, String, u64)> {
+    entries(sim, i)
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Some(Event::Escalation(s)) => {
+                Some((s.action, s.waiting_for, e.time_unix_ms - WALL_BASE - t0))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn st(a: &str, w: &str, t: u64) -> (String, String, u64) {
+    (a.into(), w.into(), t)
+}
+
+#[test]
+fn flash_ladder_fires_each_step_exactly_at_its_deadline_when_the_line_is_dead() {
+    let mut sim = Sim::new(21, Faults::clean(10));
+    let t0 = sim.now;
+    sim.submit(0, flash()).unwrap();
+    sim.run_for(13 * MIN);
+    assert_eq!(
+        steps(&sim, 0, t0),
+        vec![
+            st("retransmit", "receipt", 5 * S),
+            st("reroute", "receipt", 10 * S),
+            st("alert", "receipt", 15 * S),
+            st("raise-alert-level", "receipt", 30 * S),
+            st("alert", "acknowledgement", 10 * MIN),
+            st("raise-alert-level", "acknowledgement", 12 * MIN),
+        ]
+    );
+    // The ladder raised the level twice: NORMAL -> ELEVATED -> CRISIS.
+    let levels: Vec<(i32, String)> = entries(&sim, 0)
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Some(Event::AlertLevelChanged(a)) => Some((a.level, a.by)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        levels,
+        vec![
+            (AlertLevel::Elevated as i32, "ladder".into()),
+            (AlertLevel::Crisis as i32, "ladder".into())
+        ]
+    );
+    let alerts = sim.offices[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, CoreEvent::Alert { id: Some(_), .. }))
+        .count();
+    assert_eq!(alerts, 2);
+}
+
+#[test]
+fn steps_never_fire_after_the_receipt_or_acknowledgement_they_wait_for() {
+    let mut sim = Sim::new(22, Faults::clean(10));
+    let t0 = sim.now;
+    let id = sim.submit(0, flash()).unwrap();
+    // The line comes up at 7 s: the receipt arrives before the 10 s step.
+    sim.run_for(7 * S);
+    sim.connect();
+    sim.run_for(2 * MIN);
+    // Pyongyang's duty officer acknowledges at about 2 minutes.
+    sim.with_core(1, |core, now| {
+        core.acknowledge(
+            now,
+            MessageId::new(now.wall_ms, [9; 10]),
+            &id,
+            "Seen; call follows.",
+            Response::WillComply,
+        )
+        .unwrap();
+    });
+    sim.run_for(20 * MIN);
+    assert_eq!(steps(&sim, 0, t0), vec![st("retransmit", "receipt", 5 * S)]);
+    let acked = sim.offices[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, CoreEvent::Acknowledged { id: got, .. } if *got == id));
+    assert!(acked);
+    let core = sim.offices[0].core.as_ref().unwrap();
+    assert_eq!(
+        core.find_sent(&id).unwrap().acknowledged,
+        Some(Response::WillComply)
+    );
+    assert!(core
+        .overdue(hotline::core::Now {
+            mono_ms: sim.now,
+            wall_ms: WALL_BASE + sim.now
+        })
+        .is_empty());
+    let inbox = sim.offices[1].core.as_ref().unwrap().inbox();
+    assert!(
+        inbox
+            .iter()
+            .find(|i| i.message.id == id.to_string())
+            .unwrap()
+            .acknowledged
+    );
+}
+
+#[test]
+fn pending_deadlines_survive_a_restart() {
+    let mut sim = Sim::new(23, Faults::clean(10));
+    let t0 = sim.now;
+    sim.submit(0, flash()).unwrap();
+    sim.run_for(6 * S);
+    sim.crash(0);
+    sim.run_for(14 * S); // t = 20 s: the 10 s and 15 s steps came due while down
+    sim.restart(0);
+    sim.run_for(20 * S);
+    assert_eq!(
+        steps(&sim, 0, t0),
+        vec![
+            st("retransmit", "receipt", 5 * S),
+            st("reroute", "receipt", 20 * S),
+            st("alert", "receipt", 20 * S),
+            st("raise-alert-level", "receipt", 30 * S),
+        ]
+    );
+}
+
+fn health(sim: &Sim, i: usize) -> Vec<(String, u32, u64)> {
+    entries(sim, i)
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Some(Event::LinkHealth(h)) => Some((h.state, h.missed, e.time_unix_ms - WALL_BASE)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn line_check_health_goes_degraded_then_silent_at_the_right_count_and_back_up() {
+    let mut sim = Sim::new(24, Faults::clean(10));
+    sim.connect();
+    sim.run_for(3 * MIN + 30 * S);
+    assert!(
+        health(&sim, 0).is_empty(),
+        "answered checks keep the line up"
+    );
+    let status = sim.offices[0].core.as_ref().unwrap().status();
+    assert_eq!(status[0].health, Health::Up);
+    assert!(status[0].line_check_rtt_ms.is_some_and(|r| r >= 20));
+    sim.cut(); // at 3:30; checks are due at whole minutes after the start
+    sim.run_for(4 * MIN);
+    let h = health(&sim, 0);
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!((h[0].0.as_str(), h[0].1), ("degraded", 1));
+    assert_eq!((h[1].0.as_str(), h[1].1), ("silent", 3));
+    assert_eq!(
+        h[1].2 - h[0].2,
+        2 * MIN,
+        "two more intervals from degraded to silent"
+    );
+    sim.connect();
+    sim.run_for(5 * S);
+    let h = health(&sim, 0);
+    assert_eq!(h.last().unwrap().0, "up");
+}
+
+#[test]
+fn unacknowledged_message_alerts_while_line_checks_stay_up() {
+    let mut sim = Sim::new(25, Faults::clean(10));
+    sim.connect();
+    let t0 = sim.now;
+    let id = sim.submit(0, flash()).unwrap();
+    sim.run_for(11 * MIN);
+    assert!(health(&sim, 0).is_empty(), "the machines answer");
+    assert_eq!(
+        steps(&sim, 0, t0),
+        vec![st("alert", "acknowledgement", 10 * MIN)]
+    );
+    let now = hotline::core::Now {
+        mono_ms: sim.now,
+        wall_ms: WALL_BASE + sim.now,
+    };
+    let overdue = sim.offices[0].core.as_ref().unwrap().overdue(now);
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].id, id);
+    assert_eq!(
+        overdue[0].waiting,
+        hotline::core::policy::Waiting::Acknowledgement
+    );
+    assert!(overdue[0].late_ms >= 59 * S);
+}
+
+#[test]
+fn an_operators_alert_level_reaches_the_peer_and_speeds_up_line_checks() {
+    let mut sim = Sim::new(26, Faults::clean(10));
+    sim.connect();
+    sim.run_for(5 * S);
+    sim.with_core(0, |core, now| {
+        let peer = hotline::identity::OfficeName::new("pyongyang").unwrap();
+        core.set_alert_level(now, &peer, AlertLevel::Crisis, "border incident")
+            .unwrap();
+    });
+    let before = sim.offices[0].line_check_frames_sent;
+    sim.run_for(10 * S);
+    for (i, by) in [(0, "operator"), (1, "peer")] {
+        let got: Vec<(i32, String)> = entries(&sim, i)
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Some(Event::AlertLevelChanged(a)) => Some((a.level, a.by)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, vec![(AlertLevel::Crisis as i32, by.to_string())]);
+        assert_eq!(
+            sim.offices[i].core.as_ref().unwrap().status()[0].alert_level,
+            AlertLevel::Crisis
+        );
+    }
+    // CRISIS: each side checks every second, so washington sends about ten
+    // checks and ten replies in ten seconds (at NORMAL it would be none).
+    let sent = sim.offices[0].line_check_frames_sent - before;
+    assert!(
+        (18..=22).contains(&sent),
+        "{sent} line-check frames in 10 s"
+    );
+}
