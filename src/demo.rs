@@ -41,6 +41,17 @@ pub async fn start_pair(
     a: &str,
     b: &str,
 ) -> Result<(RunningNode, RunningNode), DemoError> {
+    start_pair_with(root, a, b, |_| {}).await
+}
+
+/// As [`start_pair`], with `configure` applied to both offices' config
+/// before they start (tests use it to shorten deadlines).
+pub async fn start_pair_with(
+    root: &Path,
+    a: &str,
+    b: &str,
+    configure: impl Fn(&mut crate::identity::Config),
+) -> Result<(RunningNode, RunningNode), DemoError> {
     let (da, db) = (OfficeDir::new(root.join(a)), OfficeDir::new(root.join(b)));
     let (na, nb) = (
         OfficeName::new(a).map_err(|e| DemoError::Timeout(e.to_string()))?,
@@ -50,6 +61,11 @@ pub async fn start_pair(
     db.init(&nb, "127.0.0.1:0")?;
     da.add_peer(&db.card(), Some(String::new()), false)?;
     db.add_peer(&da.card(), Some(String::new()), false)?;
+    for d in [&da, &db] {
+        let mut cfg = d.load_config()?;
+        configure(&mut cfg);
+        d.save_config(&cfg)?;
+    }
     let node_a = node::start(da.load()?, NodeOptions { control_api: true }).await?;
     db.add_peer(&da.card(), Some(node_a.quic_addr.to_string()), false)?;
     let node_b = node::start(db.load()?, NodeOptions { control_api: true }).await?;

@@ -76,6 +76,20 @@ pub fn run(cmd: Command) -> Res {
         Command::Node(NodeCommand::Run { dir }) => node_run(&dir),
         Command::Node(NodeCommand::Stop { dir }) => node_stop(&dir),
         Command::Send(a) => send(a),
+        Command::Ack {
+            dir,
+            id,
+            note,
+            response,
+            json,
+        } => ack(&dir, id, note, response, json),
+        Command::AlertLevel {
+            dir,
+            peer,
+            level,
+            reason,
+        } => alert_level(&dir, peer, level, reason),
+        Command::Watch(a) => watch(&a.dir, a.json),
         Command::Inbox(a) => inbox(&a.dir, a.json),
         Command::Outbox(a) => outbox(&a.dir, a.json),
         Command::Status(a) => status(&a.dir, a.json),
@@ -287,6 +301,67 @@ fn send(a: super::SendArgs) -> Res {
         return Ok(exit::NO_RECEIPT);
     }
     Ok(exit::OK)
+}
+
+fn ack(
+    dir: &std::path::Path,
+    id: String,
+    note: String,
+    response: Option<String>,
+    json: bool,
+) -> Res {
+    let c = ControlClient::from_dir(&OfficeDir::new(dir)).map_err(client_failure)?;
+    let r = c
+        .ack(&hotline::control::AckRequest {
+            id: id.clone(),
+            note,
+            response,
+        })
+        .map_err(client_failure)?;
+    if json {
+        print_json(&r);
+    } else {
+        println!("{}", r.id);
+        eprintln!(
+            "acknowledged {id}; the acknowledgement is durable and on its way (sequence {})",
+            r.sequence
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn alert_level(dir: &std::path::Path, peer: String, level: String, reason: String) -> Res {
+    let c = ControlClient::from_dir(&OfficeDir::new(dir)).map_err(client_failure)?;
+    c.alert_level(&hotline::control::AlertLevelRequest {
+        peer: peer.clone(),
+        level: level.clone(),
+        reason,
+    })
+    .map_err(client_failure)?;
+    println!(
+        "alert level for {peer} set to {}; {peer} is told",
+        level.to_uppercase()
+    );
+    Ok(exit::OK)
+}
+
+fn watch(dir: &std::path::Path, json: bool) -> Res {
+    let c = ControlClient::from_dir(&OfficeDir::new(dir)).map_err(client_failure)?;
+    if !json {
+        eprintln!("watching {} (Ctrl-C to stop)", dir.display());
+    }
+    let mut after = 0;
+    loop {
+        let events = c.events(after, 25_000).map_err(client_failure)?;
+        for e in events {
+            after = after.max(e.seq);
+            if json {
+                println!("{}", serde_json::to_string(&e).expect("serializable"));
+            } else {
+                render::watch_event(&e);
+            }
+        }
+    }
 }
 
 /// Runs `online` against the running node, or `offline` on the log when no

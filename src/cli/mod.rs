@@ -70,6 +70,39 @@ enum Command {
     Node(NodeCommand),
     /// Send a message; prints its id once it is durable.
     Send(SendArgs),
+    /// Acknowledge a received message (signed, sent back to its sender).
+    Ack {
+        /// The office directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The received message's id.
+        id: String,
+        /// A note for the sender.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// will-comply, cannot-comply, have-complied or information.
+        #[arg(long)]
+        response: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the alert level of the channel to a peer: normal, elevated or crisis.
+    AlertLevel {
+        /// The office directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The peer office.
+        #[arg(long)]
+        peer: String,
+        /// normal, elevated or crisis.
+        level: String,
+        /// Why (the peer is told).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// A live stream of events for the duty officer's terminal (Ctrl-C to stop).
+    Watch(DirJson),
     /// Messages received, oldest first.
     Inbox(DirJson),
     /// Messages sent and their delivery state.

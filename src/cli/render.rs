@@ -144,6 +144,7 @@ pub fn status(s: &StatusResponse) {
                         .unwrap_or_else(|| "never".into()),
                     p.outbox.to_string(),
                     p.queued.to_string(),
+                    p.awaiting_ack.to_string(),
                     p.delivered.to_string(),
                     p.received.to_string(),
                     p.peer_cosigned_size.to_string(),
@@ -152,6 +153,19 @@ pub fn status(s: &StatusResponse) {
             })
             .collect(),
     );
+    if !s.overdue.is_empty() {
+        println!("\nOVERDUE (most late first):");
+        for o in &s.overdue {
+            println!(
+                "  {:<9} {} to {}: no {} for {}",
+                o.precedence.to_uppercase(),
+                o.id,
+                o.peer,
+                o.waiting_for,
+                micros(o.late_ms * 1000)
+            );
+        }
+    }
     if !s.refused.is_empty() {
         println!("\nrefused connections (latest last):");
         for r in &s.refused {
@@ -368,5 +382,21 @@ pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
                 ]
             })
             .collect(),
+    );
+}
+
+pub fn watch_event(e: &hotline::control::WatchEvent) {
+    let loud = matches!(
+        e.kind.as_str(),
+        "alert" | "escalation" | "line-health" | "alert-level" | "negative-receipt"
+    );
+    println!(
+        "{} {}{:<16} {:<11} {} {}",
+        time_ms(e.unix_ms),
+        if loud { "!" } else { " " },
+        e.kind,
+        e.peer.as_deref().unwrap_or("-"),
+        e.msg.as_deref().map(|m| short(m, 13)).unwrap_or_default(),
+        e.detail
     );
 }

@@ -318,6 +318,16 @@ pub struct PeerStatus {
     pub delivered: u64,
     /// Messages received from the peer.
     pub received: u64,
+    /// Channel alert level: normal, elevated, crisis.
+    pub alert_level: String,
+    /// Line-check health: up, degraded, silent.
+    pub health: String,
+    /// Consecutive line checks unanswered.
+    pub missed_line_checks: u32,
+    /// Last line-check round trip, ms.
+    pub line_check_rtt_ms: Option<u64>,
+    /// Sent messages not yet acknowledged.
+    pub awaiting_ack: usize,
     /// Largest size of our log the peer has cosigned.
     pub peer_cosigned_size: u64,
     /// Size of the peer's latest checkpoint we cosigned.
@@ -354,6 +364,65 @@ pub struct StatusResponse {
     pub peers: Vec<PeerStatus>,
     /// Recent refused connections (newest last, at most 32).
     pub refused: Vec<Refusal>,
+    /// Messages past a deadline, latest first.
+    pub overdue: Vec<OverdueEntry>,
+}
+
+/// A message past its receipt or acknowledgement deadline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverdueEntry {
+    /// Recipient.
+    pub peer: String,
+    /// Message id.
+    pub id: String,
+    /// Precedence.
+    pub precedence: String,
+    /// receipt or acknowledgement.
+    pub waiting_for: String,
+    /// How late, ms.
+    pub late_ms: u64,
+}
+
+/// `POST /v1/ack`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AckRequest {
+    /// The received message to acknowledge.
+    pub id: String,
+    /// A note for the sender.
+    pub note: String,
+    /// will-comply, cannot-comply, have-complied, information.
+    pub response: Option<String>,
+}
+
+/// `POST /v1/alert-level`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertLevelRequest {
+    /// Peer office.
+    pub peer: String,
+    /// normal, elevated or crisis.
+    pub level: String,
+    /// Why (told to the peer).
+    pub reason: String,
+}
+
+/// One event for `watch` (`GET /v1/events?after=N`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// Increasing number (pass the last one seen as `after`).
+    pub seq: u64,
+    /// When (node's clock).
+    pub unix_ms: u64,
+    /// received, delivered, acknowledged, escalation, alert, line-health,
+    /// alert-level, refused, negative-receipt, link, deadline-approaching.
+    pub kind: String,
+    /// Peer, when there is one.
+    pub peer: Option<String>,
+    /// Message, when there is one.
+    pub msg: Option<String>,
+    /// For people.
+    pub detail: String,
 }
 
 /// Error body of every non-2xx answer.

@@ -133,6 +133,25 @@ impl ControlClient {
     pub fn send(&self, req: &SendRequest) -> Result<SendResponse, ClientError> {
         self.post("/v1/messages", req)
     }
+    /// `POST /v1/ack`.
+    pub fn ack(&self, req: &super::api::AckRequest) -> Result<SendResponse, ClientError> {
+        self.post("/v1/ack", req)
+    }
+    /// `POST /v1/alert-level`.
+    pub fn alert_level(
+        &self,
+        req: &super::api::AlertLevelRequest,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post("/v1/alert-level", req)
+    }
+    /// `GET /v1/events?after=N&wait_ms=M`.
+    pub fn events(
+        &self,
+        after: u64,
+        wait_ms: u64,
+    ) -> Result<Vec<super::api::WatchEvent>, ClientError> {
+        self.get(&format!("/v1/events?after={after}&wait_ms={wait_ms}"))
+    }
     /// `POST /v1/shutdown`.
     pub fn shutdown(&self) -> Result<serde_json::Value, ClientError> {
         self.post("/v1/shutdown", &serde_json::json!({}))

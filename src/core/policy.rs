@@ -84,7 +84,7 @@ pub struct Ladder {
 
 /// Line-check intervals and the silence threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LineChecks {
     /// Interval at NORMAL.
     pub normal_ms: u64,
@@ -96,9 +96,9 @@ pub struct LineChecks {
     pub silent_after: u32,
 }
 
-/// The whole policy.
+/// The whole policy. Parts left out of the config take the defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// FLASH.
     pub flash: Ladder,
@@ -182,6 +182,12 @@ impl Default for Policy {
                 silent_after: 3,
             },
         }
+    }
+}
+
+impl Default for LineChecks {
+    fn default() -> Self {
+        Policy::default().line_checks
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::OfficeName;
 
 /// The whole config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This office's name.
@@ -21,9 +21,38 @@ pub struct Config {
     /// Protocol timing.
     #[serde(default)]
     pub timing: Timing,
+    /// Escalation policy, line checks and alerts.
+    #[serde(default)]
+    pub escalation: Escalation,
     /// Pinned peers by office name.
     #[serde(default)]
     pub peers: BTreeMap<String, PeerConfig>,
+}
+
+/// The `[escalation]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Escalation {
+    /// Multiplies every deadline and interval (a drill at 0.01 runs a
+    /// 10-minute deadline in 6 s).
+    pub time_scale: f64,
+    /// A local command run (by `sh -c`) on every duty-officer alert, with
+    /// HOTLINE_PEER, HOTLINE_MESSAGE and HOTLINE_ALERT in its environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_command: Option<String>,
+    /// Ladders per precedence and line-check intervals (see
+    /// docs/operations.md); absent parts take the defaults.
+    pub policy: crate::core::policy::Policy,
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Escalation {
+            time_scale: 1.0,
+            alert_command: None,
+            policy: crate::core::policy::Policy::default(),
+        }
+    }
 }
 
 fn default_control() -> String {
@@ -89,6 +118,7 @@ impl Config {
             listen,
             control: default_control(),
             timing: Timing::default(),
+            escalation: Escalation::default(),
             peers: BTreeMap::new(),
         }
     }

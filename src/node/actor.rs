@@ -19,6 +19,7 @@ use crate::audit::LogWriter;
 use crate::control::api::{
     self, Delivery, InboxEntry, OutboxEntry, PeerStatus, Refusal, StatusResponse,
 };
+use crate::control::WatchEvent;
 use crate::core::{Core, CoreEvent, SubmitError};
 use crate::identity::OfficeName;
 use crate::wire::proto::Frame;
@@ -28,6 +29,8 @@ use crate::wire::{frame, MessageId};
 pub const MAX_ROUND: usize = 1024;
 /// Refusals kept for `status`.
 pub const MAX_REFUSALS: usize = 32;
+/// Events kept for `watch`.
+pub const MAX_EVENTS: usize = 4096;
 /// How long a stopping node waits for peers to cosign its final checkpoint.
 pub const FINAL_COSIGN_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
@@ -111,6 +114,27 @@ pub enum Input {
     },
     /// A connection attempt was refused.
     Refused(Refusal),
+    /// Acknowledge a received message.
+    Ack {
+        /// The request.
+        req: api::AckRequest,
+        /// Answer (once durable).
+        reply: oneshot::Sender<Result<api::SendResponse, SendError>>,
+    },
+    /// Set a channel's alert level.
+    AlertLevel {
+        /// The request.
+        req: api::AlertLevelRequest,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    /// Events after `after`; answered when there is at least one.
+    Events {
+        /// Last sequence seen.
+        after: u64,
+        /// Answer.
+        reply: oneshot::Sender<Vec<WatchEvent>>,
+    },
     /// Stop: log the stop, close connections, return.
     Shutdown(oneshot::Sender<()>),
 }
@@ -129,6 +153,7 @@ pub struct Facts {
     pub listen: String,
     pub dial: HashMap<OfficeName, String>,
     pub evidence_dir: std::path::PathBuf,
+    pub alert_command: Option<String>,
 }
 
 pub struct Actor {
@@ -144,6 +169,9 @@ pub struct Actor {
     accepted_at: HashMap<MessageId, Instant>,
     elapsed_us: HashMap<MessageId, u64>,
     refused: VecDeque<Refusal>,
+    events: VecDeque<WatchEvent>,
+    next_event: u64,
+    event_waiters: Vec<(u64, oneshot::Sender<Vec<WatchEvent>>)>,
     stopping: Option<oneshot::Sender<()>>,
     closing: bool,
 }
@@ -170,6 +198,9 @@ impl Actor {
             accepted_at: HashMap::new(),
             elapsed_us: HashMap::new(),
             refused: VecDeque::new(),
+            events: VecDeque::new(),
+            next_event: 1,
+            event_waiters: Vec::new(),
             stopping: None,
             closing: false,
         }
@@ -290,6 +321,7 @@ impl Actor {
                     self.links.remove(&peer);
                     self.publish_links();
                     tracing::info!(%peer, "line to {peer} down: {reason}");
+                    self.push_event("link", Some(&peer), None, format!("down: {reason}"));
                     self.core.link_down(now, &peer, &reason);
                 }
             }
@@ -304,7 +336,77 @@ impl Actor {
                     error: detail,
                 });
             }
-            Input::Refused(r) => self.push_refusal(r),
+            Input::Refused(r) => {
+                self.push_event("refused", None, None, format!("{}: {}", r.remote, r.reason));
+                self.push_refusal(r);
+            }
+            Input::Ack { req, reply } => {
+                if self.closing {
+                    let _ = reply.send(Err(SendError::Stopping));
+                    return;
+                }
+                let Some(msg) = MessageId::parse(&req.id) else {
+                    let _ = reply.send(Err(SendError::BadRequest(format!(
+                        "{:?} is not a message id",
+                        req.id
+                    ))));
+                    return;
+                };
+                let response = match req.response.as_deref().map(api::parse_response) {
+                    None => crate::wire::proto::Response::Unspecified,
+                    Some(Some(r)) => r,
+                    Some(None) => {
+                        let _ = reply.send(Err(SendError::BadRequest(
+                            "response must be will-comply, cannot-comply, have-complied or information".into(),
+                        )));
+                        return;
+                    }
+                };
+                let id = MessageId::generate(now.wall_ms);
+                match self.core.acknowledge(now, id, &msg, &req.note, response) {
+                    Ok(sequence) => self.accepting.push(Accepting {
+                        id,
+                        sequence,
+                        t0: Instant::now(),
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Input::AlertLevel { req, reply } => {
+                let level = api::parse_alert_level(&req.level);
+                let peer = OfficeName::new(req.peer.clone()).ok();
+                let r = match (level, peer) {
+                    (None, _) => Err(SendError::BadRequest(format!(
+                        "level {:?} is not normal, elevated or crisis",
+                        req.level
+                    ))),
+                    (_, None) => Err(SendError::Refused(SubmitError::UnknownPeer(
+                        req.peer.clone(),
+                    ))),
+                    (Some(level), Some(peer)) => self
+                        .core
+                        .set_alert_level(now, &peer, level, &req.reason)
+                        .map_err(SendError::from),
+                };
+                let _ = reply.send(r);
+            }
+            Input::Events { after, reply } => {
+                let ready: Vec<WatchEvent> = self
+                    .events
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .cloned()
+                    .collect();
+                if ready.is_empty() {
+                    self.event_waiters.retain(|(_, w)| !w.is_closed());
+                    self.event_waiters.push((after, reply));
+                } else {
+                    let _ = reply.send(ready);
+                }
+            }
             Input::Shutdown(done) => {
                 if self.closing {
                     let _ = done.send(());
@@ -314,6 +416,56 @@ impl Actor {
                 self.core.stop(now, "operator shutdown");
                 self.stopping = Some(done);
             }
+        }
+    }
+
+    fn push_event(
+        &mut self,
+        kind: &str,
+        peer: Option<&OfficeName>,
+        msg: Option<String>,
+        detail: String,
+    ) {
+        let ev = WatchEvent {
+            seq: self.next_event,
+            unix_ms: self.clock.now().wall_ms,
+            kind: kind.into(),
+            peer: peer.map(|p| p.to_string()),
+            msg,
+            detail,
+        };
+        self.next_event += 1;
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(ev.clone());
+        for (after, w) in std::mem::take(&mut self.event_waiters) {
+            if ev.seq > after {
+                let _ = w.send(vec![ev.clone()]);
+            } else {
+                self.event_waiters.push((after, w));
+            }
+        }
+    }
+
+    fn run_alert_command(&self, peer: &OfficeName, msg: &str, detail: &str) {
+        let Some(cmd) = &self.facts.alert_command else {
+            return;
+        };
+        let spawned = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("HOTLINE_PEER", peer.as_str())
+            .env("HOTLINE_MESSAGE", msg)
+            .env("HOTLINE_ALERT", detail)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            // Reap it in the background so it leaves no zombie.
+            Ok(mut child) => {
+                std::thread::spawn(move || child.wait());
+            }
+            Err(e) => tracing::error!("alert command {cmd:?} could not start: {e}"),
         }
     }
 
@@ -347,6 +499,7 @@ impl Actor {
         }
         let detail = format!("{} dialed; remote {}", link.dialed_by, link.remote);
         tracing::info!(%peer, "line to {peer} up ({detail})");
+        self.push_event("link", Some(&peer), None, format!("up: {detail}"));
         self.links.insert(peer.clone(), link);
         self.publish_links();
         self.core.link_up(now, &peer, &detail);
@@ -406,6 +559,12 @@ impl Actor {
                         self.elapsed_us.insert(id, e);
                     }
                     tracing::debug!(%peer, %id, sequence, "delivered");
+                    self.push_event(
+                        "delivered",
+                        Some(&peer),
+                        Some(id.to_string()),
+                        format!("signed receipt from {peer}"),
+                    );
                     if let Some(ws) = self.waiters.remove(&id) {
                         let receipt = self
                             .core
@@ -426,6 +585,21 @@ impl Actor {
                     precedence,
                 } => {
                     tracing::info!(%peer, %id, sequence, precedence = api::precedence_name(precedence), "message received");
+                    let subject = self
+                        .core
+                        .inbox()
+                        .last()
+                        .map(|m| m.message.subject.clone())
+                        .unwrap_or_default();
+                    self.push_event(
+                        "received",
+                        Some(&peer),
+                        Some(id.to_string()),
+                        format!(
+                            "{}: {subject}",
+                            api::precedence_name(precedence).to_uppercase()
+                        ),
+                    );
                 }
                 CoreEvent::Refused {
                     peer,
@@ -442,9 +616,21 @@ impl Actor {
                 } => {
                     let id = id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
                     tracing::warn!(%peer, %id, ?reason, "{peer} refused message {id}: {detail}");
+                    self.push_event(
+                        "negative-receipt",
+                        Some(&peer),
+                        Some(id.clone()),
+                        format!("{reason:?}: {detail}"),
+                    );
                 }
                 CoreEvent::Acknowledged { peer, id } => {
                     tracing::info!(%peer, %id, "{peer} acknowledged {id}");
+                    self.push_event(
+                        "acknowledged",
+                        Some(&peer),
+                        Some(id.to_string()),
+                        format!("{peer} acknowledged"),
+                    );
                 }
                 CoreEvent::Escalated {
                     peer,
@@ -453,10 +639,23 @@ impl Actor {
                     waiting,
                 } => {
                     tracing::warn!(%peer, %id, "escalation: {} (no {} for {id})", action.as_str(), waiting.as_str());
+                    self.push_event(
+                        "escalation",
+                        Some(&peer),
+                        Some(id.to_string()),
+                        format!("{} (no {})", action.as_str(), waiting.as_str()),
+                    );
                 }
                 CoreEvent::Alert { peer, id, detail } => {
                     let id = id.map(|i| i.to_string()).unwrap_or_default();
                     tracing::warn!(%peer, %id, "ALERT: {detail}");
+                    self.run_alert_command(&peer, &id, &detail);
+                    self.push_event(
+                        "alert",
+                        Some(&peer),
+                        Some(id).filter(|i| !i.is_empty()),
+                        detail,
+                    );
                 }
                 CoreEvent::HealthChanged {
                     peer,
@@ -464,9 +663,24 @@ impl Actor {
                     missed,
                 } => {
                     tracing::warn!(%peer, "line to {peer} is {} ({missed} line checks missed)", health.as_str());
+                    self.push_event(
+                        "line-health",
+                        Some(&peer),
+                        None,
+                        format!("{} ({missed} line checks missed)", health.as_str()),
+                    );
                 }
                 CoreEvent::AlertLevelChanged { peer, level, by } => {
                     tracing::warn!(%peer, "alert level for {peer} is now {} (set by {by})", api::alert_level_name(level));
+                    self.push_event(
+                        "alert-level",
+                        Some(&peer),
+                        None,
+                        format!(
+                            "{} (set by {by})",
+                            api::alert_level_name(level).to_uppercase()
+                        ),
+                    );
                 }
                 CoreEvent::Cosigned { peer, size } => {
                     tracing::debug!(%peer, size, "{peer} cosigned our checkpoint at size {size}");
@@ -534,6 +748,11 @@ impl Actor {
                             queued: c.queued,
                             delivered: c.delivered,
                             received: c.received,
+                            alert_level: api::alert_level_name(c.alert_level).into(),
+                            health: c.health.as_str().into(),
+                            missed_line_checks: c.missed_line_checks,
+                            line_check_rtt_ms: c.line_check_rtt_ms,
+                            awaiting_ack: c.awaiting_ack,
                             peer_cosigned_size: c.peer_cosigned_size,
                             we_cosigned_size: c.we_cosigned_size,
                         }
@@ -547,6 +766,18 @@ impl Actor {
                     checkpoint_size: self.core.latest_checkpoint().map(|c| c.size),
                     peers,
                     refused: self.refused.iter().cloned().collect(),
+                    overdue: self
+                        .core
+                        .overdue(self.clock.now())
+                        .into_iter()
+                        .map(|o| api::OverdueEntry {
+                            peer: o.peer.to_string(),
+                            id: o.id.to_string(),
+                            precedence: api::precedence_name(o.precedence).into(),
+                            waiting_for: o.waiting.as_str().into(),
+                            late_ms: o.late_ms,
+                        })
+                        .collect(),
                 });
             }
         }

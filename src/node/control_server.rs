@@ -6,6 +6,9 @@
 //! | GET    | /v1/inbox       | list of [`InboxEntry`](crate::control::InboxEntry) |
 //! | GET    | /v1/outbox      | list of [`OutboxEntry`](crate::control::OutboxEntry) |
 //! | POST   | /v1/messages    | [`SendRequest`](crate::control::SendRequest) → [`SendResponse`](crate::control::SendResponse) |
+//! | POST   | /v1/ack         | [`AckRequest`](crate::control::AckRequest) → [`SendResponse`](crate::control::SendResponse) |
+//! | POST   | /v1/alert-level | [`AlertLevelRequest`](crate::control::AlertLevelRequest) |
+//! | GET    | /v1/events?after=N&wait_ms=M | events after N, waiting up to M ms for one |
 //! | POST   | /v1/shutdown    | stops the node cleanly                         |
 //!
 //! Every request needs `Authorization: Bearer <DIR/control.token>`; without
@@ -14,7 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +26,7 @@ use axum::{Json, Router};
 use tokio::sync::{oneshot, Notify};
 
 use super::{NodeError, NodeHandle, SendError};
-use crate::control::api::{ErrorBody, SendRequest};
+use crate::control::api::{AckRequest, AlertLevelRequest, ErrorBody, SendRequest};
 use crate::core::SubmitError;
 
 #[derive(Clone)]
@@ -73,6 +76,9 @@ pub async fn serve(
         .route("/v1/inbox", get(inbox))
         .route("/v1/outbox", get(outbox))
         .route("/v1/messages", post(send))
+        .route("/v1/ack", post(ack))
+        .route("/v1/alert-level", post(alert_level))
+        .route("/v1/events", get(events))
         .route("/v1/shutdown", post(shutdown))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
@@ -153,6 +159,66 @@ async fn send(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
         Err(SendError::Refused(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Err(SendError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
     }
+}
+
+fn send_error(e: SendError) -> Response {
+    match e {
+        SendError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
+        SendError::Refused(e @ SubmitError::UnknownPeer(_))
+        | SendError::Refused(e @ SubmitError::UnknownMessage(_)) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        SendError::Refused(e @ SubmitError::OutboxFull { .. }) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        SendError::Refused(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        SendError::Stopping => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+    }
+}
+
+async fn ack(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let req: AckRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            )
+        }
+    };
+    match s.node.ack(req).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => send_error(e),
+    }
+}
+
+async fn alert_level(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let req: AlertLevelRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            )
+        }
+    };
+    match s.node.alert_level(req).await {
+        Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
+        Err(e) => send_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
+    let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(25_000).min(60_000));
+    Json(s.node.events(q.after, wait).await).into_response()
 }
 
 async fn shutdown(State(s): State<AppState>) -> Response {

@@ -124,6 +124,39 @@ impl NodeHandle {
         tokio::time::timeout(limit, rx).await.ok()?.ok()
     }
 
+    /// Acknowledges a received message; returns once the acknowledgement is durable.
+    pub async fn ack(&self, req: api::AckRequest) -> Result<api::SendResponse, SendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Ack { req, reply })
+            .await
+            .map_err(|_| SendError::Stopping)?;
+        rx.await.map_err(|_| SendError::Stopping)?
+    }
+
+    /// Sets a channel's alert level.
+    pub async fn alert_level(&self, req: api::AlertLevelRequest) -> Result<(), SendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::AlertLevel { req, reply })
+            .await
+            .map_err(|_| SendError::Stopping)?;
+        rx.await.map_err(|_| SendError::Stopping)?
+    }
+
+    /// Events after `after`, waiting up to `limit` for the first.
+    pub async fn events(&self, after: u64, limit: Duration) -> Vec<api::WatchEvent> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Input::Events { after, reply }).await.is_err() {
+            return Vec::new();
+        }
+        tokio::time::timeout(limit, rx)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default()
+    }
+
     /// The inbox.
     pub async fn inbox(&self) -> Option<Vec<InboxEntry>> {
         let (tx, rx) = oneshot::channel();
@@ -339,6 +372,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         listen: quic_addr.to_string(),
         dial,
         evidence_dir: dir.root().join("evidence"),
+        alert_command: office.config.escalation.alert_command.clone(),
     };
     let actor = Actor::new(core, log, clock, facts, rx, links_up);
     let actor = tokio::spawn(actor.run());

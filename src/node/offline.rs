@@ -8,7 +8,7 @@ use crate::identity::Office;
 /// A core for `office` with its keys, its peers' keys and its timing.
 pub fn new_core(office: &Office) -> Core {
     let t = &office.config.timing;
-    Core::new(
+    let mut core = Core::new(
         office.config.office.clone(),
         OfficeKeys {
             message: office.message_key.clone(),
@@ -25,7 +25,10 @@ pub fn new_core(office: &Office) -> Core {
             checkpoint_every: t.checkpoint_every.max(1),
             checkpoint_interval_ms: t.checkpoint_interval_ms,
         },
-    )
+    );
+    let e = &office.config.escalation;
+    core.set_policy(e.policy.scaled(e.time_scale));
+    core
 }
 
 /// Replays the office's log into a fresh core (nothing is written).
