@@ -54,6 +54,8 @@ pub struct Ratios {
     pub latency_p99_vs_floor: f64,
     /// Throughput ÷ raw QUIC request/response rate.
     pub throughput_vs_quic_rate: f64,
+    /// FLASH p99 under ROUTINE load ÷ idle FLASH p99.
+    pub flash_p99_loaded_vs_idle: f64,
 }
 
 /// The bench's result.
@@ -71,6 +73,10 @@ pub struct BenchReport {
     pub latency_p99_us: u64,
     /// Latency samples.
     pub latency_samples: u64,
+    /// FLASH send-to-receipt p50 while ROUTINE traffic saturates the line.
+    pub flash_loaded_p50_us: u64,
+    /// The same, p99.
+    pub flash_loaded_p99_us: u64,
     /// The floors.
     pub floors: Floors,
     /// The latency floor used for the ratios, µs.
@@ -160,6 +166,54 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, DemoError> {
             .ok_or_else(|| DemoError::Timeout(format!("{id} not delivered within 60 s")))?;
     }
     let throughput = opts.messages as f64 / start.elapsed().as_secs_f64();
+
+    say(&format!(
+        "FLASH under load: {samples} FLASH messages while 64 KiB ROUTINE messages saturate the line..."
+    ));
+    let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..32 {
+        let h = a.handle.clone();
+        let stop = stop_load.clone();
+        load.push(tokio::spawn(async move {
+            let big = "r".repeat(crate::core::MAX_BODY_LEN);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = h
+                    .send(SendRequest {
+                        to: "pyongyang".into(),
+                        precedence: Some("routine".into()),
+                        body: big.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut loaded = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..samples {
+        let r = a
+            .handle
+            .send(SendRequest {
+                to: "pyongyang".into(),
+                precedence: Some("flash".into()),
+                body: body.clone(),
+                wait: true,
+                wait_ms: Some(30_000),
+                ..Default::default()
+            })
+            .await?;
+        let d = r
+            .delivered
+            .ok_or_else(|| DemoError::Timeout("no FLASH receipt within 30 s under load".into()))?;
+        loaded
+            .record(r.accepted_us + d.elapsed_us.unwrap_or(0))
+            .ok();
+    }
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        let _ = t.await;
+    }
     b.stop().await?;
     a.stop().await?;
 
@@ -181,11 +235,14 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, DemoError> {
         latency_p50_us: p50,
         latency_p99_us: p99,
         latency_samples: hist.len(),
+        flash_loaded_p50_us: loaded.value_at_quantile(0.5),
+        flash_loaded_p99_us: loaded.value_at_quantile(0.99),
         ratios: Ratios {
             throughput_vs_ed25519: throughput / ed_floor,
             latency_p50_vs_floor: p50 as f64 / latency_floor_us,
             latency_p99_vs_floor: p99 as f64 / latency_floor_us,
             throughput_vs_quic_rate: throughput / quic_rate,
+            flash_p99_loaded_vs_idle: loaded.value_at_quantile(0.99) as f64 / p99.max(1) as f64,
         },
         latency_floor_us,
         floors,

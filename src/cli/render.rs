@@ -213,6 +213,14 @@ pub fn bench(r: &BenchReport) {
         "  send→receipt p99         {:>12}",
         micros(r.latency_p99_us)
     );
+    println!(
+        "  FLASH p50 under load     {:>12}",
+        micros(r.flash_loaded_p50_us)
+    );
+    println!(
+        "  FLASH p99 under load     {:>12}",
+        micros(r.flash_loaded_p99_us)
+    );
     println!("\nratios:");
     println!(
         "  throughput ÷ Ed25519 floor           {:.3}",
@@ -229,6 +237,10 @@ pub fn bench(r: &BenchReport) {
     println!(
         "  throughput ÷ raw QUIC req/resp rate  {:.3}",
         r.ratios.throughput_vs_quic_rate
+    );
+    println!(
+        "  FLASH p99 under load ÷ idle p99      {:.2}",
+        r.ratios.flash_p99_loaded_vs_idle
     );
 }
 

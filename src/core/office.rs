@@ -755,6 +755,11 @@ impl Core {
             .min()
     }
 
+    /// Bytes of log entries waiting in the output.
+    pub fn pending_persist_bytes(&self) -> usize {
+        self.out.persist.iter().map(|p| p.bytes.len()).sum()
+    }
+
     /// Takes what the caller must do (see the module docs for the rule).
     pub fn take_output(&mut self) -> Output {
         std::mem::take(&mut self.out)

@@ -22,8 +22,9 @@ use crate::control::api::{
 use crate::control::WatchEvent;
 use crate::core::{Core, CoreEvent, SubmitError};
 use crate::identity::OfficeName;
-use crate::wire::proto::Frame;
+use crate::wire::proto::{frame::Body, Frame, Precedence};
 use crate::wire::{frame, MessageId};
+use prost::Message as _;
 
 /// Inputs per round before the actor commits (bounds latency under load).
 pub const MAX_ROUND: usize = 1024;
@@ -139,6 +140,67 @@ pub enum Input {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// The actor's two input queues. Urgent: control frames, FLASH and
+/// IMMEDIATE messages and submissions, operator commands. Normal: PRIORITY
+/// and ROUTINE messages and submissions. The actor always serves urgent
+/// inputs first and takes only a bounded amount of normal work per round,
+/// so a FLASH message never waits behind a backlog of ROUTINE traffic at
+/// either end of the line.
+#[derive(Debug, Clone)]
+pub struct ActorTx {
+    urgent: mpsc::Sender<Input>,
+    normal: mpsc::Sender<Input>,
+}
+
+/// Capacity of the urgent queue.
+pub const URGENT_QUEUE: usize = 4096;
+/// Capacity of the normal queue (small: a full queue pushes back on the
+/// peer through that stream's QUIC flow control only).
+pub const NORMAL_QUEUE: usize = 256;
+/// Bytes of log entries a round may gather from normal work before it
+/// commits, bounding how long an urgent input waits for a group commit.
+pub const NORMAL_ROUND_BYTES: usize = 256 * 1024;
+
+impl ActorTx {
+    /// The two queues and their receivers.
+    pub fn new() -> (ActorTx, mpsc::Receiver<Input>, mpsc::Receiver<Input>) {
+        let (urgent, urx) = mpsc::channel(URGENT_QUEUE);
+        let (normal, nrx) = mpsc::channel(NORMAL_QUEUE);
+        (ActorTx { urgent, normal }, urx, nrx)
+    }
+
+    /// Queues `input` by urgency; fails only when the actor is gone.
+    pub async fn send(&self, input: Input) -> Result<(), ()> {
+        let q = if is_urgent(&input) {
+            &self.urgent
+        } else {
+            &self.normal
+        };
+        q.send(input).await.map_err(|_| ())
+    }
+}
+
+fn urgent_precedence(p: Option<&str>) -> bool {
+    matches!(
+        p.and_then(api::parse_precedence),
+        Some(Precedence::Flash | Precedence::Immediate)
+    )
+}
+
+fn is_urgent(input: &Input) -> bool {
+    match input {
+        Input::Submit { req, .. } => urgent_precedence(req.precedence.as_deref()),
+        Input::Frame { frame, .. } => match &frame.body {
+            // Only a scheduling hint: the payload is verified later.
+            Some(Body::Message(env)) => crate::wire::proto::Message::decode(env.payload.as_slice())
+                .map(|m| matches!(m.precedence(), Precedence::Flash | Precedence::Immediate))
+                .unwrap_or(true),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
 struct Accepting {
     id: MessageId,
     sequence: u64,
@@ -162,6 +224,7 @@ pub struct Actor {
     pub clock: Clock,
     pub facts: Facts,
     pub rx: mpsc::Receiver<Input>,
+    pub normal_rx: mpsc::Receiver<Input>,
     pub links_up: watch::Sender<BTreeSet<OfficeName>>,
     links: HashMap<OfficeName, LinkHandle>,
     accepting: Vec<Accepting>,
@@ -182,7 +245,7 @@ impl Actor {
         log: LogWriter,
         clock: Clock,
         facts: Facts,
-        rx: mpsc::Receiver<Input>,
+        (rx, normal_rx): (mpsc::Receiver<Input>, mpsc::Receiver<Input>),
         links_up: watch::Sender<BTreeSet<OfficeName>>,
     ) -> Self {
         Actor {
@@ -191,6 +254,7 @@ impl Actor {
             clock,
             facts,
             rx,
+            normal_rx,
             links_up,
             links: HashMap::new(),
             accepting: Vec::new(),
@@ -212,8 +276,17 @@ impl Actor {
         self.commit().await?;
         loop {
             let timer = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
+            let mut urgent_round = false;
             tokio::select! {
+                biased;
                 input = self.rx.recv() => match input {
+                    Some(input) => {
+                        urgent_round = true;
+                        self.handle(input)
+                    }
+                    None => break,
+                },
+                input = self.normal_rx.recv() => match input {
                     Some(input) => self.handle(input),
                     None => break,
                 },
@@ -222,11 +295,22 @@ impl Actor {
                     self.core.handle_timeout(now);
                 }
             }
+            // Everything urgent that is waiting. Normal work joins the round
+            // only when nothing urgent is in it, and only until the round
+            // holds enough bytes for one commit: an urgent input never waits
+            // for more than the commit already under way plus its own.
             let mut n = 1;
             while n < MAX_ROUND {
-                match self.rx.try_recv() {
-                    Ok(input) => self.handle(input),
-                    Err(_) => break,
+                if let Ok(input) = self.rx.try_recv() {
+                    urgent_round = true;
+                    self.handle(input);
+                } else if !urgent_round && self.core.pending_persist_bytes() < NORMAL_ROUND_BYTES {
+                    match self.normal_rx.try_recv() {
+                        Ok(input) => self.handle(input),
+                        Err(_) => break,
+                    }
+                } else {
+                    break;
                 }
                 n += 1;
             }

@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use quinn::VarInt;
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::actor::Input;
+use super::actor::ActorTx;
 use super::link::{self, close_code};
 use super::tls::Pin;
 use crate::identity::OfficeName;
 use crate::wire::sha256;
 
 /// Accepts connections until the endpoint closes.
-pub async fn accept_loop(endpoint: quinn::Endpoint, pins: Vec<Pin>, actor: mpsc::Sender<Input>) {
+pub async fn accept_loop(endpoint: quinn::Endpoint, pins: Vec<Pin>, actor: ActorTx) {
     while let Some(incoming) = endpoint.accept().await {
         let pins = pins.clone();
         let actor = actor.clone();
@@ -61,7 +61,7 @@ pub struct Dialer {
     pub peer: OfficeName,
     pub addr: SocketAddr,
     pub config: quinn::ClientConfig,
-    pub actor: mpsc::Sender<Input>,
+    pub actor: ActorTx,
     pub links_up: watch::Receiver<BTreeSet<OfficeName>>,
     pub min: Duration,
     pub max: Duration,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use quinn::{Connection, VarInt};
 use tokio::sync::mpsc;
 
-use super::actor::Input;
+use super::actor::{ActorTx, Input};
 use crate::core::StreamClass;
 use crate::identity::OfficeName;
 use crate::wire::FrameBuf;
@@ -50,12 +50,7 @@ pub struct LinkHandle {
 
 /// Runs a connection until it closes. Reports it up, feeds frames in,
 /// reports it down.
-pub async fn drive(
-    conn: Connection,
-    peer: OfficeName,
-    dialed_by: OfficeName,
-    actor: mpsc::Sender<Input>,
-) {
+pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, actor: ActorTx) {
     let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let mut streams = Vec::new();
     for class in StreamClass::ALL {
@@ -132,7 +127,7 @@ async fn read_stream(
     conn: Connection,
     peer: OfficeName,
     conn_id: u64,
-    actor: mpsc::Sender<Input>,
+    actor: ActorTx,
 ) {
     let mut fb = FrameBuf::new();
     let mut buf = vec![0u8; 64 * 1024];

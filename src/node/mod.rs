@@ -18,10 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 pub use actor::SendError;
-use actor::{Actor, Facts, Input, Query};
+use actor::{Actor, ActorTx, Facts, Input, Query};
 pub use clock::wall_ms;
 use clock::Clock;
 
@@ -30,9 +30,6 @@ use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, Refusal, Stat
 use crate::identity::{files, Office, OfficeName};
 use crate::wire::MessageId;
 
-/// Capacity of the actor's input queue. Readers wait when it is full, which
-/// pushes back on the peer through QUIC flow control.
-pub const ACTOR_QUEUE: usize = 8192;
 /// Handshakes and connections accepted at once.
 pub const MAX_INCOMING: usize = 64;
 
@@ -87,7 +84,7 @@ pub struct NodeOptions {
 /// Talks to a running node in-process (the control API uses the same).
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
-    tx: mpsc::Sender<Input>,
+    tx: ActorTx,
 }
 
 impl NodeHandle {
@@ -332,7 +329,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         source,
     })?;
 
-    let (tx, rx) = mpsc::channel(ACTOR_QUEUE);
+    let (tx, rx, normal_rx) = ActorTx::new();
     let (links_up, links_rx) = watch::channel(BTreeSet::new());
     let handle = NodeHandle { tx: tx.clone() };
     let me = office.config.office.clone();
@@ -374,7 +371,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         evidence_dir: dir.root().join("evidence"),
         alert_command: office.config.escalation.alert_command.clone(),
     };
-    let actor = Actor::new(core, log, clock, facts, rx, links_up);
+    let actor = Actor::new(core, log, clock, facts, (rx, normal_rx), links_up);
     let actor = tokio::spawn(actor.run());
 
     let mut run_files = vec![dir.quic_addr()];
@@ -427,12 +424,7 @@ fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConf
 
 /// Records a refused connection: a log line that says why, and an entry in
 /// `status`.
-pub(crate) async fn refuse(
-    actor: &mpsc::Sender<Input>,
-    remote: SocketAddr,
-    error: String,
-    context: &str,
-) {
+pub(crate) async fn refuse(actor: &ActorTx, remote: SocketAddr, error: String, context: &str) {
     let reason = tls::explain_handshake_failure(&error);
     tracing::warn!(%remote, "refused {context} {remote}: {reason} ({error})");
     let _ = actor
