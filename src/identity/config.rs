@@ -131,3 +131,31 @@ impl Config {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration example in docs/operations.md parses, and what it
+    /// leaves out takes the defaults.
+    #[test]
+    fn the_documented_escalation_example_parses() {
+        let doc = include_str!("../../docs/operations.md");
+        let start = doc.find("```toml\n[escalation]").expect("example present") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("closed");
+        let text = format!(
+            "office = \"washington\"\nlisten = \"127.0.0.1:7701\"\n{}",
+            &doc[start..end]
+        );
+        let cfg: Config = toml::from_str(&text).unwrap();
+        let p = &cfg.escalation.policy;
+        assert_eq!(p.flash.steps.len(), 3);
+        assert_eq!(p.line_checks.silent_after, 3);
+        assert_eq!(p.routine, crate::core::policy::Policy::default().routine);
+        assert!(cfg.escalation.alert_command.is_some());
+        // And a config written by `init` round-trips.
+        let fresh = Config::new(OfficeName::new("washington").unwrap(), "127.0.0.1:1".into());
+        let back: Config = toml::from_str(&fresh.to_toml()).unwrap();
+        assert_eq!(back, fresh);
+    }
+}
