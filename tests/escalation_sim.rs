@@ -199,7 +199,22 @@ fn unacknowledged_message_alerts_while_line_checks_stay_up() {
     sim.connect();
     let t0 = sim.now;
     let id = sim.submit(0, flash()).unwrap();
-    sim.run_for(11 * MIN);
+    let at = |sim: &Sim| hotline::core::Now {
+        mono_ms: sim.now,
+        wall_ms: WALL_BASE + sim.now,
+    };
+    sim.run_for(7 * MIN);
+    assert!(sim.offices[0]
+        .core
+        .as_ref()
+        .unwrap()
+        .approaching(at(&sim))
+        .is_empty());
+    sim.run_for(MIN + 30 * S); // 8.5 of 10 minutes: in the last fifth
+    let soon = sim.offices[0].core.as_ref().unwrap().approaching(at(&sim));
+    assert_eq!(soon.len(), 1);
+    assert_eq!((soon[0].id, soon[0].late_ms), (id, 90 * S));
+    sim.run_for(2 * MIN + 30 * S);
     assert!(health(&sim, 0).is_empty(), "the machines answer");
     assert_eq!(
         steps(&sim, 0, t0),

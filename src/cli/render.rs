@@ -166,6 +166,18 @@ pub fn status(s: &StatusResponse) {
             );
         }
     }
+    if !s.alerts.is_empty() {
+        println!("\nrecent alerts (newest first):");
+        for a in &s.alerts {
+            println!(
+                "  {}  {:<12} {:<11} {}",
+                time(a.unix_ms),
+                a.kind,
+                a.peer.as_deref().unwrap_or("-"),
+                a.detail
+            );
+        }
+    }
     if !s.refused.is_empty() {
         println!("\nrefused connections (latest last):");
         for r in &s.refused {

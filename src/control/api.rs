@@ -366,6 +366,9 @@ pub struct StatusResponse {
     pub refused: Vec<Refusal>,
     /// Messages past a deadline, latest first.
     pub overdue: Vec<OverdueEntry>,
+    /// Recent alerts, escalations, line-health and alert-level changes,
+    /// newest first (at most 16).
+    pub alerts: Vec<WatchEvent>,
 }
 
 /// A message past its receipt or acknowledgement deadline.

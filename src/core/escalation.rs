@@ -227,6 +227,34 @@ impl Core {
         out
     }
 
+    /// Messages whose next deadline falls within the last fifth of its span
+    /// (for "deadline approaching" notices; nothing is logged).
+    pub fn approaching(&self, now: Now) -> Vec<Overdue> {
+        let mut out = Vec::new();
+        for ch in self.channels.values() {
+            for (&seq, t) in &ch.tracks {
+                let l = self.policy.ladder(t.precedence);
+                let age = now.mono_ms as i64 - t.base;
+                let (waiting, deadline) = if t.receipted {
+                    (Waiting::Acknowledgement, l.ack_deadline_ms as i64)
+                } else {
+                    (Waiting::Receipt, l.receipt_deadline_ms as i64)
+                };
+                if age <= deadline && age * 5 >= deadline * 4 {
+                    out.push(Overdue {
+                        peer: ch.peer.clone(),
+                        id: ch.history[&seq].id,
+                        sequence: seq,
+                        precedence: t.precedence,
+                        waiting,
+                        late_ms: (deadline - age) as u64, // here: time left
+                    });
+                }
+            }
+        }
+        out
+    }
+
     // ------------------------------------------------------------------
     // Acknowledgements.
 

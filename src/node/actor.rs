@@ -237,6 +237,8 @@ pub struct Actor {
     event_waiters: Vec<(u64, oneshot::Sender<Vec<WatchEvent>>)>,
     stopping: Option<oneshot::Sender<()>>,
     closing: bool,
+    next_notice_scan: tokio::time::Instant,
+    noticed: std::collections::HashSet<(MessageId, &'static str)>,
 }
 
 impl Actor {
@@ -267,6 +269,8 @@ impl Actor {
             event_waiters: Vec::new(),
             stopping: None,
             closing: false,
+            next_notice_scan: tokio::time::Instant::now(),
+            noticed: std::collections::HashSet::new(),
         }
     }
 
@@ -293,6 +297,9 @@ impl Actor {
                 _ = sleep_until_opt(timer), if timer.is_some() => {
                     let now = self.clock.now();
                     self.core.handle_timeout(now);
+                }
+                _ = tokio::time::sleep_until(self.next_notice_scan) => {
+                    self.scan_approaching();
                 }
             }
             // Everything urgent that is waiting. Normal work joins the round
@@ -499,6 +506,30 @@ impl Actor {
                 self.closing = true;
                 self.core.stop(now, "operator shutdown");
                 self.stopping = Some(done);
+            }
+        }
+    }
+
+    /// Once a second: tell `watch` about deadlines coming up (each once).
+    fn scan_approaching(&mut self) {
+        self.next_notice_scan = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        if self.noticed.len() > 100_000 {
+            self.noticed.clear(); // bounded: at worst a notice repeats
+        }
+        let now = self.clock.now();
+        for a in self.core.approaching(now) {
+            if self.noticed.insert((a.id, a.waiting.as_str())) {
+                self.push_event(
+                    "deadline-approaching",
+                    Some(&a.peer),
+                    Some(a.id.to_string()),
+                    format!(
+                        "{} {} due in {:.1} s",
+                        api::precedence_name(a.precedence).to_uppercase(),
+                        a.waiting.as_str(),
+                        a.late_ms as f64 / 1000.0
+                    ),
+                );
             }
         }
     }
@@ -850,6 +881,19 @@ impl Actor {
                     checkpoint_size: self.core.latest_checkpoint().map(|c| c.size),
                     peers,
                     refused: self.refused.iter().cloned().collect(),
+                    alerts: self
+                        .events
+                        .iter()
+                        .filter(|e| {
+                            matches!(
+                                e.kind.as_str(),
+                                "alert" | "escalation" | "line-health" | "alert-level"
+                            )
+                        })
+                        .rev()
+                        .take(16)
+                        .cloned()
+                        .collect(),
                     overdue: self
                         .core
                         .overdue(self.clock.now())
