@@ -7,6 +7,7 @@ use hotline::control::{InboxEntry, OutboxEntry, StatusResponse};
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
+        assert_eq!(r.len(), headers.len(), "table row width");
         for (i, c) in r.iter().enumerate() {
             widths[i] = widths[i].max(c.chars().count());
         }
@@ -112,19 +113,30 @@ pub fn outbox(items: &[OutboxEntry]) {
 
 pub fn status(s: &StatusResponse) {
     println!(
-        "office {} (fingerprint {}), QUIC {}, {} log entries",
-        s.office, s.fingerprint, s.listen, s.log_entries
+        "office {} (fingerprint {}), QUIC {}, {} log entries, latest checkpoint {}",
+        s.office,
+        s.fingerprint,
+        s.listen,
+        s.log_entries,
+        s.checkpoint_size
+            .map(|c| format!("at size {c}"))
+            .unwrap_or_else(|| "none yet".into())
     );
     table(
         &[
             "PEER",
             "LINK",
+            "HEALTH",
+            "LEVEL",
             "RTT",
             "LAST HEARD",
             "OUTBOX",
             "QUEUED",
+            "UNACKED",
             "DELIVERED",
             "RECEIVED",
+            "COSIGNED US",
+            "WE COSIGNED",
         ],
         s.peers
             .iter()
@@ -136,6 +148,16 @@ pub fn status(s: &StatusResponse) {
                     } else {
                         p.link.clone()
                     },
+                    if p.missed_line_checks > 0 {
+                        format!(
+                            "{} ({} missed)",
+                            p.health.to_uppercase(),
+                            p.missed_line_checks
+                        )
+                    } else {
+                        p.health.to_uppercase()
+                    },
+                    p.alert_level.to_uppercase(),
                     p.rtt_ms
                         .map(|r| format!("{r:.1} ms"))
                         .unwrap_or_else(|| "-".into()),

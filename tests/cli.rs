@@ -1,0 +1,130 @@
+//! The real binary's human-readable commands against running in-process
+//! nodes: each exits 0 and shows what it should.
+
+use std::process::Command;
+
+use hotline::control::SendRequest;
+use hotline::demo;
+
+fn hotline(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_render_and_act() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = demo::start_pair(tmp.path(), "washington", "pyongyang")
+        .await
+        .unwrap();
+    let (w, p) = (tmp.path().join("washington"), tmp.path().join("pyongyang"));
+    let (w, p) = (
+        w.to_str().unwrap().to_string(),
+        p.to_str().unwrap().to_string(),
+    );
+    let sent = a
+        .handle
+        .send(SendRequest {
+            to: "pyongyang".into(),
+            precedence: Some("flash".into()),
+            subject: "Launch detected".into(),
+            body: "Request immediate clarification.".into(),
+            wait: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let run = |args: Vec<&str>| {
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                hotline(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (code, text) = run(vec!["inbox", "--dir", &p]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("Launch detected") && text.contains("FLASH"),
+        "{text}"
+    );
+
+    let (code, text) = run(vec![
+        "ack",
+        "--dir",
+        &p,
+        &sent.id,
+        "--note",
+        "Seen",
+        "--response",
+        "will-comply",
+    ])
+    .await;
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = run(vec![
+        "alert-level",
+        "--dir",
+        &w,
+        "--peer",
+        "pyongyang",
+        "elevated",
+        "--reason",
+        "drill",
+    ])
+    .await;
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = run(vec![
+        "alert-level",
+        "--dir",
+        &w,
+        "--peer",
+        "pyongyang",
+        "panic",
+    ])
+    .await;
+    assert_eq!(code, 5, "a bad level is refused: {text}");
+
+    let mut seen = false;
+    for _ in 0..100 {
+        let (code, text) = run(vec!["status", "--dir", &w]).await;
+        assert_eq!(code, 0, "{text}");
+        if text.contains("ELEVATED") && text.contains("UP") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "status shows the level and health");
+    let (code, text) = run(vec!["outbox", "--dir", &w]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("delivered"), "{text}");
+
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+    for args in [
+        vec!["audit", "info", w.as_str()],
+        vec!["audit", "show", w.as_str(), "--kind", "message"],
+        vec!["audit", "timeline", w.as_str(), p.as_str()],
+        vec!["status", "--dir", w.as_str()],
+    ] {
+        let (code, text) = run(args.clone()).await;
+        let expected = if args[0] == "status" { 3 } else { 0 };
+        assert_eq!(code, expected, "{args:?}: {text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    let (_, text) = run(vec!["audit", "show", &w, "--kind", "alert-level"]).await;
+    assert!(text.contains("ELEVATED (by operator): drill"), "{text}");
+    let (_, text) = run(vec!["audit", "timeline", &w, &p]).await;
+    assert!(text.contains("receipt from pyongyang"), "{text}");
+}
