@@ -32,9 +32,17 @@ fn flash(body: &str) -> SendRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_stopped_the_line_goes_silent_and_the_flash_ladder_runs_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = demo::start_pair_with(tmp.path(), "washington", "pyongyang", scaled)
-        .await
-        .unwrap();
+    let alerts_file = tmp.path().join("alerts.txt");
+    let cmd = format!(
+        "echo \"$HOTLINE_PEER $HOTLINE_ALERT\" >> {}",
+        alerts_file.display()
+    );
+    let (a, b) = demo::start_pair_with(tmp.path(), "washington", "pyongyang", |cfg| {
+        scaled(cfg);
+        cfg.escalation.alert_command = Some(cmd.clone());
+    })
+    .await
+    .unwrap();
     b.stop().await.unwrap();
     let sent = a
         .handle
@@ -93,6 +101,16 @@ async fn receiver_stopped_the_line_goes_silent_and_the_flash_ladder_runs_in_orde
         })
         .collect();
     assert_eq!(health, ["degraded", "silent"]);
+    // The duty officer's local alert command ran for the ladder's alert.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&alerts_file).unwrap_or_default();
+        if text.contains("no receipt") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(text.contains("pyongyang no receipt for flash"), "{text:?}");
 }
 
 /// As `scaled`, but line checks every second: a loaded machine must not
