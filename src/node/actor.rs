@@ -592,13 +592,21 @@ impl Actor {
     }
 
     /// Keeps one connection per peer: the one dialed by the office whose
-    /// name sorts first. Both sides apply the same rule, so they agree.
+    /// name sorts first, or the newer of two dialed by the same office.
+    /// Both sides apply the same rule, so they agree.
     fn link_up(&mut self, peer: OfficeName, link: LinkHandle) {
         let now = self.clock.now();
         let preferred_dialer = std::cmp::min(&self.facts.office, &peer).clone();
         if let Some(existing) = self.links.get(&peer) {
-            let keep_existing =
-                existing.dialed_by == preferred_dialer || link.dialed_by != preferred_dialer;
+            // Two connections dialed by the same office: that office has
+            // reconnected (perhaps after a crash we have not noticed yet), so
+            // the newer one wins. Otherwise the one dialed by the office
+            // whose name sorts first wins, on both sides alike.
+            let keep_existing = if existing.dialed_by == link.dialed_by {
+                false
+            } else {
+                existing.dialed_by == preferred_dialer
+            };
             if keep_existing {
                 tracing::debug!(%peer, "duplicate connection from {}; keeping the existing one", link.remote);
                 link.conn.close(
