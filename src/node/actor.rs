@@ -30,6 +30,9 @@ use prost::Message as _;
 pub const MAX_ROUND: usize = 1024;
 /// Refusals kept for `status`.
 pub const MAX_REFUSALS: usize = 32;
+/// Connections that come up within this long of each other are a dial
+/// race, settled by name; a later one means the peer reconnected.
+pub const DIAL_RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 /// Events kept for `watch`.
 pub const MAX_EVENTS: usize = 4096;
 /// How long a stopping node waits for peers to cosign its final checkpoint.
@@ -598,11 +601,14 @@ impl Actor {
         let now = self.clock.now();
         let preferred_dialer = std::cmp::min(&self.facts.office, &peer).clone();
         if let Some(existing) = self.links.get(&peer) {
-            // Two connections dialed by the same office: that office has
-            // reconnected (perhaps after a crash we have not noticed yet), so
-            // the newer one wins. Otherwise the one dialed by the office
-            // whose name sorts first wins, on both sides alike.
-            let keep_existing = if existing.dialed_by == link.dialed_by {
+            // Two connections dialed by the same office, or a new one while
+            // ours is older than the dial race: the peer has reconnected
+            // (perhaps after a crash we have not noticed yet), so the newer
+            // one wins. Otherwise (both offices dialing at once) the one
+            // dialed by the office whose name sorts first wins, on both
+            // sides alike.
+            let raced = existing.established.elapsed() < DIAL_RACE_WINDOW;
+            let keep_existing = if existing.dialed_by == link.dialed_by || !raced {
                 false
             } else {
                 existing.dialed_by == preferred_dialer

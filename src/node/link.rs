@@ -46,6 +46,8 @@ pub struct LinkHandle {
     pub conn: Connection,
     /// Encoded frames per stream class.
     pub streams: Vec<mpsc::Sender<Vec<u8>>>,
+    /// When it came up.
+    pub established: std::time::Instant,
 }
 
 /// Runs a connection until it closes. Reports it up, feeds frames in,
@@ -64,6 +66,7 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
         remote: conn.remote_address(),
         conn: conn.clone(),
         streams,
+        established: std::time::Instant::now(),
     };
     if actor
         .send(Input::LinkUp {
