@@ -6,6 +6,7 @@
 pub mod envelope;
 pub mod frame;
 pub mod id;
+pub mod seal;
 
 /// Types generated from `proto/hotline.proto` by prost.
 #[allow(missing_docs, clippy::all)]
