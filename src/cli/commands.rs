@@ -102,7 +102,7 @@ pub fn run(cmd: Command) -> Res {
 fn init(a: super::InitArgs) -> Res {
     let name = OfficeName::new(a.office.clone())?;
     let dir = OfficeDir::new(&a.dir);
-    let card = dir.init(&name, &a.listen)?;
+    let card = dir.init_with_role(&name, &a.listen, &a.role)?;
     if a.json {
         print_json(&serde_json::json!({
             "office": card.office, "dir": a.dir, "card": dir.card(), "fingerprint": card.fingerprint,

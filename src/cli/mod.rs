@@ -130,6 +130,9 @@ struct InitArgs {
     /// QUIC address the node will listen on, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:7701")]
     listen: String,
+    /// office, or relay for a protecting power that carries sealed messages.
+    #[arg(long, default_value = "office", value_parser = ["office", "relay"])]
+    role: String,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,

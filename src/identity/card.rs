@@ -20,7 +20,8 @@ use crate::wire::sha256;
 pub struct OfficeCard {
     /// Office name.
     pub office: OfficeName,
-    /// "office" (a relay role comes later).
+    /// "office", or "relay" for a protecting power that carries sealed
+    /// messages between offices.
     pub role: String,
     /// Where the office's node listens, `HOST:PORT`. Not covered by the
     /// fingerprint: an office may move without new keys.
@@ -29,6 +30,8 @@ pub struct OfficeCard {
     pub message_key: String,
     /// Ed25519 log (checkpoint) public key, hex.
     pub log_key: String,
+    /// X25519 public key that relayed messages are sealed to (HPKE), hex.
+    pub seal_key: String,
     /// SHA-256 of the node certificate (DER), hex.
     pub node_cert_sha256: String,
     /// Short fingerprint over the fields above (see [`OfficeCard::compute_fingerprint`]).
@@ -77,20 +80,24 @@ pub enum CardError {
 
 impl OfficeCard {
     /// Builds a card and computes its fingerprint.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         office: OfficeName,
+        role: &str,
         address: String,
         message_key: &VerifyingKey,
         log_key: &VerifyingKey,
+        seal_key: &[u8; 32],
         ca_cert_pem: String,
         node_cert_der: &[u8],
     ) -> Result<Self, CardError> {
         let mut card = OfficeCard {
             office,
-            role: "office".into(),
+            role: role.into(),
             address,
             message_key: hex::encode(message_key.as_bytes()),
             log_key: hex::encode(log_key.as_bytes()),
+            seal_key: hex::encode(seal_key),
             node_cert_sha256: hex::encode(sha256(node_cert_der)),
             fingerprint: String::new(),
             ca_cert: ca_cert_pem,
@@ -101,16 +108,18 @@ impl OfficeCard {
 
     /// The fingerprint: the first 10 bytes of SHA-256 over
     /// `"hotline-card/1\n" office "\n" role "\n" message_key "\n" log_key "\n"
-    /// sha256(ca DER) "\n" node_cert_sha256 "\n"` (hex fields lowercase), as
+    /// seal_key "\n" sha256(ca DER) "\n" node_cert_sha256 "\n"` (hex fields
+    /// lowercase), as
     /// five groups of four hex digits joined by `-`.
     pub fn compute_fingerprint(&self) -> Result<String, CardError> {
         let ca = self.ca_cert_der()?;
         let text = format!(
-            "hotline-card/1\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            "hotline-card/1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
             self.office,
             self.role,
             self.message_key.to_lowercase(),
             self.log_key.to_lowercase(),
+            self.seal_key.to_lowercase(),
             hex::encode(sha256(ca.as_ref())),
             self.node_cert_sha256.to_lowercase()
         );
@@ -130,12 +139,16 @@ impl OfficeCard {
         })?;
         card.message_verifying_key()?;
         card.log_verifying_key()?;
-        if card.role != "office" {
+        if card.role != "office" && card.role != "relay" {
             return Err(CardError::Field {
                 field: "role",
-                why: format!("{:?} is not supported (expected \"office\")", card.role),
+                why: format!(
+                    "{:?} is not a role (expected \"office\" or \"relay\")",
+                    card.role
+                ),
             });
         }
+        card.seal_public()?;
         let mut h = [0u8; 32];
         hex::decode_to_slice(&card.node_cert_sha256, &mut h).map_err(|_| CardError::Field {
             field: "node_cert_sha256",
@@ -184,6 +197,21 @@ impl OfficeCard {
             field: "log_key",
             why: "expected a 64-hex-digit Ed25519 public key".into(),
         })
+    }
+
+    /// The X25519 key relayed messages to this office are sealed to.
+    pub fn seal_public(&self) -> Result<[u8; 32], CardError> {
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(self.seal_key.trim(), &mut k).map_err(|_| CardError::Field {
+            field: "seal_key",
+            why: "expected a 64-hex-digit X25519 public key".into(),
+        })?;
+        Ok(k)
+    }
+
+    /// Whether this card is a relay's.
+    pub fn is_relay(&self) -> bool {
+        self.role == "relay"
     }
 
     /// The CA certificate, DER.

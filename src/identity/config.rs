@@ -69,6 +69,10 @@ pub struct PeerConfig {
     /// dial (wait for the peer to call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
+    /// Relays (pinned peers with role "relay") that may carry messages to
+    /// this peer when the direct line fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<String>,
 }
 
 /// Timing knobs, all in milliseconds.

@@ -111,6 +111,10 @@ impl OfficeDir {
     pub fn log_key(&self) -> PathBuf {
         self.root.join("keys/log.key")
     }
+    /// Seal key material (32 secret bytes from which the X25519 pair is derived).
+    pub fn seal_key(&self) -> PathBuf {
+        self.root.join("keys/seal.key")
+    }
     /// TLS file `name` under `tls/`.
     pub fn tls(&self, name: &str) -> PathBuf {
         self.root.join("tls").join(name)
@@ -142,6 +146,21 @@ impl OfficeDir {
 
     /// Creates a new office: keys, TLS material, token, config and card.
     pub fn init(&self, office: &OfficeName, listen: &str) -> Result<OfficeCard, IdentityError> {
+        self.init_with_role(office, listen, "office")
+    }
+
+    /// Creates a new office or, with role `relay`, a relay.
+    pub fn init_with_role(
+        &self,
+        office: &OfficeName,
+        listen: &str,
+        role: &str,
+    ) -> Result<OfficeCard, IdentityError> {
+        if role != "office" && role != "relay" {
+            return Err(IdentityError::Invalid(format!(
+                "--role {role:?}: use office or relay"
+            )));
+        }
         if self.config().exists() {
             return Err(IdentityError::AlreadyInitialised(self.root.clone()));
         }
@@ -160,6 +179,9 @@ impl OfficeDir {
         let log = keys::generate();
         keys::save(&self.message_key(), &message).map_err(io(&self.message_key()))?;
         keys::save(&self.log_key(), &log).map_err(io(&self.log_key()))?;
+        let seal_ikm = keys::generate(); // 32 secret bytes, stored like the other keys
+        keys::save(&self.seal_key(), &seal_ikm).map_err(io(&self.seal_key()))?;
+        let (_, seal_public) = crate::wire::seal::derive_keypair(&seal_ikm.to_bytes());
 
         let tls = tls_material::generate(office)?;
         let write = |name: &str, data: &str, secret: bool| {
@@ -184,9 +206,11 @@ impl OfficeDir {
             .map_err(|e| IdentityError::Invalid(format!("generated node cert: {e}")))?;
         let card = OfficeCard::new(
             office.clone(),
+            role,
             listen.to_string(),
             &message.verifying_key(),
             &log.verifying_key(),
+            &seal_public,
             tls.ca_cert_pem.clone(),
             node_der.as_ref(),
         )?;
@@ -260,11 +284,21 @@ impl OfficeDir {
                 return Ok((card, false));
             }
         }
+        let relays = config
+            .peers
+            .get(card.office.as_str())
+            .map(|p| p.relays.clone())
+            .unwrap_or_default();
         std::fs::create_dir_all(self.root.join("peers")).map_err(io(&self.root))?;
         files::write_public(&dest, card.to_toml().as_bytes()).map_err(io(&dest))?;
-        config
-            .peers
-            .insert(card.office.to_string(), PeerConfig { card: rel, addr });
+        config.peers.insert(
+            card.office.to_string(),
+            PeerConfig {
+                card: rel,
+                addr,
+                relays,
+            },
+        );
         self.save_config(&config)?;
         Ok((card, true))
     }
@@ -296,6 +330,13 @@ impl OfficeDir {
                 name: pcard.office.clone(),
                 message_key: pcard.message_verifying_key()?,
                 log_key: pcard.log_verifying_key()?,
+                seal_key: pcard.seal_public()?,
+                relays: pc
+                    .relays
+                    .iter()
+                    .map(|r| OfficeName::new(r.clone()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| IdentityError::Invalid(format!("peer {name}: relays: {e}")))?,
                 card: pcard,
                 addr,
             });
@@ -318,6 +359,8 @@ impl OfficeDir {
         let card = self.load_card()?;
         let message_key = keys::load(&self.message_key()).map_err(io(&self.message_key()))?;
         let log_key = keys::load(&self.log_key()).map_err(io(&self.log_key()))?;
+        let seal_ikm = keys::load(&self.seal_key()).map_err(io(&self.seal_key()))?;
+        let (seal_private, _) = crate::wire::seal::derive_keypair(&seal_ikm.to_bytes());
         let cert_path = self.tls("node.crt");
         let key_path = self.tls("node.key");
         let node_cert = CertificateDer::from_pem_file(&cert_path)
@@ -335,6 +378,7 @@ impl OfficeDir {
             card,
             message_key,
             log_key,
+            seal_private: zeroize::Zeroizing::new(seal_private),
             node_cert,
             node_key,
             control_token,
@@ -359,6 +403,10 @@ pub struct Peer {
     pub message_key: VerifyingKey,
     /// Its log (checkpoint) key.
     pub log_key: VerifyingKey,
+    /// Its X25519 seal key.
+    pub seal_key: [u8; 32],
+    /// Relays that may carry messages to it (`relays = [...]` in the config).
+    pub relays: Vec<OfficeName>,
     /// Where to dial it, if anywhere.
     pub addr: Option<SocketAddr>,
 }
@@ -375,6 +423,8 @@ pub struct Office {
     pub message_key: SigningKey,
     /// Log key.
     pub log_key: SigningKey,
+    /// X25519 private key for opening sealed (relayed) messages.
+    pub seal_private: zeroize::Zeroizing<[u8; 32]>,
     /// Node certificate.
     pub node_cert: CertificateDer<'static>,
     /// Node private key.
@@ -418,6 +468,7 @@ mod tests {
             Err(IdentityError::AlreadyInitialised(_))
         ));
         for secret in [
+            a.seal_key(),
             a.message_key(),
             a.log_key(),
             a.tls("ca.key"),
@@ -454,6 +505,56 @@ mod tests {
             Err(IdentityError::PeerConflict { .. })
         ));
         assert!(a.add_peer(&c.card(), None, true).unwrap().1);
+    }
+
+    #[test]
+    fn a_relay_is_an_office_with_role_relay_and_peers_name_it_as_a_route() {
+        let t = tempfile::tempdir().unwrap();
+        let wash = OfficeDir::new(t.path().join("w"));
+        let sto = OfficeDir::new(t.path().join("s"));
+        let pyong = OfficeDir::new(t.path().join("p"));
+        wash.init(&OfficeName::new("washington").unwrap(), "127.0.0.1:1")
+            .unwrap();
+        pyong
+            .init(&OfficeName::new("pyongyang").unwrap(), "127.0.0.1:2")
+            .unwrap();
+        let card = sto
+            .init_with_role(
+                &OfficeName::new("stockholm").unwrap(),
+                "127.0.0.1:3",
+                "relay",
+            )
+            .unwrap();
+        assert!(card.is_relay());
+        assert!(matches!(
+            wash.init_with_role(&OfficeName::new("x").unwrap(), "127.0.0.1:4", "spy"),
+            Err(IdentityError::AlreadyInitialised(_)) | Err(IdentityError::Invalid(_))
+        ));
+        wash.add_peer(&sto.card(), None, false).unwrap();
+        wash.add_peer(&pyong.card(), None, false).unwrap();
+        let mut cfg = wash.load_config().unwrap();
+        cfg.peers.get_mut("pyongyang").unwrap().relays = vec!["stockholm".into()];
+        wash.save_config(&cfg).unwrap();
+        // Re-adding the peer's card keeps its routes.
+        wash.add_peer(&pyong.card(), Some("127.0.0.1:9".into()), false)
+            .unwrap();
+        let office = wash.load().unwrap();
+        let p = office
+            .peers
+            .iter()
+            .find(|p| p.name.as_str() == "pyongyang")
+            .unwrap();
+        assert_eq!(p.relays, vec![OfficeName::new("stockholm").unwrap()]);
+        // The seal key on the card is the public half of the stored secret.
+        let py = pyong.load().unwrap();
+        let (_, public) =
+            crate::wire::seal::derive_keypair(&keys::load(&pyong.seal_key()).unwrap().to_bytes());
+        assert_eq!(p.seal_key, public);
+        let sealed = crate::wire::seal::seal(&p.seal_key, b"h", b"x").unwrap();
+        assert_eq!(
+            crate::wire::seal::open(py.seal_private.as_ref(), b"h", &sealed).unwrap(),
+            b"x"
+        );
     }
 
     #[test]
