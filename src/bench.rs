@@ -112,24 +112,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, DemoError> {
     say(&format!(
         "latency: {samples} FLASH messages one at a time..."
     ));
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    for _ in 0..samples {
-        let r = a
-            .handle
-            .send(SendRequest {
-                to: "pyongyang".into(),
-                precedence: Some("flash".into()),
-                body: body.clone(),
-                wait: true,
-                wait_ms: Some(10_000),
-                ..Default::default()
-            })
-            .await?;
-        let d = r
-            .delivered
-            .ok_or_else(|| DemoError::Timeout("no receipt within 10 s".into()))?;
-        hist.record(r.accepted_us + d.elapsed_us.unwrap_or(0)).ok();
-    }
+    let hist = flash_latencies(&a.handle, samples, &body, 10_000).await?;
 
     say(&format!(
         "throughput: {} ROUTINE messages, 128 in flight...",
@@ -190,26 +173,7 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, DemoError> {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut loaded = Histogram::<u64>::new(3).expect("histogram");
-    for _ in 0..samples {
-        let r = a
-            .handle
-            .send(SendRequest {
-                to: "pyongyang".into(),
-                precedence: Some("flash".into()),
-                body: body.clone(),
-                wait: true,
-                wait_ms: Some(30_000),
-                ..Default::default()
-            })
-            .await?;
-        let d = r
-            .delivered
-            .ok_or_else(|| DemoError::Timeout("no FLASH receipt within 30 s under load".into()))?;
-        loaded
-            .record(r.accepted_us + d.elapsed_us.unwrap_or(0))
-            .ok();
-    }
+    let loaded = flash_latencies(&a.handle, samples, &body, 30_000).await?;
     stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in load {
         let _ = t.await;
@@ -250,6 +214,34 @@ pub async fn run(opts: BenchOptions) -> Result<BenchReport, DemoError> {
             .map(|n| n.get())
             .unwrap_or(1),
     })
+}
+
+/// Sends `n` FLASH messages one at a time and records send-to-verified-
+/// receipt latency in µs.
+async fn flash_latencies(
+    handle: &crate::node::NodeHandle,
+    n: usize,
+    body: &str,
+    wait_ms: u64,
+) -> Result<Histogram<u64>, DemoError> {
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..n {
+        let r = handle
+            .send(SendRequest {
+                to: "pyongyang".into(),
+                precedence: Some("flash".into()),
+                body: body.to_string(),
+                wait: true,
+                wait_ms: Some(wait_ms),
+                ..Default::default()
+            })
+            .await?;
+        let d = r
+            .delivered
+            .ok_or_else(|| DemoError::Timeout(format!("no FLASH receipt within {wait_ms} ms")))?;
+        hist.record(r.accepted_us + d.elapsed_us.unwrap_or(0)).ok();
+    }
+    Ok(hist)
 }
 
 fn ed25519_floor(size: usize) -> (f64, f64) {

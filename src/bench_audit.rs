@@ -15,7 +15,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde::Serialize;
 
 use crate::audit::LogWriter;
-use crate::core::{Core, Draft, Now, OfficeKeys, PeerKeys, Timing};
+use crate::core::{Draft, Now};
 use crate::identity::{OfficeDir, OfficeName};
 use crate::wire::proto::Precedence;
 use crate::wire::MessageId;
@@ -96,22 +96,11 @@ pub fn make_log(root: &Path, entries: u64, progress: bool) -> Result<OfficeDir, 
     da.add_peer(&db.card(), Some(String::new()), false)?;
     db.add_peer(&da.card(), Some(String::new()), false)?;
     let (a, b) = (da.load()?, db.load()?);
-    let core_for = |o: &crate::identity::Office| {
-        Core::new(
-            o.config.office.clone(),
-            OfficeKeys {
-                message: o.message_key.clone(),
-                log: o.log_key.clone(),
-            },
-            o.peers.iter().map(|p| PeerKeys {
-                office: p.name.clone(),
-                message: p.message_key,
-                log: p.log_key,
-            }),
-            Timing::default(),
-        )
-    };
-    let (mut ca, mut cb) = (core_for(&a), core_for(&b));
+    // The same cores a node would run, with default timing.
+    let (mut ca, mut cb) = (
+        crate::node::offline::new_core(&a),
+        crate::node::offline::new_core(&b),
+    );
     let (mut log, _) = LogWriter::open(&db.log(), |_| {})?;
     let mut now = Now {
         mono_ms: 0,

@@ -336,15 +336,9 @@ impl Core {
     }
 
     pub(super) fn on_line_check(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let key = self.channels[peer].key;
-        let lc: LineCheck = match envelope::open(&env, Domain::LineCheck, &key) {
-            Ok(l) => l,
-            Err(e) => {
-                return self.out.events.push(CoreEvent::ProtocolError {
-                    peer: peer.clone(),
-                    detail: format!("line check refused: {e}"),
-                })
-            }
+        let Some(lc) = self.open_from::<LineCheck>(peer, &env, Domain::LineCheck, "line check")
+        else {
+            return;
         };
         if lc.from != peer.as_str() || lc.to != self.me.as_str() {
             return;
@@ -486,21 +480,41 @@ impl Core {
     }
 
     pub(super) fn on_alert_level(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let key = self.channels[peer].key;
-        let n: AlertLevelNotice = match envelope::open(&env, Domain::AlertLevel, &key) {
-            Ok(n) => n,
-            Err(e) => {
-                return self.out.events.push(CoreEvent::ProtocolError {
-                    peer: peer.clone(),
-                    detail: format!("alert-level notice refused: {e}"),
-                })
-            }
+        let Some(n) = self.open_from::<AlertLevelNotice>(
+            peer,
+            &env,
+            Domain::AlertLevel,
+            "alert-level notice",
+        ) else {
+            return;
         };
         if n.from != peer.as_str() || n.to != self.me.as_str() {
             return;
         }
         let level = AlertLevel::try_from(n.level).unwrap_or(AlertLevel::Normal);
         self.change_alert_level(now, peer, level, "peer", &n.reason);
+    }
+
+    /// Verifies and decodes an envelope `peer` signed with its message key;
+    /// on failure reports a protocol error naming `what`.
+    fn open_from<M: prost::Message + Default>(
+        &mut self,
+        peer: &OfficeName,
+        env: &SignedEnvelope,
+        domain: Domain,
+        what: &str,
+    ) -> Option<M> {
+        let key = self.channels[peer].key;
+        match envelope::open(env, domain, &key) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.out.events.push(CoreEvent::ProtocolError {
+                    peer: peer.clone(),
+                    detail: format!("{what} refused: {e}"),
+                });
+                None
+            }
+        }
     }
 
     // ------------------------------------------------------------------
