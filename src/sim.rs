@@ -164,11 +164,14 @@ impl Sim {
             office: self.offices[other].name.clone(),
             message: self.offices[other].key.verifying_key(),
             log: self.offices[other].log_key.verifying_key(),
+            seal: crate::wire::seal::derive_keypair(&self.offices[other].log_key.to_bytes()).1,
+            relays: Vec::new(),
         };
         let o = &self.offices[i];
         let keys = OfficeKeys {
             message: o.key.clone(),
             log: o.log_key.clone(),
+            seal: crate::wire::seal::derive_keypair(&o.log_key.to_bytes()).0,
         };
         let mut core = Core::new(o.name.clone(), keys, [peer], self.timing);
         for e in &o.disk {

@@ -62,6 +62,9 @@ pub const KINDS: &[&str] = &[
     "escalation",
     "line-health",
     "alert-level",
+    "relay-accepted",
+    "relay-handed-over",
+    "relay-receipt",
 ];
 
 /// Summarizes `entry`.
@@ -220,6 +223,38 @@ pub fn summarize(entry: &LogEntry) -> EntrySummary {
                 a.by,
                 a.reason
             );
+        }
+        Event::RelayAccepted(p) | Event::RelayHandedOver(p) => {
+            let accepted = matches!(event, Event::RelayAccepted(_));
+            s.kind = if accepted {
+                "relay-accepted"
+            } else {
+                "relay-handed-over"
+            };
+            s.peer = Some(if accepted {
+                p.from.clone()
+            } else {
+                p.to.clone()
+            });
+            s.msg = Some(p.message_id.clone());
+            s.detail = format!(
+                "{} -> {}: sealed frame {} ({} bytes)",
+                p.from,
+                p.to,
+                hex::encode(&p.sealed_hash[..p.sealed_hash.len().min(8)]),
+                p.size
+            );
+        }
+        Event::RelayReceiptReceived(pe) => {
+            s.kind = "relay-receipt";
+            s.peer = Some(pe.peer.clone());
+            if let Ok(r) = crate::wire::proto::RelayReceipt::decode(payload(pe).as_slice()) {
+                s.msg = Some(r.message_id.clone());
+                let state = crate::wire::proto::RelayState::try_from(r.state)
+                    .map(|x| x.as_str_name())
+                    .unwrap_or("?");
+                s.detail = format!("{} says {state} {}", r.relay, r.reason);
+            }
         }
         Event::EquivocationDetected(e) => {
             s.kind = "equivocation";

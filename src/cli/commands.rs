@@ -266,6 +266,7 @@ fn send(a: super::SendArgs) -> Res {
         language: a.language.clone(),
         exercise: a.exercise,
         response: a.response.clone(),
+        via: a.via.clone(),
         wait: a.wait,
         wait_ms: Some(a.timeout * 1000),
     };

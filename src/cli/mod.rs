@@ -219,6 +219,9 @@ struct SendArgs {
     /// For replies: will-comply, cannot-comply, have-complied or information.
     #[arg(long)]
     response: Option<String>,
+    /// Also send it at once, sealed end to end, through this relay.
+    #[arg(long)]
+    via: Option<String>,
     /// Wait for the signed delivery receipt and print how long it took.
     #[arg(long)]
     wait: bool,

@@ -119,6 +119,8 @@ pub struct SendRequest {
     pub exercise: bool,
     /// For replies: `will-comply`, `cannot-comply`, `have-complied`, `information`.
     pub response: Option<String>,
+    /// Also send it at once, sealed, through this relay.
+    pub via: Option<String>,
     /// Wait for the signed receipt before answering.
     pub wait: bool,
     /// How long to wait, in ms (default 30 000).

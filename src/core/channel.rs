@@ -172,6 +172,9 @@ pub(crate) struct Channel {
     pub i_cosigned: Option<SignedCheckpoint>,
     /// The largest size of our log the peer has cosigned, as far as we know.
     pub peer_cosigned: u64,
+    /// The peer's X25519 seal key and the relays that may carry to it.
+    pub seal_key: [u8; 32],
+    pub relays: Vec<OfficeName>,
     /// Channel alert level (shared with the peer).
     pub level: AlertLevel,
     /// Line-check health.
@@ -214,6 +217,8 @@ impl Channel {
             log_key,
             i_cosigned: None,
             peer_cosigned: 0,
+            seal_key: [0; 32],
+            relays: Vec::new(),
             level: AlertLevel::Normal,
             health: Health::Up,
             lc_seq: 0,

@@ -148,7 +148,7 @@ impl Core {
                     detail = "line down: queued for the next connection".into();
                 }
             }
-            Action::Reroute => detail = "no relay route to this peer is configured".into(),
+            Action::Reroute => {}
             Action::Alert => {
                 detail = format!(
                     "no {} for {} {}",
@@ -164,7 +164,25 @@ impl Core {
             }
             Action::RaiseAlertLevel => {}
         }
+        let relays = ch.relays.clone();
         schedule(&policy, ch, seq);
+        if step.action == Action::Reroute {
+            detail = if relays.is_empty() {
+                "no relay route to this peer is configured".into()
+            } else {
+                match self.send_via_relay(peer, seq, None) {
+                    Some(r) => format!("sent sealed via {r}"),
+                    None => format!(
+                        "no relay reachable ({})",
+                        relays
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+            };
+        }
         self.persist(
             now,
             Event::Escalation(EscalationStep {

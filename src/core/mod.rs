@@ -19,6 +19,7 @@ mod escalation;
 mod office;
 mod output;
 pub mod policy;
+pub mod relay;
 
 pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem};
 pub use escalation::Overdue;

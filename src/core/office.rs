@@ -60,6 +60,8 @@ pub struct OfficeKeys {
     pub message: SigningKey,
     /// Signs checkpoints, cosignatures and checkpoint offers.
     pub log: SigningKey,
+    /// X25519 private key that opens frames sealed to this office.
+    pub seal: [u8; 32],
 }
 
 /// A pinned peer's public keys.
@@ -71,6 +73,10 @@ pub struct PeerKeys {
     pub message: VerifyingKey,
     /// Log key.
     pub log: VerifyingKey,
+    /// X25519 seal key (frames relayed to it are sealed to this).
+    pub seal: [u8; 32],
+    /// Relays that may carry frames to it.
+    pub relays: Vec<OfficeName>,
 }
 
 /// A message an operator wants sent.
@@ -165,6 +171,9 @@ pub struct Core {
     pub(super) unreceipted: Vec<(OfficeName, u64, u64, u64, [u8; 32], String)>,
     pub(super) out: Output,
     pub(super) policy: Policy,
+    pub(super) seal_private: [u8; 32],
+    pub(super) is_relay: bool,
+    pub(super) spool: BTreeMap<[u8; 32], super::relay::Spooled>,
 }
 
 impl Core {
@@ -189,13 +198,21 @@ impl Core {
             next_checkpoint_at: None,
             channels: peers
                 .into_iter()
-                .map(|p| (p.office.clone(), Channel::new(p.office, p.message, p.log)))
+                .map(|p| {
+                    let mut ch = Channel::new(p.office.clone(), p.message, p.log);
+                    ch.seal_key = p.seal;
+                    ch.relays = p.relays;
+                    (p.office, ch)
+                })
                 .collect(),
             inbox: Vec::new(),
             pinned: BTreeMap::new(),
             unreceipted: Vec::new(),
             out: Output::default(),
             policy: Policy::default(),
+            seal_private: keys.seal,
+            is_relay: false,
+            spool: BTreeMap::new(),
         }
     }
 
@@ -386,6 +403,8 @@ impl Core {
                 }
             }
             Event::Escalation(_) | Event::AlertLevelChanged(_) => self.replay_watch(event),
+            Event::RelayAccepted(_) | Event::RelayHandedOver(_) => self.replay_relay(event),
+            Event::RelayReceiptReceived(_) => {}
             Event::NodeStarted(_)
             | Event::NodeStopped(_)
             | Event::LinkChanged(_)
@@ -684,6 +703,9 @@ impl Core {
             Some(Body::NegativeReceipt(env)) => self.on_nack(now, peer, env),
             Some(Body::CheckpointOffer(env)) => self.on_checkpoint_offer(now, peer, env),
             Some(Body::Cosignature(c)) => self.on_cosignature(now, peer, c),
+            Some(Body::Sealed(sealed)) => self.on_sealed(now, peer, sealed),
+            Some(Body::RelayReceipt(env)) => self.on_relay_receipt(now, peer, env),
+            Some(Body::RelayTaken(t)) => self.on_relay_taken(now, peer, t),
             Some(Body::LineCheck(env)) => self.on_line_check(now, peer, env),
             Some(Body::AlertLevel(env)) => self.on_alert_level(now, peer, env),
             Some(Body::CheckpointRefused(r)) => {
@@ -838,6 +860,8 @@ impl Core {
         // Offer our latest checkpoint from the size the peer last cosigned.
         let from = h.cosigned_size;
         self.offer_checkpoint(peer, from);
+        // A relay forwards what it holds for this office.
+        self.forward_spooled(peer);
         // Check the line at once, and restate a raised alert level.
         self.send_line_check(now, peer);
         if self.channels[peer].level != AlertLevel::Normal {

@@ -175,6 +175,17 @@ pub enum CoreEvent {
         /// operator, ladder or peer.
         by: String,
     },
+    /// A relay said something about a frame we gave it.
+    RelayReceipt {
+        /// The relay.
+        relay: OfficeName,
+        /// The message.
+        message_id: String,
+        /// accepted, handed-over or refused.
+        state: String,
+        /// Why, when refused.
+        reason: String,
+    },
     /// The peer sent something that breaks the protocol but needs no reply
     /// (a receipt that does not verify, a hello for another office).
     ProtocolError {
@@ -190,6 +201,11 @@ pub enum CoreEvent {
 pub struct Output {
     /// Entries to append to the log and make durable first.
     pub persist: Vec<Persisted>,
+    /// Relay only: sealed frames to store durably (with the entries) by
+    /// hash; the log records only the hash.
+    pub spool_write: Vec<([u8; 32], Vec<u8>)>,
+    /// Relay only: spooled frames handed over, to delete after the entries.
+    pub spool_delete: Vec<[u8; 32]>,
     /// Frames to send, after `persist` is durable.
     pub transmit: Vec<Transmit>,
     /// Events to report, after `persist` is durable.

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::Clock;
 use super::link::{close_code, LinkHandle};
+use super::spool;
 use super::NodeError;
 use crate::audit::LogWriter;
 use crate::control::api::{
@@ -218,6 +219,7 @@ pub struct Facts {
     pub listen: String,
     pub dial: HashMap<OfficeName, String>,
     pub evidence_dir: std::path::PathBuf,
+    pub spool_dir: std::path::PathBuf,
     pub alert_command: Option<String>,
 }
 
@@ -381,13 +383,25 @@ impl Actor {
                     }
                 };
                 let id = MessageId::generate(now.wall_ms);
+                let to = draft.to.clone();
                 match self.core.submit(now, id, draft) {
-                    Ok(sequence) => self.accepting.push(Accepting {
-                        id,
-                        sequence,
-                        t0,
-                        reply,
-                    }),
+                    Ok(sequence) => {
+                        if let (Some(via), Ok(peer)) = (req.via.as_deref(), OfficeName::new(to)) {
+                            let via = OfficeName::new(via.to_string()).ok();
+                            match self.core.send_via_relay(&peer, sequence, via.as_ref()) {
+                                Some(r) => tracing::info!(%peer, "{id} sent sealed via {r}"),
+                                None => {
+                                    tracing::warn!(%peer, "{id}: relay {:?} not reachable; queued for the direct line", req.via)
+                                }
+                            }
+                        }
+                        self.accepting.push(Accepting {
+                            id,
+                            sequence,
+                            t0,
+                            reply,
+                        })
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));
                     }
@@ -642,11 +656,26 @@ impl Actor {
     /// Makes the core's entries durable, then acts on the rest.
     async fn commit(&mut self) -> Result<(), NodeError> {
         let out = self.core.take_output();
-        if !out.persist.is_empty() {
+        if !out.persist.is_empty() || !out.spool_write.is_empty() || !out.spool_delete.is_empty() {
             let mut log = self.log.take().expect("log present between commits");
             let entries = out.persist;
+            let (writes, deletes) = (out.spool_write, out.spool_delete);
+            let spool_dir = self.facts.spool_dir.clone();
             let (log, result) = tokio::task::spawn_blocking(move || {
+                // Relay: the sealed frames are on disk before the entries
+                // that say they were accepted; deleted only after the entries
+                // that say they were handed over.
+                if let Err(e) = spool::write(&spool_dir, &writes) {
+                    let err = crate::audit::LogError::Io {
+                        path: spool_dir.clone(),
+                        source: e,
+                    };
+                    return (log, Err(err));
+                }
                 let r = log.append_durable(&entries);
+                if r.is_ok() {
+                    spool::delete(&spool_dir, &deletes);
+                }
                 (log, r)
             })
             .await
@@ -809,6 +838,20 @@ impl Actor {
                             "{} (set by {by})",
                             api::alert_level_name(level).to_uppercase()
                         ),
+                    );
+                }
+                CoreEvent::RelayReceipt {
+                    relay,
+                    message_id,
+                    state,
+                    reason,
+                } => {
+                    tracing::info!(%relay, %message_id, "relay {relay}: {state} {reason}");
+                    self.push_event(
+                        "relay",
+                        Some(&relay),
+                        Some(message_id),
+                        format!("{state} {reason}"),
                     );
                 }
                 CoreEvent::Cosigned { peer, size } => {

@@ -11,6 +11,7 @@ pub mod control_server;
 mod dialer;
 pub mod link;
 pub mod offline;
+mod spool;
 pub mod tls;
 
 use std::collections::{BTreeSet, HashMap};
@@ -269,6 +270,16 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         return Err(e.into());
     }
     core.check_own_checkpoint()?;
+    // A relay takes back the sealed frames it still holds.
+    for hash in core.spool_needed() {
+        match spool::read(&dir.root().join("spool"), &hash) {
+            Some(bytes) if core.restore_spooled(hash, &bytes) => {}
+            _ => tracing::error!(
+                "spooled frame {} is missing or damaged; it cannot be forwarded",
+                hex::encode(hash)
+            ),
+        }
+    }
     if let Some(t) = &recovered.torn {
         tracing::warn!(
             "log recovery: removed a torn tail of {} bytes at offset {} ({})",
@@ -369,6 +380,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         listen: quic_addr.to_string(),
         dial,
         evidence_dir: dir.root().join("evidence"),
+        spool_dir: dir.root().join("spool"),
         alert_command: office.config.escalation.alert_command.clone(),
     };
     let actor = Actor::new(core, log, clock, facts, (rx, normal_rx), links_up);

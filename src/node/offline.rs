@@ -13,11 +13,14 @@ pub fn new_core(office: &Office) -> Core {
         OfficeKeys {
             message: office.message_key.clone(),
             log: office.log_key.clone(),
+            seal: *office.seal_private,
         },
         office.peers.iter().map(|p| PeerKeys {
             office: p.name.clone(),
             message: p.message_key,
             log: p.log_key,
+            seal: p.seal_key,
+            relays: p.relays.clone(),
         }),
         Timing {
             rto_ms: t.retransmit_ms,
@@ -28,6 +31,7 @@ pub fn new_core(office: &Office) -> Core {
     );
     let e = &office.config.escalation;
     core.set_policy(e.policy.scaled(e.time_scale));
+    core.set_relay_role(office.card.is_relay());
     core
 }
 

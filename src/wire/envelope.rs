@@ -25,6 +25,8 @@ pub enum Domain {
     LineCheck,
     /// An [`AlertLevelNotice`](super::proto::AlertLevelNotice).
     AlertLevel,
+    /// A [`RelayReceipt`](super::proto::RelayReceipt).
+    RelayReceipt,
 }
 
 impl Domain {
@@ -37,6 +39,7 @@ impl Domain {
             Domain::CheckpointOffer => "hotline/1 checkpoint-offer",
             Domain::LineCheck => "hotline/1 line-check",
             Domain::AlertLevel => "hotline/1 alert-level",
+            Domain::RelayReceipt => "hotline/1 relay-receipt",
         }
     }
 
