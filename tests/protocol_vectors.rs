@@ -111,6 +111,32 @@ fn computed() -> BTreeMap<String, BTreeMap<String, String>> {
             ("frame".to_string(), hex::encode(&msg_frame)),
         ]),
     );
+    // Sealing for the relay path: the message frame above, sealed to
+    // pyongyang's seal key (derived from 32 bytes of 0x33) with ephemeral
+    // key material of 32 bytes of 0x55.
+    let header = hotline::wire::proto::RoutingHeader {
+        from: "washington".into(),
+        to: "pyongyang".into(),
+        message_id: message().id,
+        size: (msg_frame.len() - 4 + 16) as u64,
+        relay: "stockholm".into(),
+    };
+    let (_, seal_pk) = hotline::wire::seal::derive_keypair(&[0x33; 32]);
+    let inner = &msg_frame[4..]; // the encoded Frame, without the stream header
+    let sealed =
+        hotline::wire::seal::seal_with(&seal_pk, &header.encode_to_vec(), inner, |b| b.fill(0x55))
+            .unwrap();
+    m.insert(
+        "sealed".to_string(),
+        BTreeMap::from([
+            ("recipient_seal_ikm".to_string(), hex::encode([0x33u8; 32])),
+            ("recipient_seal_public".to_string(), hex::encode(seal_pk)),
+            ("ephemeral_ikm".to_string(), hex::encode([0x55u8; 32])),
+            ("header".to_string(), hex::encode(header.encode_to_vec())),
+            ("enc".to_string(), hex::encode(&sealed.enc)),
+            ("ciphertext".to_string(), hex::encode(&sealed.ciphertext)),
+        ]),
+    );
     m.insert(
         "receipt".to_string(),
         BTreeMap::from([
@@ -169,4 +195,19 @@ fn documented_vectors_verify_independently() {
     let sig = ed25519_dalek::Signature::from_slice(&hex::decode(&m["signature"]).unwrap()).unwrap();
     key.verify_strict(&signed, &sig).unwrap();
     assert_eq!(Message::decode(payload.as_slice()).unwrap(), message());
+
+    // The sealed vector opens with the recipient's key to the message frame.
+    let v = &doc["sealed"];
+    let ikm: [u8; 32] = hex::decode(&v["recipient_seal_ikm"])
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let (sk, _) = hotline::wire::seal::derive_keypair(&ikm);
+    let sealed = hotline::wire::seal::Sealed {
+        enc: hex::decode(&v["enc"]).unwrap(),
+        ciphertext: hex::decode(&v["ciphertext"]).unwrap(),
+    };
+    let inner =
+        hotline::wire::seal::open(&sk, &hex::decode(&v["header"]).unwrap(), &sealed).unwrap();
+    assert_eq!(hex::encode(inner), m["frame"][8..]);
 }
