@@ -155,4 +155,92 @@ async fn a_flash_message_crosses_a_dead_direct_line_through_the_relay() {
         kinds.iter().filter(|k| *k == "relay-handed-over").count() >= 2,
         "{kinds:?}"
     );
+    // The merged timeline shows the path and the relay's receipts.
+    let rows =
+        hotline::audit::compare::timeline(&w.log(), "washington", &p.log(), "pyongyang").unwrap();
+    let events: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.msg == sent.id)
+        .map(|r| r.event.as_str())
+        .collect();
+    assert!(
+        events.contains(&"received from washington via stockholm"),
+        "{events:?}"
+    );
+    assert!(events.contains(&"relay stockholm: accepted"), "{events:?}");
+    assert!(
+        events.contains(&"relay stockholm: handed_over"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ladder_reroutes_through_the_relay_when_the_receipt_is_late() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, p, s) = (
+        OfficeDir::new(tmp.path().join("washington")),
+        OfficeDir::new(tmp.path().join("pyongyang")),
+        OfficeDir::new(tmp.path().join("stockholm")),
+    );
+    init(&w, "washington", "office");
+    init(&p, "pyongyang", "office");
+    init(&s, "stockholm", "relay");
+    for (me, other) in [(&w, &p), (&p, &w)] {
+        me.add_peer(&other.card(), Some(String::new()), false)
+            .unwrap();
+        me.add_peer(&s.card(), Some(String::new()), false).unwrap();
+        let mut cfg = me.load_config().unwrap();
+        let other_name = other.load_config().unwrap().office.to_string();
+        cfg.peers.get_mut(&other_name).unwrap().relays = vec!["stockholm".into()];
+        // FLASH reroutes after 10 s * 0.01 = 100 ms without a receipt.
+        cfg.escalation.time_scale = 0.01;
+        me.save_config(&cfg).unwrap();
+    }
+    let (nw, np) = (start(&w).await, start(&p).await);
+    s.add_peer(&w.card(), Some(nw.quic_addr.to_string()), false)
+        .unwrap();
+    s.add_peer(&p.card(), Some(np.quic_addr.to_string()), false)
+        .unwrap();
+    let ns = start(&s).await;
+    demo::wait_up(&nw, "stockholm").await.unwrap();
+    demo::wait_up(&np, "stockholm").await.unwrap();
+    let sent = nw
+        .handle
+        .send(SendRequest {
+            to: "pyongyang".into(),
+            precedence: Some("flash".into()),
+            body: "No direct line: the ladder must find the relay.".into(),
+            wait: true,
+            wait_ms: Some(20_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        sent.delivered.is_some(),
+        "delivered through the relay by the reroute step"
+    );
+    ns.stop().await.unwrap();
+    np.stop().await.unwrap();
+    nw.stop().await.unwrap();
+    let mut reroute = None;
+    hotline::audit::scan(&w.log(), |e| {
+        if let Some(Event::Escalation(x)) = e.entry.event {
+            if x.message_id == sent.id && x.action == "reroute" {
+                reroute = Some(x.detail);
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(reroute.as_deref(), Some("sent sealed via stockholm"));
+    // The sender holds the relay's signed receipt too.
+    let mut accepted = false;
+    hotline::audit::scan(&w.log(), |e| {
+        if let Some(Event::RelayReceiptReceived(pe)) = e.entry.event {
+            let r = RelayReceipt::decode(pe.envelope.unwrap().payload.as_slice()).unwrap();
+            accepted |= r.message_id == sent.id && r.state == RelayState::Accepted as i32;
+        }
+    })
+    .unwrap();
+    assert!(accepted);
 }

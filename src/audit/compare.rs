@@ -23,6 +23,10 @@ struct Side {
     /// msg id -> (index, time, receipt envelope bytes, receipt)
     receipts_sent: BTreeMap<String, (u64, u64, Vec<u8>, Receipt)>,
     receipts_received: BTreeMap<String, (u64, u64, Vec<u8>, Receipt)>,
+    /// Received message id -> relay it came through.
+    via: BTreeMap<String, String>,
+    /// Relay receipts held: (time, message id, relay, state).
+    relay_receipts: Vec<(u64, String, String, String)>,
     /// notes
     cosigned_by_peer: Vec<(u64, Vec<u8>)>,
     cosigned_for_peer: Vec<(u64, Vec<u8>)>,
@@ -45,6 +49,9 @@ fn load(path: &std::path::Path, office: &str, peer: &str) -> Result<Side, LogErr
             Some(Event::MessageSent(pe)) | Some(Event::MessageReceived(pe)) if pe.peer == peer => {
                 let (bytes, env) = env_bytes(pe);
                 if let Ok(m) = Message::decode(env.payload.as_slice()) {
+                    if !pe.via.is_empty() {
+                        s.via.insert(m.id.clone(), pe.via.clone());
+                    }
                     let map = if matches!(e.entry.event, Some(Event::MessageSent(_))) {
                         &mut s.sent
                     } else {
@@ -62,6 +69,21 @@ fn load(path: &std::path::Path, office: &str, peer: &str) -> Result<Side, LogErr
                         &mut s.receipts_received
                     };
                     map.entry(r.message_id.clone()).or_insert((i, t, bytes, r));
+                }
+            }
+            Some(Event::RelayReceiptReceived(pe)) => {
+                let (_, env) = env_bytes(pe);
+                if let Ok(r) = crate::wire::proto::RelayReceipt::decode(env.payload.as_slice()) {
+                    if r.to == peer {
+                        let state = crate::wire::proto::RelayState::try_from(r.state)
+                            .map(|x| {
+                                x.as_str_name()
+                                    .trim_start_matches("RELAY_STATE_")
+                                    .to_lowercase()
+                            })
+                            .unwrap_or_default();
+                        s.relay_receipts.push((t, r.message_id, r.relay, state));
+                    }
                 }
             }
             Some(Event::CosignatureReceived(n)) if n.peer == peer => {
@@ -229,13 +251,29 @@ pub fn timeline(
             ));
         }
         for (id, (_, t, _, m)) in &side.received {
+            let via = side
+                .via
+                .get(id)
+                .map(|r| format!(" via {r}"))
+                .unwrap_or_default();
             rows.push(row(
                 *t,
                 &side.office,
-                format!("received from {}", other.office),
+                format!("received from {}{via}", other.office),
                 id,
                 m,
             ));
+        }
+        for (t, id, relay, state) in &side.relay_receipts {
+            if let Some((_, _, _, m)) = side.sent.get(id) {
+                rows.push(row(
+                    *t,
+                    &side.office,
+                    format!("relay {relay}: {state}"),
+                    id,
+                    m,
+                ));
+            }
         }
         for (id, (_, t, _, _)) in &side.receipts_received {
             if let Some((_, _, _, m)) = side.sent.get(id) {

@@ -65,6 +65,7 @@ pub const KINDS: &[&str] = &[
     "relay-accepted",
     "relay-handed-over",
     "relay-receipt",
+    "relay-expired",
 ];
 
 /// Summarizes `entry`.
@@ -224,12 +225,12 @@ pub fn summarize(entry: &LogEntry) -> EntrySummary {
                 a.reason
             );
         }
-        Event::RelayAccepted(p) | Event::RelayHandedOver(p) => {
+        Event::RelayAccepted(p) | Event::RelayHandedOver(p) | Event::RelayExpired(p) => {
             let accepted = matches!(event, Event::RelayAccepted(_));
-            s.kind = if accepted {
-                "relay-accepted"
-            } else {
-                "relay-handed-over"
+            s.kind = match event {
+                Event::RelayAccepted(_) => "relay-accepted",
+                Event::RelayHandedOver(_) => "relay-handed-over",
+                _ => "relay-expired",
             };
             s.peer = Some(if accepted {
                 p.from.clone()

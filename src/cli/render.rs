@@ -126,6 +126,7 @@ pub fn status(s: &StatusResponse) {
         &[
             "PEER",
             "LINK",
+            "ROUTE",
             "HEALTH",
             "LEVEL",
             "RTT",
@@ -148,6 +149,7 @@ pub fn status(s: &StatusResponse) {
                     } else {
                         p.link.clone()
                     },
+                    p.route.clone(),
                     if p.missed_line_checks > 0 {
                         format!(
                             "{} ({} missed)",

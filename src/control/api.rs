@@ -330,6 +330,10 @@ pub struct PeerStatus {
     pub line_check_rtt_ms: Option<u64>,
     /// Sent messages not yet acknowledged.
     pub awaiting_ack: usize,
+    /// Relays that may carry to this peer.
+    pub relays: Vec<String>,
+    /// The route in use now: "direct", "via RELAY", or "none".
+    pub route: String,
     /// Largest size of our log the peer has cosigned.
     pub peer_cosigned_size: u64,
     /// Size of the peer's latest checkpoint we cosigned.

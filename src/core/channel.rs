@@ -111,6 +111,8 @@ pub struct ChannelStatus {
     pub line_check_rtt_ms: Option<u64>,
     /// Sent messages awaiting acknowledgement.
     pub awaiting_ack: usize,
+    /// Relays that may carry frames to this peer.
+    pub relays: Vec<OfficeName>,
 }
 
 /// An unreceipted outgoing message.
@@ -283,6 +285,7 @@ impl Channel {
             missed_line_checks: self.lc_missed,
             line_check_rtt_ms: self.last_rtt_ms,
             awaiting_ack: self.tracks.len(),
+            relays: self.relays.clone(),
         }
     }
 }

@@ -174,6 +174,8 @@ pub struct Core {
     pub(super) seal_private: [u8; 32],
     pub(super) is_relay: bool,
     pub(super) spool: BTreeMap<[u8; 32], super::relay::Spooled>,
+    /// Set while processing a frame that arrived sealed through this relay.
+    pub(super) receiving_via: Option<OfficeName>,
 }
 
 impl Core {
@@ -213,6 +215,7 @@ impl Core {
             seal_private: keys.seal,
             is_relay: false,
             spool: BTreeMap::new(),
+            receiving_via: None,
         }
     }
 
@@ -403,7 +406,9 @@ impl Core {
                 }
             }
             Event::Escalation(_) | Event::AlertLevelChanged(_) => self.replay_watch(event),
-            Event::RelayAccepted(_) | Event::RelayHandedOver(_) => self.replay_relay(event),
+            Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
+                self.replay_relay(event, entry.time_unix_ms)
+            }
             Event::RelayReceiptReceived(_) => {}
             Event::NodeStarted(_)
             | Event::NodeStopped(_)
@@ -722,6 +727,7 @@ impl Core {
     /// Fires due retransmissions, hello retries and checkpoints.
     pub fn handle_timeout(&mut self, now: Now) {
         self.maybe_checkpoint(now);
+        self.expire_spooled(now);
         self.fire_due_steps(now);
         self.line_checks_due(now);
         for ch in self.channels.values_mut() {
@@ -929,7 +935,13 @@ impl Core {
         }
         // New message: log it, and in the same batch sign and log its receipt.
         let index = self.next_index;
-        self.persist(now, Event::MessageReceived(peer_env(peer, env.clone())));
+        let mut received = peer_env(peer, env.clone());
+        received.via = self
+            .receiving_via
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        self.persist(now, Event::MessageReceived(received));
         let receipt = Receipt {
             message_id: msg.id.clone(),
             message_hash: hash.to_vec(),
@@ -1335,6 +1347,7 @@ fn peer_env(peer: &OfficeName, env: SignedEnvelope) -> PeerEnvelope {
     PeerEnvelope {
         peer: peer.to_string(),
         envelope: Some(env),
+        via: String::new(),
     }
 }
 

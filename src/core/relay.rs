@@ -27,6 +27,9 @@ use crate::wire::{seal, sha256};
 
 /// Most frames a relay holds for one office.
 pub const MAX_SPOOL_PER_OFFICE: usize = 10_000;
+/// How long a relay keeps a frame nobody claims (7 days), then drops it
+/// and tells the submitter.
+pub const MAX_SPOOL_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Largest sealed frame a relay accepts (a message frame plus sealing).
 pub const MAX_SEALED_LEN: usize = crate::wire::MAX_FRAME_LEN;
 
@@ -39,6 +42,8 @@ pub struct Spooled {
     pub to: OfficeName,
     /// The sealed frame (header and ciphertext).
     pub sealed: Option<Sealed>,
+    /// When it was accepted (relay's wall clock).
+    pub accepted_unix_ms: u64,
 }
 
 fn control(peer: &OfficeName, body: Body) -> Transmit {
@@ -197,6 +202,7 @@ impl Core {
                     from: submitter.clone(),
                     to: to.clone(),
                     sealed: Some(sealed.clone()),
+                    accepted_unix_ms: now.wall_ms,
                 },
             );
         }
@@ -317,7 +323,9 @@ impl Core {
             }
         }
         let before = self.out.transmit.len();
+        self.receiving_via = Some(relay.clone());
         self.handle_frame(now, &from, inner);
+        self.receiving_via = None;
         // Answers to `from` produced just now go back through the relay when
         // there is no direct line.
         let direct = self.channels[&from].connected && self.channels[&from].resumed;
@@ -364,6 +372,7 @@ impl Core {
             Event::NegativeReceiptSent(crate::wire::proto::PeerEnvelope {
                 peer: from.to_string(),
                 envelope: Some(env.clone()),
+                ..Default::default()
             }),
         );
         self.out.events.push(CoreEvent::Refused {
@@ -408,6 +417,7 @@ impl Core {
             Event::RelayReceiptReceived(crate::wire::proto::PeerEnvelope {
                 peer: relay.to_string(),
                 envelope: Some(env),
+                ..Default::default()
             }),
         );
         let state = match RelayState::try_from(r.state).unwrap_or_default() {
@@ -426,8 +436,13 @@ impl Core {
 
     /// Relay side: rebuilds the spool index from the log; the shell then
     /// gives back each stored frame with [`Core::restore_spooled`].
-    pub(super) fn replay_relay(&mut self, event: &Event) {
+    pub(super) fn replay_relay(&mut self, event: &Event, time_unix_ms: u64) {
         match event {
+            Event::RelayExpired(p) => {
+                if let Ok(hash) = <[u8; 32]>::try_from(p.sealed_hash.as_slice()) {
+                    self.spool.remove(&hash);
+                }
+            }
             Event::RelayAccepted(p) => {
                 if let (Ok(hash), Ok(from), Ok(to)) = (
                     <[u8; 32]>::try_from(p.sealed_hash.as_slice()),
@@ -440,6 +455,7 @@ impl Core {
                             from,
                             to,
                             sealed: None,
+                            accepted_unix_ms: time_unix_ms,
                         },
                     );
                 }
@@ -450,6 +466,56 @@ impl Core {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Relay side: drops frames nobody claimed within the age limit, and
+    /// tells their submitters why.
+    pub(super) fn expire_spooled(&mut self, now: Now) {
+        if !self.is_relay {
+            return;
+        }
+        let old: Vec<[u8; 32]> = self
+            .spool
+            .iter()
+            .filter(|(_, s)| {
+                s.accepted_unix_ms > 0
+                    && now.wall_ms.saturating_sub(s.accepted_unix_ms) > MAX_SPOOL_AGE_MS
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in old {
+            let item = self.spool.remove(&hash).expect("present");
+            let header = item
+                .sealed
+                .as_ref()
+                .and_then(|s| s.header.clone())
+                .unwrap_or_default();
+            self.persist(
+                now,
+                Event::RelayExpired(RelayPassage {
+                    sealed_hash: hash.to_vec(),
+                    from: header.from.clone(),
+                    to: header.to.clone(),
+                    message_id: header.message_id.clone(),
+                    size: header.size,
+                }),
+            );
+            self.out.spool_delete.push(hash);
+            if self
+                .channels
+                .get(&item.from)
+                .is_some_and(|c| c.connected && c.resumed)
+            {
+                self.relay_receipt(
+                    now,
+                    &item.from,
+                    &hash,
+                    &header,
+                    RelayState::Refused,
+                    "expired unclaimed",
+                );
+            }
         }
     }
 

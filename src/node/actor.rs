@@ -925,6 +925,16 @@ impl Actor {
                             missed_line_checks: c.missed_line_checks,
                             line_check_rtt_ms: c.line_check_rtt_ms,
                             awaiting_ack: c.awaiting_ack,
+                            route: if link.is_some() {
+                                "direct".into()
+                            } else {
+                                c.relays
+                                    .iter()
+                                    .find(|r| self.links.contains_key(*r))
+                                    .map(|r| format!("via {r}"))
+                                    .unwrap_or_else(|| "none".into())
+                            },
+                            relays: c.relays.iter().map(|r| r.to_string()).collect(),
                             peer_cosigned_size: c.peer_cosigned_size,
                             we_cosigned_size: c.we_cosigned_size,
                         }
