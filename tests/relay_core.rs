@@ -245,3 +245,56 @@ fn a_message_sent_both_ways_is_delivered_once() {
         .count();
     assert_eq!(delivered, 1);
 }
+
+#[test]
+fn a_relay_cannot_slip_in_unsigned_frames() {
+    // Anyone holding pyongyang's public seal key can seal a frame that claims
+    // to be from washington; only signed frames are accepted that way.
+    let mut net = Net::new();
+    net.link("washington", "stockholm");
+    net.link("pyongyang", "stockholm");
+    let header = hotline::wire::proto::RoutingHeader {
+        from: "washington".into(),
+        to: "pyongyang".into(),
+        message_id: String::new(),
+        size: 0,
+        relay: "stockholm".into(),
+    };
+    let hello = Frame {
+        body: Some(Body::Hello(hotline::wire::proto::Hello {
+            protocol_version: 1,
+            office: "washington".into(),
+            ..Default::default()
+        })),
+    };
+    let (_, pk) = seal::derive_keypair(&[22; 32]);
+    use prost::Message as _;
+    let inner = hello.encode_to_vec();
+    let mut header = header;
+    header.size = inner.len() as u64 + 16;
+    let s = seal::seal(&pk, &header.encode_to_vec(), &inner).unwrap();
+    let frame = Frame {
+        body: Some(Body::Sealed(hotline::wire::proto::Sealed {
+            header: Some(header),
+            enc: s.enc,
+            ciphertext: s.ciphertext,
+        })),
+    };
+    let now = net.now;
+    net.cores
+        .get_mut("pyongyang")
+        .unwrap()
+        .handle_frame(now, &name("stockholm"), frame);
+    net.pump();
+    assert!(net
+        .entries("pyongyang")
+        .iter()
+        .any(|e| matches!(e, Event::NegativeReceiptSent(_))));
+    let st = net.cores["pyongyang"].status();
+    assert!(
+        !st.iter()
+            .find(|c| c.peer.as_str() == "washington")
+            .unwrap()
+            .resumed
+    );
+}

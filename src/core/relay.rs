@@ -314,6 +314,14 @@ impl Core {
         let Ok(inner) = Frame::decode(plain.as_slice()) else {
             return self.refuse_sealed(now, &from, relay, hash, &header);
         };
+        // HPKE base mode does not say who sealed a frame, so only frames
+        // that carry their sender's own signature may come this way.
+        if !matches!(
+            inner.body,
+            Some(Body::Message(_)) | Some(Body::Receipt(_)) | Some(Body::NegativeReceipt(_))
+        ) {
+            return self.refuse_sealed(now, &from, relay, hash, &header);
+        }
         // The header may not lie about the inside.
         if let Some(Body::Message(env)) = &inner.body {
             let ok = crate::wire::proto::Message::decode(env.payload.as_slice())
