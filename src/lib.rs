@@ -36,6 +36,7 @@ pub mod bench_audit;
 pub mod control;
 pub mod core;
 pub mod demo;
+pub mod drill;
 pub mod identity;
 pub mod node;
 pub mod sim;
