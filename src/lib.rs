@@ -22,8 +22,9 @@
 //!   actor that drives the core and the log, the control API server.
 //! - [`control`]: the control API's JSON types and its blocking client, used
 //!   by the CLI.
-//! - [`bench`] and [`demo`]: in-process two-node runs for measurement and
-//!   for a first look.
+//! - [`drill`]: crisis drills: scenario files (runners and reports to come).
+//! - [`bench`], [`bench_audit`] and [`demo`]: in-process runs for
+//!   measurement and for a first look.
 //!
 //! The binary (`src/main.rs` and `src/cli/`) is a thin layer over these.
 
