@@ -298,3 +298,30 @@ fn a_relay_cannot_slip_in_unsigned_frames() {
             .resumed
     );
 }
+
+#[test]
+fn a_frame_nobody_claims_expires_and_the_sender_is_told() {
+    let mut net = Net::new();
+    net.link("washington", "stockholm"); // pyongyang never connects
+    let (id, seq) = net.submit("Is anyone there?");
+    net.pump();
+    net.via_relay(seq);
+    assert!(net
+        .entries("stockholm")
+        .iter()
+        .any(|e| matches!(e, Event::RelayAccepted(p) if p.message_id == id.to_string())));
+    net.now.mono_ms += 8 * 24 * 3600 * 1000;
+    net.now.wall_ms += 8 * 24 * 3600 * 1000;
+    let now = net.now;
+    net.cores.get_mut("stockholm").unwrap().handle_timeout(now);
+    net.pump();
+    assert!(net
+        .entries("stockholm")
+        .iter()
+        .any(|e| matches!(e, Event::RelayExpired(p) if p.message_id == id.to_string())));
+    let told = net.events["washington"].iter().any(|e| {
+        matches!(e, CoreEvent::RelayReceipt { state, reason, message_id, .. }
+            if state == "refused" && reason == "expired unclaimed" && *message_id == id.to_string())
+    });
+    assert!(told, "washington holds the relay's signed refusal");
+}

@@ -36,18 +36,27 @@ fn all_bytes_under(root: &Path) -> Vec<u8> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flash_message_crosses_a_dead_direct_line_through_the_relay() {
-    let tmp = tempfile::tempdir().unwrap();
+/// Washington and pyongyang pin each other and stockholm but never dial
+/// (no direct line); stockholm, the relay, dials both. `time_scale` scales
+/// the offices' escalation policy.
+struct Three {
+    w: OfficeDir,
+    p: OfficeDir,
+    s: OfficeDir,
+    nw: RunningNode,
+    np: RunningNode,
+    ns: RunningNode,
+}
+
+async fn three_offices(root: &Path, time_scale: f64) -> Three {
     let (w, p, s) = (
-        OfficeDir::new(tmp.path().join("washington")),
-        OfficeDir::new(tmp.path().join("pyongyang")),
-        OfficeDir::new(tmp.path().join("stockholm")),
+        OfficeDir::new(root.join("washington")),
+        OfficeDir::new(root.join("pyongyang")),
+        OfficeDir::new(root.join("stockholm")),
     );
     init(&w, "washington", "office");
     init(&p, "pyongyang", "office");
     init(&s, "stockholm", "relay");
-    // Offices pin each other and the relay, but never dial: no direct line.
     for (me, other) in [(&w, &p), (&p, &w)] {
         me.add_peer(&other.card(), Some(String::new()), false)
             .unwrap();
@@ -55,10 +64,10 @@ async fn a_flash_message_crosses_a_dead_direct_line_through_the_relay() {
         let mut cfg = me.load_config().unwrap();
         let other_name = other.load_config().unwrap().office.to_string();
         cfg.peers.get_mut(&other_name).unwrap().relays = vec!["stockholm".into()];
+        cfg.escalation.time_scale = time_scale;
         me.save_config(&cfg).unwrap();
     }
     let (nw, np) = (start(&w).await, start(&p).await);
-    // The relay dials both offices.
     s.add_peer(&w.card(), Some(nw.quic_addr.to_string()), false)
         .unwrap();
     s.add_peer(&p.card(), Some(np.quic_addr.to_string()), false)
@@ -66,6 +75,27 @@ async fn a_flash_message_crosses_a_dead_direct_line_through_the_relay() {
     let ns = start(&s).await;
     demo::wait_up(&nw, "stockholm").await.unwrap();
     demo::wait_up(&np, "stockholm").await.unwrap();
+    Three {
+        w,
+        p,
+        s,
+        nw,
+        np,
+        ns,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_message_crosses_a_dead_direct_line_through_the_relay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Three {
+        w,
+        p,
+        s,
+        nw,
+        np,
+        ns,
+    } = three_offices(tmp.path(), 1.0).await;
 
     let body = "Chinese forces will enter the war if UN troops cross the 38th parallel.";
     let sent = nw
@@ -177,33 +207,8 @@ async fn a_flash_message_crosses_a_dead_direct_line_through_the_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ladder_reroutes_through_the_relay_when_the_receipt_is_late() {
     let tmp = tempfile::tempdir().unwrap();
-    let (w, p, s) = (
-        OfficeDir::new(tmp.path().join("washington")),
-        OfficeDir::new(tmp.path().join("pyongyang")),
-        OfficeDir::new(tmp.path().join("stockholm")),
-    );
-    init(&w, "washington", "office");
-    init(&p, "pyongyang", "office");
-    init(&s, "stockholm", "relay");
-    for (me, other) in [(&w, &p), (&p, &w)] {
-        me.add_peer(&other.card(), Some(String::new()), false)
-            .unwrap();
-        me.add_peer(&s.card(), Some(String::new()), false).unwrap();
-        let mut cfg = me.load_config().unwrap();
-        let other_name = other.load_config().unwrap().office.to_string();
-        cfg.peers.get_mut(&other_name).unwrap().relays = vec!["stockholm".into()];
-        // FLASH reroutes after 10 s * 0.01 = 100 ms without a receipt.
-        cfg.escalation.time_scale = 0.01;
-        me.save_config(&cfg).unwrap();
-    }
-    let (nw, np) = (start(&w).await, start(&p).await);
-    s.add_peer(&w.card(), Some(nw.quic_addr.to_string()), false)
-        .unwrap();
-    s.add_peer(&p.card(), Some(np.quic_addr.to_string()), false)
-        .unwrap();
-    let ns = start(&s).await;
-    demo::wait_up(&nw, "stockholm").await.unwrap();
-    demo::wait_up(&np, "stockholm").await.unwrap();
+    // FLASH reroutes after 10 s * 0.01 = 100 ms without a receipt.
+    let Three { w, nw, np, ns, .. } = three_offices(tmp.path(), 0.01).await;
     let sent = nw
         .handle
         .send(SendRequest {

@@ -54,6 +54,17 @@ fn control(peer: &OfficeName, body: Body) -> Transmit {
     }
 }
 
+/// What a relay logs about a frame: everything but its content.
+fn passage(hash: &[u8; 32], h: &RoutingHeader) -> RelayPassage {
+    RelayPassage {
+        sealed_hash: hash.to_vec(),
+        from: h.from.clone(),
+        to: h.to.clone(),
+        message_id: h.message_id.clone(),
+        size: h.size,
+    }
+}
+
 fn header_bytes(h: &RoutingHeader) -> Vec<u8> {
     h.encode_to_vec()
 }
@@ -185,16 +196,7 @@ impl Core {
         }
         let to = to.expect("checked");
         if !self.spool.contains_key(&hash) {
-            self.persist(
-                now,
-                Event::RelayAccepted(RelayPassage {
-                    sealed_hash: hash.to_vec(),
-                    from: header.from.clone(),
-                    to: header.to.clone(),
-                    message_id: header.message_id.clone(),
-                    size: header.size,
-                }),
-            );
+            self.persist(now, Event::RelayAccepted(passage(&hash, &header)));
             self.out.spool_write.push((hash, bytes));
             self.spool.insert(
                 hash,
@@ -262,29 +264,36 @@ impl Core {
         if &item.to != peer {
             return;
         }
-        let item = self.spool.remove(&hash).expect("present");
+        self.release_spooled(now, hash, RelayState::HandedOver);
+    }
+
+    /// Relay side: a spooled frame leaves (handed over, or expired): log it
+    /// by hash, drop the stored copy, and tell the submitter if it is there.
+    fn release_spooled(&mut self, now: Now, hash: [u8; 32], outcome: RelayState) {
+        let Some(item) = self.spool.remove(&hash) else {
+            return;
+        };
         let header = item
             .sealed
             .as_ref()
             .and_then(|s| s.header.clone())
             .unwrap_or_default();
-        self.persist(
-            now,
-            Event::RelayHandedOver(RelayPassage {
-                sealed_hash: hash.to_vec(),
-                from: header.from.clone(),
-                to: header.to.clone(),
-                message_id: header.message_id.clone(),
-                size: header.size,
-            }),
-        );
+        let (event, reason) = if outcome == RelayState::HandedOver {
+            (Event::RelayHandedOver(passage(&hash, &header)), "")
+        } else {
+            (
+                Event::RelayExpired(passage(&hash, &header)),
+                "expired unclaimed",
+            )
+        };
+        self.persist(now, event);
         self.out.spool_delete.push(hash);
         if self
             .channels
             .get(&item.from)
             .is_some_and(|c| c.connected && c.resumed)
         {
-            self.relay_receipt(now, &item.from, &hash, &header, RelayState::HandedOver, "");
+            self.relay_receipt(now, &item.from, &hash, &header, outcome, reason);
         }
     }
 
@@ -493,37 +502,7 @@ impl Core {
             .map(|(h, _)| *h)
             .collect();
         for hash in old {
-            let item = self.spool.remove(&hash).expect("present");
-            let header = item
-                .sealed
-                .as_ref()
-                .and_then(|s| s.header.clone())
-                .unwrap_or_default();
-            self.persist(
-                now,
-                Event::RelayExpired(RelayPassage {
-                    sealed_hash: hash.to_vec(),
-                    from: header.from.clone(),
-                    to: header.to.clone(),
-                    message_id: header.message_id.clone(),
-                    size: header.size,
-                }),
-            );
-            self.out.spool_delete.push(hash);
-            if self
-                .channels
-                .get(&item.from)
-                .is_some_and(|c| c.connected && c.resumed)
-            {
-                self.relay_receipt(
-                    now,
-                    &item.from,
-                    &hash,
-                    &header,
-                    RelayState::Refused,
-                    "expired unclaimed",
-                );
-            }
+            self.release_spooled(now, hash, RelayState::Refused);
         }
     }
 
