@@ -22,7 +22,8 @@
 //!   actor that drives the core and the log, the control API server.
 //! - [`control`]: the control API's JSON types and its blocking client, used
 //!   by the CLI.
-//! - [`drill`]: crisis drills: scenario files (runners and reports to come).
+//! - [`drill`]: crisis drills: scenario files, live and simulated runners,
+//!   reports, replay and fuzzing; the bundled drills.
 //! - [`bench`], [`bench_audit`] and [`demo`]: in-process runs for
 //!   measurement and for a first look.
 //!

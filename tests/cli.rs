@@ -37,6 +37,7 @@ async fn operator_commands_render_and_act() {
             precedence: Some("flash".into()),
             subject: "Launch detected".into(),
             body: "Request immediate clarification.".into(),
+            exercise: true,
             wait: true,
             ..Default::default()
         })
@@ -109,6 +110,12 @@ async fn operator_commands_render_and_act() {
     let (code, text) = run(vec!["outbox", "--dir", &w]).await;
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("delivered"), "{text}");
+    // Drill traffic is marked wherever a message is shown.
+    assert!(text.contains("[EXERCISE] Launch detected"), "{text}");
+    let (_, text) = run(vec!["inbox", "--dir", &p]).await;
+    assert!(text.contains("[EXERCISE]"), "{text}");
+    let (_, json) = run(vec!["outbox", "--dir", &w, "--json"]).await;
+    assert!(json.contains("\"exercise\": true"), "{json}");
 
     b.stop().await.unwrap();
     a.stop().await.unwrap();

@@ -325,3 +325,41 @@ fn a_frame_nobody_claims_expires_and_the_sender_is_told() {
     });
     assert!(told, "washington holds the relay's signed refusal");
 }
+
+#[test]
+fn a_reroute_that_finds_no_relay_goes_through_the_first_one_that_comes_up() {
+    let mut net = Net::new();
+    net.link("pyongyang", "stockholm"); // washington has no line at all yet
+    let (id, _) = net.submit("Warning: do not cross the parallel.");
+    net.pump();
+    // Run washington's clock past the FLASH reroute step (10 s).
+    for _ in 0..30 {
+        net.now.mono_ms += 1_000;
+        net.now.wall_ms += 1_000;
+        let now = net.now;
+        net.cores.get_mut("washington").unwrap().handle_timeout(now);
+        net.pump();
+    }
+    let steps: Vec<String> = net
+        .entries("washington")
+        .iter()
+        .filter_map(|e| match e {
+            Event::Escalation(s) if s.action == "reroute" => Some(s.detail.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        steps.iter().any(|d| d.contains("no relay reachable")),
+        "{steps:?}"
+    );
+    assert!(net.cores["pyongyang"].inbox().is_empty());
+    // The relay's line comes up: the warning goes through it at once.
+    net.link("washington", "stockholm");
+    let inbox = net.cores["pyongyang"].inbox();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].message.id, id.to_string());
+    let delivered = net.events["washington"]
+        .iter()
+        .any(|e| matches!(e, CoreEvent::Delivered { id: got, .. } if *got == id));
+    assert!(delivered, "the receipt came back through the relay");
+}

@@ -48,9 +48,9 @@ fn client_failure(e: ClientError) -> Failure {
     }
 }
 
-type Res = Result<u8, Failure>;
+pub(super) type Res = Result<u8, Failure>;
 
-fn print_json(v: &impl serde::Serialize) {
+pub(super) fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
 
@@ -96,6 +96,7 @@ pub fn run(cmd: Command) -> Res {
         Command::Demo(a) => demo(a),
         Command::Bench(a) => bench(a),
         Command::Audit(a) => super::audit::run(a),
+        Command::Drill(d) => super::drill::run(d),
     }
 }
 

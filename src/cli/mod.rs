@@ -2,6 +2,7 @@
 
 mod audit;
 mod commands;
+mod drill;
 mod render;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub mod exit {
     /// A verification failed: `audit verify`, `cross-check`, `verify-proof`,
     /// `verify-evidence`.
     pub const VERIFY_FAILED: u8 = 6;
+    /// A drill ran and an expectation failed (`drill run`, `replay`, `fuzz`).
+    pub const DRILL_FAILED: u8 = 7;
 }
 
 const AFTER_HELP: &str = "\
@@ -42,7 +45,10 @@ Or see it all at once: hotline demo
 
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 no node running for --dir,
 4 send --wait timed out before the receipt, 5 the node refused the request,
-6 an audit verification failed.";
+6 an audit verification failed, 7 a drill ran but an expectation failed
+(or a replay differs, or a fuzzed seed failed).
+
+Crisis drills: hotline drill list; hotline drill run kaesong-2020";
 
 /// hotline: signed, receipted messages between two liaison offices over
 /// mutual-TLS QUIC, with an append-only log on each side.
@@ -117,6 +123,10 @@ enum Command {
     /// Inspect, verify, compare and prove from the tamper-evident log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Crisis drills: run offices through a historical crisis with faults
+    /// on the lines, live or simulated, and check what must hold.
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
 }
 
 #[derive(Args, Debug)]

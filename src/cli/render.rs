@@ -104,7 +104,11 @@ pub fn outbox(items: &[OutboxEntry]) {
                     m.precedence.to_uppercase(),
                     format!("{:?}", m.state).to_lowercase(),
                     m.id.clone(),
-                    short(&m.subject, 40),
+                    format!(
+                        "{}{}",
+                        if m.exercise { "[EXERCISE] " } else { "" },
+                        short(&m.subject, 40)
+                    ),
                 ]
             })
             .collect(),

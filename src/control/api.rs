@@ -221,6 +221,9 @@ pub struct InboxEntry {
     pub received_unix_ms: u64,
     /// Our log index.
     pub log_index: u64,
+    /// We acknowledged it (or replied to it).
+    #[serde(default)]
+    pub acknowledged: bool,
 }
 
 impl From<&InboxItem> for InboxEntry {
@@ -241,6 +244,7 @@ impl From<&InboxItem> for InboxEntry {
             created_unix_ms: m.created_unix_ms,
             received_unix_ms: i.received_unix_ms,
             log_index: i.log_index,
+            acknowledged: i.acknowledged,
         }
     }
 }
@@ -266,6 +270,9 @@ pub struct OutboxEntry {
     pub created_unix_ms: u64,
     /// The receipt, once held.
     pub delivery: Option<Delivery>,
+    /// Drill traffic.
+    #[serde(default)]
+    pub exercise: bool,
 }
 
 impl OutboxEntry {
@@ -281,6 +288,11 @@ impl OutboxEntry {
             attempts: o.attempts,
             created_unix_ms: o.created_unix_ms,
             delivery: o.receipt.as_ref().map(|r| delivery(r, elapsed_us)),
+            exercise: {
+                use prost::Message as _;
+                crate::wire::proto::Message::decode(o.envelope.payload.as_slice())
+                    .is_ok_and(|m| m.exercise)
+            },
         }
     }
 }

@@ -190,6 +190,9 @@ pub(crate) struct Channel {
     /// Sent messages not yet acknowledged, by sequence.
     pub tracks: BTreeMap<u64, Track>,
     pub esc_timers: BTreeSet<(i64, u64)>,
+    /// Messages whose reroute step found no relay reachable: sent through
+    /// the first of this peer's relays that comes up.
+    pub reroute_waiting: BTreeSet<u64>,
     pub connected: bool,
     pub resumed: bool,
     /// While connected but not resumed: when to send our hello again, and
@@ -230,6 +233,7 @@ impl Channel {
             last_rtt_ms: None,
             tracks: BTreeMap::new(),
             esc_timers: BTreeSet::new(),
+            reroute_waiting: BTreeSet::new(),
             connected: false,
             resumed: false,
             hello_retry: None,

@@ -172,14 +172,19 @@ impl Core {
             } else {
                 match self.send_via_relay(peer, seq, None) {
                     Some(r) => format!("sent sealed via {r}"),
-                    None => format!(
-                        "no relay reachable ({})",
-                        relays
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    None => {
+                        if let Some(ch) = self.channels.get_mut(peer) {
+                            ch.reroute_waiting.insert(seq);
+                        }
+                        format!(
+                            "no relay reachable ({}): sent through the first that comes up",
+                            relays
+                                .iter()
+                                .map(|r| r.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
                 }
             };
         }

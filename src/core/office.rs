@@ -868,6 +868,8 @@ impl Core {
         self.offer_checkpoint(peer, from);
         // A relay forwards what it holds for this office.
         self.forward_spooled(peer);
+        // A relay came up: send what earlier reroute steps could not.
+        self.reroute_waiting_via(peer);
         // Check the line at once, and restate a raised alert level.
         self.send_line_check(now, peer);
         if self.channels[peer].level != AlertLevel::Normal {

@@ -115,6 +115,30 @@ impl Core {
         true
     }
 
+    /// `relay`'s line is resumed: every message whose reroute step found no
+    /// relay reachable, and that is still unreceipted, goes through it now.
+    pub(super) fn reroute_waiting_via(&mut self, relay: &OfficeName) {
+        let peers: Vec<OfficeName> = self
+            .channels
+            .values()
+            .filter(|c| !c.reroute_waiting.is_empty() && c.relays.contains(relay))
+            .map(|c| c.peer.clone())
+            .collect();
+        for peer in peers {
+            let ch = self.channels.get_mut(&peer).expect("listed");
+            let waiting = std::mem::take(&mut ch.reroute_waiting);
+            for seq in waiting {
+                if !self.channels[&peer].pending.contains_key(&seq) {
+                    continue; // receipted meanwhile
+                }
+                if self.send_via_relay(&peer, seq, Some(relay)).is_none() {
+                    let ch = self.channels.get_mut(&peer).expect("listed");
+                    ch.reroute_waiting.insert(seq);
+                }
+            }
+        }
+    }
+
     /// Sends message `seq` to `peer` through one of its relays now.
     /// Returns the relay used.
     pub fn send_via_relay(

@@ -54,6 +54,27 @@ pub fn parse(s: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// Formats drill milliseconds for people: `850ms`, `12.5s`, `4m 05s`,
+/// `1h 02m`.
+pub fn format(ms: u64) -> String {
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 {
+        let tenths = (ms + 50) / 100;
+        return if tenths.is_multiple_of(10) {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        };
+    }
+    let s = (ms + 500) / 1_000;
+    if s < 3_600 {
+        return format!("{}m {:02}s", s / 60, s % 60);
+    }
+    format!("{}h {:02}m", s / 3_600, (s % 3_600) / 60)
+}
+
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -77,5 +98,15 @@ mod tests {
         assert!(parse("10x").is_err());
         assert!(parse("").is_err());
         assert!(parse("3m4").is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        use super::format;
+        assert_eq!(format(850), "850ms");
+        assert_eq!(format(12_500), "12.5s");
+        assert_eq!(format(30_000), "30s");
+        assert_eq!(format(245_000), "4m 05s");
+        assert_eq!(format(3_720_000), "1h 02m");
     }
 }

@@ -24,6 +24,10 @@ pub struct Scenario {
     /// policy and every time in the script (0.01: a minute takes 0.6 s).
     #[serde(default = "one")]
     pub time_scale: f64,
+    /// How long the drill runs (drill time); by default until two minutes
+    /// after the last scheduled thing.
+    #[serde(default)]
+    pub duration: Option<Millis>,
     /// Offices.
     #[serde(rename = "office", default)]
     pub offices: Vec<Party>,
@@ -57,6 +61,10 @@ pub struct Party {
     /// For offices: relays that may carry to each peer (all peers).
     #[serde(default)]
     pub relays: Vec<String>,
+    /// For offices: the duty officer acknowledges every received message
+    /// this long (drill time) after it arrives. Absent: only scripted acks.
+    #[serde(default)]
+    pub ack_after: Option<Millis>,
 }
 
 /// A line and its faults.
@@ -299,6 +307,47 @@ impl Scenario {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// When the drill ends (drill time, ms from the start).
+    pub fn end_ms(&self) -> u64 {
+        if let Some(d) = self.duration {
+            return d.0;
+        }
+        let last = self
+            .script
+            .iter()
+            .map(|s| s.at.0)
+            .chain(self.events.iter().map(|e| e.at.0))
+            .chain(
+                self.links
+                    .iter()
+                    .flat_map(|l| l.schedule.iter().map(|c| c.at.0)),
+            )
+            .max()
+            .unwrap_or(0);
+        last + 120_000
+    }
+
+    /// The party called `name` and whether it is a relay.
+    pub fn party(&self, name: &str) -> Option<(&Party, bool)> {
+        self.offices
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| (p, false))
+            .or_else(|| {
+                self.relays
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map(|p| (p, true))
+            })
+    }
+
+    /// The link between `a` and `b`, if the scenario has one.
+    pub fn link(&self, a: &str, b: &str) -> Option<&Link> {
+        self.links.iter().find(|l| {
+            (l.between[0] == a && l.between[1] == b) || (l.between[0] == b && l.between[1] == a)
+        })
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         use crate::identity::OfficeName;
         let bad = |f: String, w: String| Err((f, w));
@@ -370,11 +419,49 @@ impl Scenario {
                 }
             }
         }
+        for (i, p) in self.relays.iter().enumerate() {
+            if p.ack_after.is_some() || !p.relays.is_empty() {
+                return bad(
+                    format!("relay[{i}]"),
+                    "a relay has no duty officer and no relays: drop ack_after and relays".into(),
+                );
+            }
+        }
         for (i, e) in self.events.iter().enumerate() {
             if !known(&e.office) {
                 return bad(
                     format!("event[{i}].office"),
                     format!("{:?} is not an office or relay here", e.office),
+                );
+            }
+            let about_people = matches!(
+                e.action,
+                NodeAction::StopAcknowledging | NodeAction::ResumeAcknowledging
+            );
+            if about_people && !office_names.contains(&e.office.as_str()) {
+                return bad(
+                    format!("event[{i}].office"),
+                    format!("{:?} is a relay: only offices acknowledge", e.office),
+                );
+            }
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            if self.links[..i].iter().any(|m| same_ends(m, l)) {
+                return bad(
+                    format!("link[{i}].between"),
+                    "these two parties already have a line".into(),
+                );
+            }
+        }
+        if let Some(d) = self.duration {
+            let last = self.clone_without_duration().end_ms() - 120_000;
+            if d.0 < last {
+                return bad(
+                    "duration".into(),
+                    format!(
+                        "ends at {} ms, before the last scheduled thing at {last} ms",
+                        d.0
+                    ),
                 );
             }
         }
@@ -508,6 +595,23 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+fn same_ends(a: &Link, b: &Link) -> bool {
+    let mut x = a.between.clone();
+    let mut y = b.between.clone();
+    x.sort();
+    y.sort();
+    x == y
+}
+
+impl Scenario {
+    fn clone_without_duration(&self) -> Scenario {
+        Scenario {
+            duration: None,
+            ..self.clone()
+        }
     }
 }
 
