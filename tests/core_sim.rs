@@ -99,9 +99,67 @@ fn check_direction(sim: &Sim, from: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Within each precedence, the receiver logged the sender's messages in
+/// the order they were sent (sequence order).
+fn check_order(sim: &Sim, to: usize) -> Result<(), String> {
+    let mut last: BTreeMap<i32, u64> = BTreeMap::new();
+    for e in sim.offices[to].disk.iter().map(|p| &p.entry) {
+        if let Some(Event::MessageReceived(pe)) = &e.event {
+            let env = pe.envelope.as_ref().unwrap();
+            let m = Message::decode(env.payload.as_slice()).unwrap();
+            let prev = last.insert(m.precedence, m.sequence).unwrap_or(0);
+            if m.sequence <= prev {
+                return Err(format!(
+                    "{} logged sequence {} after {prev} within precedence {:?}",
+                    sim.offices[to].name,
+                    m.sequence,
+                    m.precedence()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every escalation step office `i` logged fired at or after its deadline
+/// (acceptance time plus the step's offset in the ladder).
+fn check_escalations_never_early(sim: &Sim, i: usize) -> Result<(), String> {
+    let policy = hotline::core::policy::Policy::default();
+    let mut accepted: BTreeMap<String, (u64, Precedence)> = BTreeMap::new();
+    for e in sim.offices[i].disk.iter().map(|p| &p.entry) {
+        match &e.event {
+            Some(Event::MessageSent(pe)) => {
+                let env = pe.envelope.as_ref().unwrap();
+                let m = Message::decode(env.payload.as_slice()).unwrap();
+                accepted.insert(m.id.clone(), (e.time_unix_ms, m.precedence()));
+            }
+            Some(Event::Escalation(step)) => {
+                let (at, p) = accepted[&step.message_id];
+                let (_, offset) =
+                    hotline::core::policy::Policy::nth_step(policy.ladder(p), step.step)
+                        .ok_or("a step beyond the ladder fired")?;
+                if e.time_unix_ms < at + offset {
+                    return Err(format!(
+                        "{}: step {} ({}) of {} fired {} ms early",
+                        sim.offices[i].name,
+                        step.step,
+                        step.action,
+                        step.message_id,
+                        at + offset - e.time_unix_ms
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn check(sim: &Sim) -> Result<(), String> {
     check_direction(sim, 0)?;
-    check_direction(sim, 1)
+    check_direction(sim, 1)?;
+    check_order(sim, 0)?;
+    check_order(sim, 1)
 }
 
 #[test]
@@ -386,6 +444,9 @@ fn random_schedule(seed: u64) -> Result<(), String> {
         return Err(format!("seed {seed}: did not settle after healing"));
     }
     check(&sim).map_err(|e| format!("seed {seed}: {e}"))?;
+    for i in 0..2 {
+        check_escalations_never_early(&sim, i).map_err(|e| format!("seed {seed}: {e}"))?;
+    }
     // Honest offices never accuse each other, whatever the faults.
     for o in &sim.offices {
         if o.events
@@ -573,4 +634,106 @@ fn a_rewritten_history_is_refused_and_leaves_verifiable_evidence() {
     assert!(forged
         .verify_with_key(&sim.offices[0].name, &sim.log_public_key(0))
         .is_err());
+}
+
+#[test]
+fn a_receipt_that_does_not_verify_is_ignored_and_the_message_stays_pending() {
+    let mut sim = Sim::new(11, Faults::clean(10));
+    // Not connected: the message waits for a receipt.
+    let id = sim.submit(0, draft(1, Precedence::Flash)).unwrap();
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let forged = Receipt {
+        message_id: id.to_string(),
+        sequence: 1,
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        ..Default::default()
+    };
+    let log_len = sim.offices[0].disk.len();
+    sim.inject(
+        1,
+        Frame {
+            body: Some(Body::Receipt(envelope::seal_proto(
+                Domain::Receipt,
+                &forged,
+                &forger,
+            ))),
+        },
+    );
+    assert!(
+        sim.offices[0].delivered.is_empty(),
+        "not taken as delivered"
+    );
+    assert!(sim.offices[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, CoreEvent::ProtocolError { .. })));
+    assert!(
+        !sim.offices[0].disk[log_len..]
+            .iter()
+            .any(|p| matches!(p.entry.event, Some(Event::ReceiptReceived(_)))),
+        "a forged receipt is never logged as a receipt"
+    );
+    // The real receipt still counts once the line is up.
+    sim.connect();
+    sim.run_for(2_000);
+    assert_eq!(sim.offices[0].delivered.get(&id), Some(&1));
+}
+
+#[test]
+fn within_a_precedence_a_later_message_waits_for_the_earlier_but_flash_overtakes_routine() {
+    let mut sim = Sim::new(12, Faults::clean(10));
+    // Not connected: the test carries the frames itself, out of order.
+    let r1 = sim.submit(0, draft(1, Precedence::Routine)).unwrap();
+    let f1 = sim.submit(0, draft(2, Precedence::Flash)).unwrap();
+    let f2 = sim.submit(0, draft(3, Precedence::Flash)).unwrap();
+    let env = |sim: &Sim, id: &MessageId| {
+        sim.offices[0]
+            .core
+            .as_ref()
+            .unwrap()
+            .find_sent(id)
+            .unwrap()
+            .envelope
+            .clone()
+    };
+    let frame = |e: SignedEnvelope| Frame {
+        body: Some(Body::Message(e)),
+    };
+    let logged = |sim: &Sim| -> Vec<String> {
+        sim.offices[1]
+            .disk
+            .iter()
+            .filter_map(|p| match &p.entry.event {
+                Some(Event::MessageReceived(pe)) => Some(
+                    Message::decode(pe.envelope.as_ref().unwrap().payload.as_slice())
+                        .unwrap()
+                        .id,
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    // The second FLASH first: held, neither logged nor receipted.
+    let e2 = env(&sim, &f2);
+    sim.inject(0, frame(e2.clone()));
+    sim.inject(0, frame(e2));
+    assert!(logged(&sim).is_empty());
+    assert_eq!(
+        sim.offices[1].frames_sent, 0,
+        "no receipt for a held message"
+    );
+    // FLASH 1 overtakes ROUTINE 1 (another precedence): accepted at once,
+    // and releases FLASH 2 behind it.
+    sim.inject(0, frame(env(&sim, &f1)));
+    assert_eq!(logged(&sim), [f1.to_string(), f2.to_string()]);
+    sim.inject(0, frame(env(&sim, &r1)));
+    assert_eq!(
+        logged(&sim),
+        [f1.to_string(), f2.to_string(), r1.to_string()]
+    );
+    // Everything is receipted once the line is up; nothing twice.
+    sim.connect();
+    sim.run_for(3_000);
+    check(&sim).unwrap();
 }

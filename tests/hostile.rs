@@ -382,3 +382,72 @@ async fn torn_tail_is_truncated_and_recorded_and_corruption_refuses_to_start() {
         "a refused start changes nothing"
     );
 }
+
+/// A pinned peer that opens stream after stream and stalls each one
+/// mid-frame, while an impostor hammers the port with handshakes: the node
+/// caps the peer's concurrent streams, refuses every impostor, keeps its
+/// refusal list bounded, and goes on serving its operator and stopping
+/// cleanly.
+#[tokio::test]
+async fn a_flood_of_stalled_streams_and_impostor_handshakes_leaves_the_node_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, a, b) = washington_alone(tmp.path()).await;
+    let me = b.load().unwrap();
+    let conn = dial(&me, node.quic_addr, b"hotline/1").await.unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        match tokio::time::timeout(Duration::from_millis(300), conn.open_uni()).await {
+            Ok(Ok(mut s)) => {
+                // Half of a length prefix, then nothing: a slow peer.
+                s.write_all(&[0, 0]).await.unwrap();
+                stalled.push(s);
+            }
+            _ => break,
+        }
+    }
+    assert!(
+        stalled.len() <= node::link::MAX_PEER_STREAMS as usize,
+        "a peer may hold at most {} streams open, got {}",
+        node::link::MAX_PEER_STREAMS,
+        stalled.len()
+    );
+    let imp = OfficeDir::new(tmp.path().join("impostor"));
+    imp.init(&OfficeName::new("pyongyang").unwrap(), "127.0.0.1:0")
+        .unwrap();
+    imp.add_peer(&a.card(), None, false).unwrap();
+    let imp = Arc::new(imp.load().unwrap());
+    let addr = node.quic_addr;
+    let attempts: Vec<_> = (0..40)
+        .map(|_| {
+            let imp = imp.clone();
+            tokio::spawn(async move {
+                if let Ok(c) = dial(&imp, addr, b"hotline/1").await {
+                    let _ = tokio::time::timeout(Duration::from_secs(20), c.closed()).await;
+                }
+            })
+        })
+        .collect();
+    for t in attempts {
+        t.await.unwrap();
+    }
+    let reasons = wait_for_refusal(&node, "unknown CA").await;
+    assert!(
+        reasons.len() <= 64,
+        "the refusal list is bounded: {}",
+        reasons.len()
+    );
+    // The operator is still served, through the control API too.
+    let st = node.handle.status().await.unwrap();
+    assert_eq!(st.peers[0].office, "pyongyang");
+    let client = ControlClient::from_dir(&a).unwrap();
+    let st = tokio::task::spawn_blocking(move || client.status())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.office, "washington");
+    drop(stalled);
+    tokio::time::timeout(Duration::from_secs(30), node.stop())
+        .await
+        .expect("stops within 30 s")
+        .unwrap();
+}

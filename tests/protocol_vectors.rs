@@ -66,6 +66,7 @@ fn message() -> Message {
         language: "en".into(),
         exercise: true,
         response: 0,
+        precedence_sequence: 1,
     }
 }
 

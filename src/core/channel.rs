@@ -115,6 +115,21 @@ pub struct ChannelStatus {
     pub relays: Vec<OfficeName>,
 }
 
+/// A message held until an earlier one of its precedence arrives.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldMessage {
+    pub env: SignedEnvelope,
+    pub msg: Message,
+    pub hash: [u8; 32],
+    /// The relay it came through, if any.
+    pub via: Option<OfficeName>,
+}
+
+/// The index of a precedence in per-precedence arrays.
+pub(crate) fn prec_index(p: i32) -> usize {
+    usize::try_from(p).unwrap_or(0).min(4)
+}
+
 /// An unreceipted outgoing message.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
@@ -193,6 +208,14 @@ pub(crate) struct Channel {
     /// Messages whose reroute step found no relay reachable: sent through
     /// the first of this peer's relays that comes up.
     pub reroute_waiting: BTreeSet<u64>,
+    /// Sending: the last precedence sequence used, per precedence.
+    pub prec_sent: [u64; 5],
+    /// Receiving: the highest precedence sequence logged, per precedence
+    /// (they are logged without gaps).
+    pub prec_received: [u64; 5],
+    /// Receiving: verified messages that arrived ahead of an earlier one
+    /// of their precedence, held (not logged, not receipted) until it comes.
+    pub held: BTreeMap<(usize, u64), HeldMessage>,
     pub connected: bool,
     pub resumed: bool,
     /// While connected but not resumed: when to send our hello again, and
@@ -234,6 +257,9 @@ impl Channel {
             tracks: BTreeMap::new(),
             esc_timers: BTreeSet::new(),
             reroute_waiting: BTreeSet::new(),
+            prec_sent: [0; 5],
+            prec_received: [0; 5],
+            held: BTreeMap::new(),
             connected: false,
             resumed: false,
             hello_retry: None,

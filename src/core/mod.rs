@@ -35,6 +35,10 @@ pub const MAX_OUTBOX: usize = 100_000;
 /// How far past its contiguous watermark a receiver accepts sequences. Must
 /// be at least [`MAX_OUTBOX`] so an honest sender is never refused.
 pub const RECEIVE_WINDOW: u64 = MAX_OUTBOX as u64;
+
+/// Messages a receiver holds at most per peer while they wait for an
+/// earlier message of their precedence (beyond: `OUT_OF_WINDOW`, resent later).
+pub const MAX_HELD: usize = 256;
 /// Most frames retransmitted per channel per timeout; the rest follow on the
 /// next timeout (which is immediate), so one call never builds a huge output.
 pub const MAX_RETRANSMIT_BURST: usize = 1024;

@@ -10,10 +10,14 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message as _;
 
-use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem, Pending};
+use super::channel::{
+    prec_index, Channel, ChannelStatus, HeldMessage, InboxItem, OutState, OutboxItem, Pending,
+};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::policy::Policy;
-use super::{Now, MAX_BODY_LEN, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN, RECEIVE_WINDOW};
+use super::{
+    Now, MAX_BODY_LEN, MAX_HELD, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN, RECEIVE_WINDOW,
+};
 use crate::audit::checkpoint::{self, SignedCheckpoint};
 use crate::audit::evidence::Evidence;
 use crate::audit::merkle::{verify_consistency, Hash, Tree};
@@ -306,6 +310,8 @@ impl Core {
                 };
                 let seq = msg.sequence;
                 ch.next_seq = ch.next_seq.max(seq + 1);
+                let pi = prec_index(msg.precedence);
+                ch.prec_sent[pi] = ch.prec_sent[pi].max(msg.precedence_sequence);
                 ch.pending.insert(
                     seq,
                     Pending {
@@ -345,6 +351,8 @@ impl Core {
                 let hash = sha256(&env.payload);
                 ch.received.insert(msg.sequence);
                 ch.received_count += 1;
+                let pi = prec_index(msg.precedence);
+                ch.prec_received[pi] = ch.prec_received[pi].max(msg.precedence_sequence);
                 self.unreceipted.push((
                     ch.peer.clone(),
                     msg.sequence,
@@ -601,6 +609,9 @@ impl Core {
             Precedence::Unspecified => Precedence::Routine,
             p => p,
         };
+        let pi = prec_index(precedence as i32);
+        ch.prec_sent[pi] += 1;
+        let precedence_sequence = ch.prec_sent[pi];
         let kind = match draft.kind {
             Kind::Unspecified => Kind::Notification,
             k => k,
@@ -624,6 +635,7 @@ impl Core {
             },
             exercise: draft.exercise,
             response: draft.response as i32,
+            precedence_sequence,
         };
         let env = envelope::seal_proto(Domain::Message, &msg, &self.key);
         ch.pending.insert(
@@ -935,14 +947,92 @@ impl Core {
                 format!("sequence {seq} is more than {RECEIVE_WINDOW} past {through}"),
             );
         }
-        // New message: log it, and in the same batch sign and log its receipt.
+        // Order within a precedence: a message ahead of an earlier one of
+        // its precedence waits, unlogged and unreceipted, for that one.
+        let via = self.receiving_via.clone();
+        let ps = msg.precedence_sequence;
+        if ps != 0 {
+            let pi = prec_index(msg.precedence);
+            let ch = self.channels.get_mut(peer).expect("checked");
+            let next = ch.prec_received[pi] + 1;
+            if ps < next {
+                return self.refuse(
+                    now,
+                    peer,
+                    hash,
+                    Some(&msg),
+                    NackReason::SequenceConflict,
+                    format!("precedence sequence {ps} was already used"),
+                );
+            }
+            if ps > next {
+                match ch.held.get(&(pi, ps)) {
+                    Some(h) if h.hash != hash => {
+                        return self.refuse(
+                            now,
+                            peer,
+                            hash,
+                            Some(&msg),
+                            NackReason::SequenceConflict,
+                            format!("precedence sequence {ps} already holds a different message"),
+                        )
+                    }
+                    Some(_) => {}
+                    None if ch.held.len() >= MAX_HELD => {
+                        return self.refuse(
+                            now,
+                            peer,
+                            hash,
+                            Some(&msg),
+                            NackReason::OutOfWindow,
+                            format!("{MAX_HELD} messages already wait for earlier ones"),
+                        )
+                    }
+                    None => {
+                        ch.held.insert(
+                            (pi, ps),
+                            HeldMessage {
+                                env,
+                                msg,
+                                hash,
+                                via,
+                            },
+                        );
+                    }
+                }
+                return;
+            }
+            self.accept_message(now, peer, env, msg, hash, via);
+            // Then whatever was waiting for it, in order.
+            loop {
+                let ch = self.channels.get_mut(peer).expect("checked");
+                let key = (pi, ch.prec_received[pi] + 1);
+                let Some(h) = ch.held.remove(&key) else { break };
+                if ch.received.contains(h.msg.sequence) {
+                    continue; // cannot happen: held messages were never logged
+                }
+                self.accept_message(now, peer, h.env, h.msg, h.hash, h.via);
+            }
+            return;
+        }
+        self.accept_message(now, peer, env, msg, hash, via);
+    }
+
+    /// Logs a new message and, in the same batch, signs and logs its
+    /// receipt; then sends the receipt and delivers it.
+    fn accept_message(
+        &mut self,
+        now: Now,
+        peer: &OfficeName,
+        env: SignedEnvelope,
+        msg: Message,
+        hash: [u8; 32],
+        via: Option<OfficeName>,
+    ) {
+        let seq = msg.sequence;
         let index = self.next_index;
         let mut received = peer_env(peer, env.clone());
-        received.via = self
-            .receiving_via
-            .as_ref()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
+        received.via = via.as_ref().map(|r| r.to_string()).unwrap_or_default();
         self.persist(now, Event::MessageReceived(received));
         let receipt = Receipt {
             message_id: msg.id.clone(),
@@ -961,6 +1051,8 @@ impl Core {
         ch.received.insert(seq);
         ch.received_count += 1;
         ch.receipts.insert(seq, (renv.clone(), hash));
+        let pi = prec_index(msg.precedence);
+        ch.prec_received[pi] = ch.prec_received[pi].max(msg.precedence_sequence);
         self.out.transmit.push(Transmit {
             peer: peer.clone(),
             class: StreamClass::Control,
