@@ -37,6 +37,14 @@ pub struct AuditPoint {
     pub ratio_to_batch_floor: f64,
     /// Peak resident memory of the verify process, MiB.
     pub peak_rss_mib: f64,
+    /// Seconds to read the log file once and SHA-256 it (the floor for
+    /// starting a node on it).
+    pub read_hash_s: f64,
+    /// Seconds `node::start` took on this log (replay, checkpoint check,
+    /// listening), until the node serves.
+    pub start_s: f64,
+    /// `start_s` ÷ `read_hash_s`.
+    pub start_ratio: f64,
 }
 
 /// The audit bench's result.
@@ -168,6 +176,47 @@ pub fn make_log(root: &Path, entries: u64, progress: bool) -> Result<OfficeDir, 
     Ok(db)
 }
 
+/// Seconds to read `path` once and hash every byte with SHA-256.
+fn read_and_hash(path: &Path) -> Result<f64, AuditBenchError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let t = Instant::now();
+    let mut f = std::fs::File::open(path).map_err(|e| AuditBenchError::Run(e.to_string()))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| AuditBenchError::Run(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    std::hint::black_box(h.finalize());
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Seconds until a node started on `dir` serves; then it is stopped.
+fn start_node(dir: &OfficeDir) -> Result<f64, AuditBenchError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AuditBenchError::Run(e.to_string()))?;
+    let office = dir.load()?;
+    let t = Instant::now();
+    let node = rt
+        .block_on(crate::node::start(
+            office,
+            crate::node::NodeOptions { control_api: false },
+        ))
+        .map_err(|e| AuditBenchError::Run(format!("node start: {e}")))?;
+    let secs = t.elapsed().as_secs_f64();
+    rt.block_on(node.stop())
+        .map_err(|e| AuditBenchError::Run(format!("node stop: {e}")))?;
+    Ok(secs)
+}
+
 /// Runs the bench for each size in `sizes`.
 pub fn run(sizes: &[u64], progress: bool) -> Result<AuditBenchReport, AuditBenchError> {
     let say = |s: String| {
@@ -201,6 +250,9 @@ pub fn run(sizes: &[u64], progress: bool) -> Result<AuditBenchReport, AuditBench
         }
         let entries = r["entries"].as_u64().unwrap_or(0);
         let sigs = r["signatures"].as_u64().unwrap_or(0) as f64;
+        say(format!("starting a node on {n} entries..."));
+        let read_hash_s = read_and_hash(&dir.log())?;
+        let start_s = start_node(&dir)?;
         points.push(AuditPoint {
             entries,
             bytes: r["bytes"].as_u64().unwrap_or(0),
@@ -209,6 +261,9 @@ pub fn run(sizes: &[u64], progress: bool) -> Result<AuditBenchReport, AuditBench
             signatures_per_s: sigs / secs,
             ratio_to_batch_floor: sigs / secs / floor,
             peak_rss_mib: r["peak_rss_kib"].as_u64().unwrap_or(0) as f64 / 1024.0,
+            read_hash_s,
+            start_s,
+            start_ratio: start_s / read_hash_s,
         });
     }
     Ok(AuditBenchReport {

@@ -737,3 +737,53 @@ fn within_a_precedence_a_later_message_waits_for_the_earlier_but_flash_overtakes
     sim.run_for(3_000);
     check(&sim).unwrap();
 }
+
+#[test]
+fn a_flood_of_bad_messages_is_refused_within_a_budget_and_raises_one_alert() {
+    let mut sim = Sim::new(13, Faults::clean(10));
+    sim.connect();
+    sim.run_for(100);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let log_before = sim.offices[1].disk.len();
+    let budget = hotline::core::REFUSAL_BUDGET as usize;
+    for n in 0..(budget * 5) as u64 {
+        let mut m = Message {
+            id: format!("{:032x}", n + 1),
+            sequence: n + 1,
+            from: "washington".into(),
+            to: "pyongyang".into(),
+            precedence: Precedence::Routine as i32,
+            body: "flood".into(),
+            ..Default::default()
+        };
+        m.created_unix_ms = 1;
+        sim.inject(
+            0,
+            Frame {
+                body: Some(Body::Message(envelope::seal_proto(
+                    Domain::Message,
+                    &m,
+                    &stranger,
+                ))),
+            },
+        );
+    }
+    let nacks_logged = sim.offices[1].disk[log_before..]
+        .iter()
+        .filter(|p| matches!(p.entry.event, Some(Event::NegativeReceiptSent(_))))
+        .count();
+    assert_eq!(nacks_logged, budget, "only the budget is logged");
+    let alerts = sim.offices[1]
+        .events
+        .iter()
+        .filter(|e| matches!(e, CoreEvent::Alert { detail, .. } if detail.contains("refusals")))
+        .count();
+    assert_eq!(alerts, 1, "one alert for the flood");
+    let st = sim.offices[1].core.as_ref().unwrap().status();
+    assert_eq!(st[0].refusals_suppressed, (budget * 4) as u64);
+    // The honest line still works, and after a minute refusals are logged again.
+    let id = sim.submit(0, draft(1, Precedence::Flash)).unwrap();
+    sim.run_for(61_000);
+    assert_eq!(sim.offices[0].delivered.get(&id), Some(&1));
+    check(&sim).unwrap();
+}

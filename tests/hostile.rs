@@ -432,7 +432,7 @@ async fn a_flood_of_stalled_streams_and_impostor_handshakes_leaves_the_node_serv
     }
     let reasons = wait_for_refusal(&node, "unknown CA").await;
     assert!(
-        reasons.len() <= 64,
+        reasons.len() <= node::MAX_REFUSALS,
         "the refusal list is bounded: {}",
         reasons.len()
     );

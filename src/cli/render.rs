@@ -419,6 +419,9 @@ pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
             "SIGS/S",
             "÷ BATCH FLOOR",
             "PEAK RSS",
+            "START",
+            "READ+HASH",
+            "START ÷ READ+HASH",
         ],
         r.points
             .iter()
@@ -431,6 +434,9 @@ pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
                     format!("{:.0}", p.signatures_per_s),
                     format!("{:.2}", p.ratio_to_batch_floor),
                     format!("{:.1} MiB", p.peak_rss_mib),
+                    format!("{:.2} s", p.start_s),
+                    format!("{:.3} s", p.read_hash_s),
+                    format!("{:.1}", p.start_ratio),
                 ]
             })
             .collect(),

@@ -342,6 +342,10 @@ pub struct PeerStatus {
     pub line_check_rtt_ms: Option<u64>,
     /// Sent messages not yet acknowledged.
     pub awaiting_ack: usize,
+    /// Refusals of this peer's input beyond the per-minute budget (counted,
+    /// not logged): nonzero means the peer floods us with bad input.
+    #[serde(default)]
+    pub refusals_suppressed: u64,
     /// Relays that may carry to this peer.
     pub relays: Vec<String>,
     /// The route in use now: "direct", "via RELAY", or "none".

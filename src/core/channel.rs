@@ -111,6 +111,8 @@ pub struct ChannelStatus {
     pub line_check_rtt_ms: Option<u64>,
     /// Sent messages awaiting acknowledgement.
     pub awaiting_ack: usize,
+    /// Refusals beyond the per-minute budget: counted, not logged or sent.
+    pub refusals_suppressed: u64,
     /// Relays that may carry frames to this peer.
     pub relays: Vec<OfficeName>,
 }
@@ -216,6 +218,10 @@ pub(crate) struct Channel {
     /// Receiving: verified messages that arrived ahead of an earlier one
     /// of their precedence, held (not logged, not receipted) until it comes.
     pub held: BTreeMap<(usize, u64), HeldMessage>,
+    /// Refusals in the current minute: (window start, mono ms; count).
+    pub refusal_window: (u64, u32),
+    /// Refusals beyond the budget, counted and not logged.
+    pub refusals_suppressed: u64,
     pub connected: bool,
     pub resumed: bool,
     /// While connected but not resumed: when to send our hello again, and
@@ -260,6 +266,8 @@ impl Channel {
             prec_sent: [0; 5],
             prec_received: [0; 5],
             held: BTreeMap::new(),
+            refusal_window: (0, 0),
+            refusals_suppressed: 0,
             connected: false,
             resumed: false,
             hello_retry: None,
@@ -315,6 +323,7 @@ impl Channel {
             missed_line_checks: self.lc_missed,
             line_check_rtt_ms: self.last_rtt_ms,
             awaiting_ack: self.tracks.len(),
+            refusals_suppressed: self.refusals_suppressed,
             relays: self.relays.clone(),
         }
     }

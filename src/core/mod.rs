@@ -39,6 +39,10 @@ pub const RECEIVE_WINDOW: u64 = MAX_OUTBOX as u64;
 /// Messages a receiver holds at most per peer while they wait for an
 /// earlier message of their precedence (beyond: `OUT_OF_WINDOW`, resent later).
 pub const MAX_HELD: usize = 256;
+
+/// Refusals (negative receipts) logged and sent per peer per minute;
+/// beyond it they are counted in `status` and raise one alert.
+pub const REFUSAL_BUDGET: u32 = 100;
 /// Most frames retransmitted per channel per timeout; the rest follow on the
 /// next timeout (which is immediate), so one call never builds a huge output.
 pub const MAX_RETRANSMIT_BURST: usize = 1024;

@@ -17,6 +17,7 @@ use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::policy::Policy;
 use super::{
     Now, MAX_BODY_LEN, MAX_HELD, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN, RECEIVE_WINDOW,
+    REFUSAL_BUDGET,
 };
 use crate::audit::checkpoint::{self, SignedCheckpoint};
 use crate::audit::evidence::Evidence;
@@ -1129,6 +1130,27 @@ impl Core {
     ) {
         let mut detail = detail;
         detail.truncate(256);
+        // A budget of logged refusals per peer and minute: a peer flooding
+        // us with bad input must not be able to grow our log without bound.
+        let ch = self.channels.get_mut(peer).expect("caller checked");
+        if now.mono_ms >= ch.refusal_window.0 + 60_000 {
+            ch.refusal_window = (now.mono_ms, 0);
+        }
+        ch.refusal_window.1 += 1;
+        if ch.refusal_window.1 > REFUSAL_BUDGET {
+            ch.refusals_suppressed += 1;
+            if ch.refusal_window.1 == REFUSAL_BUDGET + 1 {
+                self.out.events.push(CoreEvent::Alert {
+                    peer: peer.clone(),
+                    id: None,
+                    detail: format!(
+                        "more than {REFUSAL_BUDGET} refusals of {peer}'s input within a minute: \
+                         the rest of this minute's are counted, not logged or answered"
+                    ),
+                });
+            }
+            return;
+        }
         let nack = NegativeReceipt {
             payload_hash: hash.to_vec(),
             message_id: msg.map(|m| m.id.clone()).unwrap_or_default(),

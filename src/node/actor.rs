@@ -925,6 +925,7 @@ impl Actor {
                             missed_line_checks: c.missed_line_checks,
                             line_check_rtt_ms: c.line_check_rtt_ms,
                             awaiting_ack: c.awaiting_ack,
+                            refusals_suppressed: c.refusals_suppressed,
                             route: if link.is_some() {
                                 "direct".into()
                             } else {

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch, Notify};
 
-pub use actor::SendError;
 use actor::{Actor, ActorTx, Facts, Input, Query};
+pub use actor::{SendError, MAX_REFUSALS};
 pub use clock::wall_ms;
 use clock::Clock;
 
