@@ -81,13 +81,12 @@ impl Core {
         reply_to: &str,
         response: i32,
     ) -> Option<MessageId> {
-        let ch = self.channels.get_mut(peer)?;
         let id = MessageId::parse(reply_to)?;
-        let seq = ch
-            .history
-            .values()
-            .find(|h| h.id == id)
-            .map(|h| h.sequence)?;
+        let seq = match self.sent_by_id.get(&id) {
+            Some((p, seq)) if p == peer => *seq,
+            _ => return None,
+        };
+        let ch = self.channels.get_mut(peer)?;
         if let Some(t) = ch.tracks.remove(&seq) {
             if let Some(d) = t.timer {
                 ch.esc_timers.remove(&(d, seq));

@@ -170,6 +170,11 @@ pub struct Core {
     pub(super) next_checkpoint_at: Option<u64>,
     pub(super) channels: BTreeMap<OfficeName, Channel>,
     pub(super) inbox: Vec<InboxItem>,
+    /// Our sent messages by id: (peer, sequence). Lookups by id must not
+    /// scan the history (it holds every message ever sent).
+    pub(super) sent_by_id: BTreeMap<MessageId, (OfficeName, u64)>,
+    /// Received messages by (peer, id): position in `inbox`.
+    pub(super) inbox_by_id: BTreeMap<(OfficeName, String), usize>,
     pub(super) pinned: BTreeMap<String, String>,
     /// Received messages whose receipt entry was lost in a torn tail:
     /// (peer, sequence, log index, time, hash, id).
@@ -213,6 +218,8 @@ impl Core {
                 })
                 .collect(),
             inbox: Vec::new(),
+            sent_by_id: BTreeMap::new(),
+            inbox_by_id: BTreeMap::new(),
             pinned: BTreeMap::new(),
             unreceipted: Vec::new(),
             out: Output::default(),
@@ -325,6 +332,9 @@ impl Core {
                 ch.history
                     .insert(seq, outbox_item(&ch.peer, &msg, env.clone()));
                 let peer = ch.peer.clone();
+                if let Some(id) = MessageId::parse(&msg.id) {
+                    self.sent_by_id.insert(id, (peer.clone(), seq));
+                }
                 self.track_sent(&peer, seq, msg.precedence(), entry.time_unix_ms, 0);
                 self.mark_inbox_acknowledged(&peer, &msg.reply_to);
             }
@@ -366,6 +376,8 @@ impl Core {
                 if !msg.reply_to.is_empty() {
                     self.track_acknowledged(&peer, &msg.reply_to, msg.response);
                 }
+                self.inbox_by_id
+                    .insert((peer.clone(), msg.id.clone()), self.inbox.len());
                 self.inbox.push(InboxItem {
                     peer,
                     log_index: entry.index,
@@ -650,6 +662,7 @@ impl Core {
         );
         ch.history
             .insert(seq, outbox_item(&peer, &msg, env.clone()));
+        self.sent_by_id.insert(id, (peer.clone(), seq));
         self.persist(now, Event::MessageSent(peer_env(&peer, env)));
         self.track_sent(&peer, seq, precedence, now.wall_ms, now.mono_ms as i64);
         self.mark_inbox_acknowledged(&peer, &msg.reply_to);
@@ -821,7 +834,8 @@ impl Core {
 
     /// One sent message by id.
     pub fn find_sent(&self, id: &MessageId) -> Option<&OutboxItem> {
-        self.outbox().find(|o| &o.id == id)
+        let (peer, seq) = self.sent_by_id.get(id)?;
+        self.channels.get(peer)?.history.get(seq)
     }
 
     /// Per-peer status.
@@ -1068,6 +1082,8 @@ impl Core {
             precedence: msg.precedence(),
         });
         let (reply_to, response) = (msg.reply_to.clone(), msg.response);
+        self.inbox_by_id
+            .insert((peer.clone(), msg.id.clone()), self.inbox.len());
         self.inbox.push(InboxItem {
             peer: peer.clone(),
             log_index: index,
@@ -1257,10 +1273,11 @@ impl Core {
         if reply_to.is_empty() {
             return;
         }
+        let key = (peer.clone(), reply_to.to_string());
         if let Some(item) = self
-            .inbox
-            .iter_mut()
-            .find(|i| &i.peer == peer && i.message.id == reply_to)
+            .inbox_by_id
+            .get(&key)
+            .and_then(|&i| self.inbox.get_mut(i))
         {
             item.acknowledged = true;
         }
