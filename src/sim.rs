@@ -69,6 +69,8 @@ pub struct SimOffice {
     pub line_check_frames_sent: u64,
     /// Events reported (after durability), in order.
     pub events: Vec<CoreEvent>,
+    /// Virtual times at which this office crashed.
+    pub crashes: Vec<u64>,
     crash_on_flush: bool,
 }
 
@@ -132,6 +134,7 @@ impl Sim {
             message_frames_sent: 0,
             line_check_frames_sent: 0,
             events: Vec::new(),
+            crashes: Vec::new(),
             crash_on_flush: false,
         });
         let mut sim = Sim {
@@ -273,6 +276,9 @@ impl Sim {
 
     /// Crashes office `i` now: its unsynced state is gone.
     pub fn crash(&mut self, i: usize) {
+        if self.offices[i].core.is_some() {
+            self.offices[i].crashes.push(self.now);
+        }
         self.offices[i].core = None;
         self.line_down("peer crashed");
     }

@@ -155,6 +155,108 @@ fn check_escalations_never_early(sim: &Sim, i: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// A message whose receipt was still missing at its first ladder step's
+/// deadline got that step, on time, whenever its sender was up throughout.
+fn check_missed_deadlines_escalate(sim: &Sim, i: usize) -> Result<(), String> {
+    let policy = hotline::core::policy::Policy::default();
+    let base = hotline::sim::WALL_BASE;
+    let mut sent: Vec<(String, u64, Precedence)> = Vec::new();
+    let mut receipts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut first_step: BTreeMap<String, u64> = BTreeMap::new();
+    for e in sim.offices[i].disk.iter().map(|p| &p.entry) {
+        match &e.event {
+            Some(Event::MessageSent(pe)) => {
+                let env = pe.envelope.as_ref().unwrap();
+                let m = Message::decode(env.payload.as_slice()).unwrap();
+                let p = m.precedence();
+                sent.push((m.id, e.time_unix_ms, p));
+            }
+            Some(Event::ReceiptReceived(pe)) => {
+                let env = pe.envelope.as_ref().unwrap();
+                let r = Receipt::decode(env.payload.as_slice()).unwrap();
+                receipts.entry(r.message_id).or_insert(e.time_unix_ms);
+            }
+            Some(Event::Escalation(s)) if s.step == 0 => {
+                first_step
+                    .entry(s.message_id.clone())
+                    .or_insert(e.time_unix_ms);
+            }
+            _ => {}
+        }
+    }
+    for (id, at, p) in sent {
+        let (step, offset) = hotline::core::policy::Policy::nth_step(policy.ladder(p), 0)
+            .ok_or("a ladder without steps")?;
+        let due = at + offset;
+        let missed = receipts.get(&id).is_none_or(|r| *r > due);
+        let up = !sim.offices[i]
+            .crashes
+            .iter()
+            .any(|c| (at - base..=due - base).contains(c));
+        if !missed || !up || due - base > sim.now {
+            continue;
+        }
+        match first_step.get(&id) {
+            Some(t) if *t == due => {}
+            Some(t) => {
+                return Err(format!(
+                    "{}: {} of {id} due at {due} fired at {t}",
+                    sim.offices[i].name,
+                    step.action.as_str()
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "{}: {id} missed its receipt deadline and nothing escalated",
+                    sim.offices[i].name
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Both logs, written out as a node writes them, pass `audit verify` and
+/// `audit cross-check`.
+fn check_logs_verify_and_agree(sim: &Sim) -> Result<(), String> {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut paths = Vec::new();
+    for (i, o) in sim.offices.iter().enumerate() {
+        let path = tmp.path().join(format!("{}.log", o.name));
+        let (mut w, _) =
+            hotline::audit::LogWriter::open(&path, |_| {}).map_err(|e| e.to_string())?;
+        w.append_durable(&o.disk).map_err(|e| e.to_string())?;
+        let other = 1 - i;
+        let r = hotline::audit::verify::verify_with_keys(
+            &path,
+            &o.name,
+            &sim.public_key(i),
+            &sim.log_public_key(i),
+            &[(
+                sim.offices[other].name.clone(),
+                sim.public_key(other),
+                sim.log_public_key(other),
+            )],
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(f) = r.failure {
+            return Err(format!("{}'s log: entry {}: {}", o.name, f.index, f.what));
+        }
+        paths.push(path);
+    }
+    let c = hotline::audit::compare::cross_check(
+        &paths[0],
+        sim.offices[0].name.as_str(),
+        &paths[1],
+        sim.offices[1].name.as_str(),
+    )
+    .map_err(|e| e.to_string())?;
+    if !c.ok() {
+        return Err(format!("cross-check: {}", c.discrepancies.join("; ")));
+    }
+    Ok(())
+}
+
 fn check(sim: &Sim) -> Result<(), String> {
     check_direction(sim, 0)?;
     check_direction(sim, 1)?;
@@ -446,7 +548,9 @@ fn random_schedule(seed: u64) -> Result<(), String> {
     check(&sim).map_err(|e| format!("seed {seed}: {e}"))?;
     for i in 0..2 {
         check_escalations_never_early(&sim, i).map_err(|e| format!("seed {seed}: {e}"))?;
+        check_missed_deadlines_escalate(&sim, i).map_err(|e| format!("seed {seed}: {e}"))?;
     }
+    check_logs_verify_and_agree(&sim).map_err(|e| format!("seed {seed}: {e}"))?;
     // Honest offices never accuse each other, whatever the faults.
     for o in &sim.offices {
         if o.events

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::checkpoint;
 use super::merkle::{Frontier, Hash};
 use super::store::{scan, LogError, StoredEntry};
-use crate::identity::{OfficeCard, Peer};
+use crate::identity::{OfficeCard, OfficeName, Peer};
 use crate::wire::envelope::{Domain, KeyId};
 use crate::wire::proto::{log_entry::Event, PeerEnvelope};
 
@@ -264,23 +264,32 @@ pub fn verify(
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
     })?;
+    let peers: Vec<(OfficeName, VerifyingKey, VerifyingKey)> = peers
+        .iter()
+        .map(|p| (p.name.clone(), p.message_key, p.log_key))
+        .collect();
+    verify_with_keys(path, &card.office, &message, &log, &peers)
+}
+
+/// Verifies the log at `path` of office `office` (message key `message`,
+/// log key `log`) whose peers are `peers` (name, message key, log key).
+/// [`verify`] does the same from the office's card and pinned peers.
+pub fn verify_with_keys(
+    path: &std::path::Path,
+    office: &OfficeName,
+    message: &VerifyingKey,
+    log: &VerifyingKey,
+    peers: &[(OfficeName, VerifyingKey, VerifyingKey)],
+) -> Result<VerifyReport, LogError> {
+    let (message, log) = (*message, *log);
     let keys = Keys {
-        me: card.office.to_string(),
+        me: office.to_string(),
         message,
         log,
-        origin: checkpoint::origin(&card.office, &log),
+        origin: checkpoint::origin(office, &log),
         peers: peers
             .iter()
-            .map(|p| {
-                (
-                    p.name.to_string(),
-                    (
-                        p.message_key,
-                        p.log_key,
-                        checkpoint::origin(&p.name, &p.log_key),
-                    ),
-                )
-            })
+            .map(|(name, m, l)| (name.to_string(), (*m, *l, checkpoint::origin(name, l))))
             .collect(),
     };
     let mut v = Verifier {
