@@ -50,6 +50,19 @@ Exit codes: 0 ok, 1 failure, 2 bad usage, 3 no node running for --dir,
 
 Crisis drills: hotline drill list; hotline drill run kaesong-2020";
 
+const DRILL_HELP: &str = "\
+Examples:
+  hotline drill list                              the bundled drills
+  hotline drill run kaesong-2020                  live: real nodes, faulty lines, a report
+  hotline drill run kaesong-2020 --sim --seed 7   simulated: the same seed, the same report
+  hotline drill fuzz cuban-1962 --seeds 200       many seeds; each failure with its replay command
+  hotline drill replay drill-runs/kaesong-2020-live-...   run it again and compare
+
+A run directory holds report.html (a timeline), report.md, report.json, the
+scenario and every party's office directory (hotline audit works on them).
+The scenario format is in docs/drills.md. Exit codes: 0 every expectation
+held, 7 the drill ran and an expectation failed, 1 it could not run.";
+
 /// hotline: signed, receipted messages between two liaison offices over
 /// mutual-TLS QUIC, with an append-only log on each side.
 #[derive(Parser, Debug)]
@@ -125,7 +138,7 @@ enum Command {
     Audit(audit::AuditCommand),
     /// Crisis drills: run offices through a historical crisis with faults
     /// on the lines, live or simulated, and check what must hold.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = DRILL_HELP)]
     Drill(drill::DrillCommand),
 }
 
