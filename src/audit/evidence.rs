@@ -247,3 +247,44 @@ fn check_offer(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn conflicting_roots_are_proven_with_the_offices_key_and_only_with_it() {
+        let office = OfficeName::new("pyongyang").unwrap();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let vk = key.verifying_key();
+        let origin = checkpoint::origin(&office, &vk);
+        let a = checkpoint::sign(&origin, 10, Hash([1; 32]), &key);
+        let b = checkpoint::sign(&origin, 10, Hash([2; 32]), &key);
+        let ev = Evidence::conflicting_roots("pyongyang", &a, &b, "washington", 1);
+        // It survives the file format.
+        let ev = Evidence::from_json(&ev.to_json()).unwrap();
+        let proven = ev.verify_with_key(&office, &vk).unwrap();
+        assert_eq!(proven.kind, "conflicting-roots");
+        assert_eq!(proven.sizes, (10, 10));
+        // Not with anyone else's key: the accuser cannot forge it.
+        let other = SigningKey::from_bytes(&[6; 32]).verifying_key();
+        assert!(ev.verify_with_key(&office, &other).is_err());
+        // No contradiction: equal roots, or different sizes.
+        let same = Evidence::conflicting_roots("pyongyang", &a, &a, "washington", 1);
+        assert!(matches!(
+            same.verify_with_key(&office, &vk),
+            Err(EvidenceError::NoContradiction(_))
+        ));
+        let c = checkpoint::sign(&origin, 11, Hash([2; 32]), &key);
+        let sizes = Evidence::conflicting_roots("pyongyang", &a, &c, "washington", 1);
+        assert!(matches!(
+            sizes.verify_with_key(&office, &vk),
+            Err(EvidenceError::NoContradiction(_))
+        ));
+        // An altered note no longer opens.
+        let mut bad = ev.clone();
+        bad.later = bad.later.replace("\n10\n", "\n12\n");
+        assert!(bad.verify_with_key(&office, &vk).is_err());
+    }
+}
