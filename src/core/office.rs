@@ -1024,7 +1024,21 @@ impl Core {
                 let key = (pi, ch.prec_received[pi] + 1);
                 let Some(h) = ch.held.remove(&key) else { break };
                 if ch.received.contains(h.msg.sequence) {
-                    continue; // cannot happen: held messages were never logged
+                    // The peer reused this message's channel sequence for
+                    // another message accepted while this one was held.
+                    let detail = format!(
+                        "sequence {} already holds a different message",
+                        h.msg.sequence
+                    );
+                    self.refuse(
+                        now,
+                        peer,
+                        h.hash,
+                        Some(&h.msg),
+                        NackReason::SequenceConflict,
+                        detail,
+                    );
+                    continue;
                 }
                 self.accept_message(now, peer, h.env, h.msg, h.hash, h.via);
             }

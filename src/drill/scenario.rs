@@ -309,11 +309,15 @@ impl Scenario {
 
     /// When the drill ends (drill time, ms from the start).
     pub fn end_ms(&self) -> u64 {
-        if let Some(d) = self.duration {
-            return d.0;
+        match self.duration {
+            Some(d) => d.0,
+            None => self.last_scheduled_ms() + 120_000,
         }
-        let last = self
-            .script
+    }
+
+    /// The time of the last script step, node event or line change.
+    fn last_scheduled_ms(&self) -> u64 {
+        self.script
             .iter()
             .map(|s| s.at.0)
             .chain(self.events.iter().map(|e| e.at.0))
@@ -323,8 +327,7 @@ impl Scenario {
                     .flat_map(|l| l.schedule.iter().map(|c| c.at.0)),
             )
             .max()
-            .unwrap_or(0);
-        last + 120_000
+            .unwrap_or(0)
     }
 
     /// The party called `name` and whether it is a relay.
@@ -454,7 +457,7 @@ impl Scenario {
             }
         }
         if let Some(d) = self.duration {
-            let last = self.clone_without_duration().end_ms() - 120_000;
+            let last = self.last_scheduled_ms();
             if d.0 < last {
                 return bad(
                     "duration".into(),
@@ -604,15 +607,6 @@ fn same_ends(a: &Link, b: &Link) -> bool {
     x.sort();
     y.sort();
     x == y
-}
-
-impl Scenario {
-    fn clone_without_duration(&self) -> Scenario {
-        Scenario {
-            duration: None,
-            ..self.clone()
-        }
-    }
 }
 
 #[cfg(test)]

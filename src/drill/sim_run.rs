@@ -39,7 +39,6 @@ pub struct SimOutcome {
 
 struct Node {
     office: Office,
-    relay: bool,
     core: Option<Core>,
     disk: Vec<Persisted>,
     spool: BTreeMap<[u8; 32], Vec<u8>>,
@@ -104,7 +103,6 @@ pub fn run(s: &Scenario, parties: &[PartyDir], seed: u64) -> Result<SimOutcome, 
             p.name.clone(),
             Node {
                 office,
-                relay: p.relay,
                 core: None,
                 disk: Vec::new(),
                 spool: BTreeMap::new(),
@@ -436,7 +434,7 @@ impl World<'_> {
         for _ in 0..copies {
             let mut at = self.now;
             if link.bandwidth_kbps > 0 {
-                let bits = 8 * (frame_len(&frame) as u64 + 40);
+                let bits = 8 * (prost::Message::encoded_len(&frame) as u64 + 40);
                 let start = at.max(self.lines[i].busy_until[dir]);
                 let done = start + bits.div_ceil(link.bandwidth_kbps);
                 self.lines[i].busy_until[dir] = done;
@@ -665,7 +663,7 @@ impl World<'_> {
                 .iter()
                 .any(|i| i.message.id == id && i.message.kind() == Kind::Acknowledgement)
         });
-        if !is_ack && !node.relay {
+        if !is_ack {
             let at = self.now + self.virt(after);
             self.schedule(at, Job::AutoAck(office.to_string(), id.to_string()));
         }
@@ -727,9 +725,4 @@ impl World<'_> {
         }
         Ok(())
     }
-}
-
-fn frame_len(f: &Frame) -> usize {
-    use prost::Message as _;
-    f.encoded_len()
 }
