@@ -24,6 +24,8 @@
 //!   by the CLI.
 //! - [`drill`]: crisis drills: scenario files, live and simulated runners,
 //!   reports, replay and fuzzing; the bundled drills.
+//! - [`text`]: peer text made safe: character-boundary cuts and terminal
+//!   escapes, one home for both.
 //! - [`bench`], [`bench_audit`] and [`demo`]: in-process runs for
 //!   measurement and for a first look.
 //!
@@ -42,4 +44,5 @@ pub mod drill;
 pub mod identity;
 pub mod node;
 pub mod sim;
+pub mod text;
 pub mod wire;

@@ -53,7 +53,7 @@ fn entries(path: &Path) -> Vec<(u64, LogEntry)> {
 fn write_log(path: &Path, entries: &[LogEntry]) {
     let mut out = vec![];
     for e in entries {
-        record::frame(&Persisted::new(e.clone()).bytes, &mut out);
+        record::frame(&Persisted::new(e.clone()).bytes, &mut out).unwrap();
     }
     std::fs::write(path, out).unwrap();
 }

@@ -880,7 +880,9 @@ fn a_flood_of_bad_messages_is_refused_within_a_budget_and_raises_one_alert() {
     let alerts = sim.offices[1]
         .events
         .iter()
-        .filter(|e| matches!(e, CoreEvent::Alert { detail, .. } if detail.contains("refusals")))
+        .filter(
+            |e| matches!(e, CoreEvent::Alert { detail, .. } if detail.contains("refusal budget")),
+        )
         .count();
     assert_eq!(alerts, 1, "one alert for the flood");
     let st = sim.offices[1].core.as_ref().unwrap().status();

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     while let Ok((entry, used)) = record::check(rest) {
         let _ = LogEntry::decode(entry);
         let mut again = Vec::new();
-        record::frame(entry, &mut again);
+        record::frame(entry, &mut again).expect("a checked entry frames again");
         assert_eq!(&again[..], &rest[..used]);
         if used == 0 || used > rest.len() {
             break;

@@ -146,7 +146,7 @@ fn one_way(from: &Side, to: &Side, out: &mut CrossCheck) -> usize {
         }
     }
     for (id, (i, _, bytes, _)) in &from.receipts_received {
-        out.receipts += 1;
+        out.receipts = out.receipts.saturating_add(1);
         match to.receipts_sent.get(id) {
             Some((_, _, theirs, _)) if theirs != bytes => out.discrepancies.push(format!(
                 "receipt for {id}: the copy {f} holds (entry {i}) differs from the one {t} logged"
@@ -165,7 +165,7 @@ fn one_way(from: &Side, to: &Side, out: &mut CrossCheck) -> usize {
     }
     // Checkpoints of `from` that `to` cosigned must still match `from`'s log.
     for (j, note) in &to.cosigned_for_peer {
-        out.cosignatures += 1;
+        out.cosignatures = out.cosignatures.saturating_add(1);
         if let Some((_, size, root)) = checkpoint::peek(note) {
             if from.tree.root_at(size) != Some(root) {
                 out.discrepancies.push(format!(
@@ -305,6 +305,6 @@ fn row(t: u64, office: &str, event: String, id: &str, m: &Message) -> TimelineRo
         msg: id.to_string(),
         precedence: precedence_name(m.precedence()).to_string(),
         subject: m.subject.clone(),
-        since_created_ms: Some(t as i64 - m.created_unix_ms as i64),
+        since_created_ms: Some((t as i64).saturating_sub(m.created_unix_ms as i64)),
     }
 }

@@ -66,7 +66,7 @@ pub fn info(path: &std::path::Path) -> Result<Info, LogError> {
     let mut cosigs: Vec<CosignInfo> = Vec::new();
     let mut by = BTreeMap::new();
     let mut for_ = BTreeMap::new();
-    let mut equivocations = 0;
+    let mut equivocations: u64 = 0;
     let summary = scan(path, |e| {
         match &e.entry.event {
             Some(Event::CheckpointIssued(c)) => {
@@ -97,7 +97,7 @@ pub fn info(path: &std::path::Path) -> Result<Info, LogError> {
                     *v = size.max(*v);
                 }
             }
-            Some(Event::EquivocationDetected(_)) => equivocations += 1,
+            Some(Event::EquivocationDetected(_)) => equivocations = equivocations.saturating_add(1),
             _ => {}
         }
         f.push(&e.bytes);

@@ -242,7 +242,7 @@ pub fn summarize(entry: &LogEntry) -> EntrySummary {
                 "{} -> {}: sealed frame {} ({} bytes)",
                 p.from,
                 p.to,
-                hex::encode(&p.sealed_hash[..p.sealed_hash.len().min(8)]),
+                hex::encode(p.sealed_hash.get(..8).unwrap_or(&p.sealed_hash)),
                 p.size
             );
         }

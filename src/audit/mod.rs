@@ -6,6 +6,19 @@
 //! entry bytes are exactly what a later Merkle tree hashes as a leaf, so the
 //! tamper-evident layer adds on without a migration.
 
+// Nothing a peer or a log file can hold may panic here: no unwrap, expect,
+// unchecked index or overflowing arithmetic outside tests. Each `allow`
+// below this says why it cannot be reached from outside.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod checkpoint;
 pub mod compare;
 pub mod evidence;

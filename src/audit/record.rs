@@ -39,15 +39,16 @@ pub enum RecordError {
     },
 }
 
-/// Appends one framed record for `entry` to `out`.
-pub fn frame(entry: &[u8], out: &mut Vec<u8>) {
-    assert!(
-        !entry.is_empty() && entry.len() <= MAX_ENTRY_LEN,
-        "entry size"
-    );
+/// Appends one framed record for `entry` to `out`; an entry that is empty
+/// or over [`MAX_ENTRY_LEN`] is refused (nothing is appended).
+pub fn frame(entry: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+    if entry.is_empty() || entry.len() > MAX_ENTRY_LEN {
+        return Err(RecordError::Length(entry.len()));
+    }
     out.extend_from_slice(&(entry.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32fast::hash(entry).to_be_bytes());
     out.extend_from_slice(entry);
+    Ok(())
 }
 
 /// Checks the record at the start of `buf`; returns the entry bytes and the
@@ -59,19 +60,25 @@ pub fn check(buf: &[u8]) -> Result<(&[u8], usize), RecordError> {
             available: buf.len(),
         });
     }
-    let len = u32::from_be_bytes(buf[0..4].try_into().expect("4")) as usize;
-    let stored = u32::from_be_bytes(buf[4..8].try_into().expect("4"));
+    let Some(&[l0, l1, l2, l3, c0, c1, c2, c3]) = buf.first_chunk::<RECORD_HEADER_LEN>() else {
+        return Err(RecordError::Short {
+            needed: RECORD_HEADER_LEN,
+            available: buf.len(),
+        });
+    };
+    let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+    let stored = u32::from_be_bytes([c0, c1, c2, c3]);
     if len == 0 || len > MAX_ENTRY_LEN {
         return Err(RecordError::Length(len));
     }
-    let total = RECORD_HEADER_LEN + len;
-    if buf.len() < total {
+    // len <= MAX_ENTRY_LEN, so this cannot overflow.
+    let total = RECORD_HEADER_LEN.saturating_add(len);
+    let Some(entry) = buf.get(RECORD_HEADER_LEN..total) else {
         return Err(RecordError::Short {
             needed: total,
             available: buf.len(),
         });
-    }
-    let entry = &buf[RECORD_HEADER_LEN..total];
+    };
     let computed = crc32fast::hash(entry);
     if computed != stored {
         return Err(RecordError::Checksum { stored, computed });
@@ -86,7 +93,14 @@ mod tests {
     #[test]
     fn frame_and_check() {
         let mut v = vec![];
-        frame(b"hello", &mut v);
+        frame(b"hello", &mut v).unwrap();
+        assert_eq!(frame(b"", &mut v), Err(RecordError::Length(0)));
+        let big = vec![1u8; MAX_ENTRY_LEN + 1];
+        assert_eq!(
+            frame(&big, &mut v),
+            Err(RecordError::Length(MAX_ENTRY_LEN + 1))
+        );
+        assert_eq!(v.len(), 13, "a refused entry appends nothing");
         assert_eq!(check(&v), Ok((&b"hello"[..], 13)));
         v[10] ^= 1;
         assert!(matches!(check(&v), Err(RecordError::Checksum { .. })));

@@ -41,6 +41,16 @@ pub enum LogError {
         /// What is wrong.
         why: String,
     },
+    /// An entry the writer will not append (over the record size limit, or
+    /// out of order). Nothing of the batch was written; this is a bug in
+    /// the writer's caller, and the node stops rather than log it.
+    #[error("log entry {index} refused: {why}")]
+    Refused {
+        /// The entry's index.
+        index: u64,
+        /// Why.
+        why: String,
+    },
 }
 
 /// An entry to append: the decoded entry and its exact encoding, which is
@@ -132,17 +142,24 @@ pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummar
                 torn: None,
             });
         }
-        let remaining = file_len - offset;
+        let remaining = file_len.saturating_sub(offset);
         // Read the header (or what is left of it), then the announced body.
         let head_len = remaining.min(RECORD_HEADER_LEN as u64) as usize;
         buf.resize(head_len, 0);
         r.read_exact(&mut buf).map_err(io)?;
         if head_len == RECORD_HEADER_LEN {
-            let len = u32::from_be_bytes(buf[0..4].try_into().expect("4")) as usize;
+            let len = match buf.first_chunk::<4>() {
+                Some(b) => u32::from_be_bytes(*b) as usize,
+                None => 0,
+            };
             if len > 0 && len <= MAX_ENTRY_LEN {
-                let body = (remaining - RECORD_HEADER_LEN as u64).min(len as u64) as usize;
-                buf.resize(RECORD_HEADER_LEN + body, 0);
-                r.read_exact(&mut buf[RECORD_HEADER_LEN..]).map_err(io)?;
+                let body = remaining
+                    .saturating_sub(RECORD_HEADER_LEN as u64)
+                    .min(len as u64) as usize;
+                buf.resize(RECORD_HEADER_LEN.saturating_add(body), 0);
+                if let Some(tail) = buf.get_mut(RECORD_HEADER_LEN..) {
+                    r.read_exact(tail).map_err(io)?;
+                }
             }
         }
         match record::check(&buf) {
@@ -171,8 +188,8 @@ pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummar
                     bytes: bytes.to_vec(),
                     entry,
                 });
-                offset += total as u64;
-                index += 1;
+                offset = offset.saturating_add(total as u64);
+                index = index.saturating_add(1);
             }
             Err(err) => {
                 let torn = match err {
@@ -199,7 +216,7 @@ pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummar
                     good_len: offset,
                     torn: Some(TornTail {
                         offset,
-                        bytes: file_len - offset,
+                        bytes: file_len.saturating_sub(offset),
                         why: err.to_string(),
                     }),
                 });
@@ -211,14 +228,14 @@ pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummar
 fn rest_is_zero(path: &Path, from: u64, to: u64) -> std::io::Result<bool> {
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(from))?;
-    let mut r = BufReader::new(f.take(to - from));
+    let mut r = BufReader::new(f.take(to.saturating_sub(from)));
     let mut chunk = [0u8; 8192];
     loop {
         let n = r.read(&mut chunk)?;
         if n == 0 {
             return Ok(true);
         }
-        if chunk[..n].iter().any(|&b| b != 0) {
+        if chunk.iter().take(n).any(|&b| b != 0) {
             return Ok(false);
         }
     }
@@ -302,12 +319,17 @@ impl LogWriter {
         }
         self.buf.clear();
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(
-                e.entry.index,
-                self.entries + i as u64,
-                "log index continuity"
-            );
-            record::frame(&e.bytes, &mut self.buf);
+            let expected = self.entries.saturating_add(i as u64);
+            if e.entry.index != expected {
+                return Err(LogError::Refused {
+                    index: e.entry.index,
+                    why: format!("out of order: the log's next index is {expected}"),
+                });
+            }
+            record::frame(&e.bytes, &mut self.buf).map_err(|err| LogError::Refused {
+                index: e.entry.index,
+                why: err.to_string(),
+            })?;
         }
         let io = |source| LogError::Io {
             path: self.path.clone(),
@@ -315,8 +337,8 @@ impl LogWriter {
         };
         self.file.write_all(&self.buf).map_err(io)?;
         self.file.sync_data().map_err(io)?;
-        self.len += self.buf.len() as u64;
-        self.entries += entries.len() as u64;
+        self.len = self.len.saturating_add(self.buf.len() as u64);
+        self.entries = self.entries.saturating_add(entries.len() as u64);
         Ok(())
     }
 }

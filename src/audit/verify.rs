@@ -117,7 +117,10 @@ impl Verifier {
         let msgs: Vec<&[u8]> = self.batch.iter().map(|p| p.input.as_slice()).collect();
         let sigs: Vec<Signature> = self.batch.iter().map(|p| p.sig).collect();
         let keys: Vec<VerifyingKey> = self.batch.iter().map(|p| p.key).collect();
-        self.report.signatures += self.batch.len() as u64;
+        self.report.signatures = self
+            .report
+            .signatures
+            .saturating_add(self.batch.len() as u64);
         if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_err() {
             // Find the culprit, strictly.
             let bad = self
@@ -139,7 +142,7 @@ impl Verifier {
             self.keys.peers.get(&pe.peer).map(|k| k.0)
         };
         let Some(key) = key else {
-            self.report.unchecked += 1;
+            self.report.unchecked = self.report.unchecked.saturating_add(1);
             return;
         };
         let Some(env) = &pe.envelope else {
@@ -186,7 +189,7 @@ impl Verifier {
                 self.envelope(&e, pe, Domain::NegativeReceipt, false)
             }
             Some(Event::CheckpointIssued(c)) => {
-                self.report.checkpoints += 1;
+                self.report.checkpoints = self.report.checkpoints.saturating_add(1);
                 match checkpoint::open(&c.note, &self.keys.origin, &self.keys.log) {
                     Err(err) => self.fail(index, offset, format!("checkpoint: {err}")),
                     Ok(cp) if cp.size != index => self.fail(
@@ -208,9 +211,9 @@ impl Verifier {
                 }
             }
             Some(Event::CosignatureIssued(n)) => {
-                self.report.cosignatures += 1;
+                self.report.cosignatures = self.report.cosignatures.saturating_add(1);
                 let Some((_, log, origin)) = self.keys.peers.get(&n.peer).cloned() else {
-                    self.report.unchecked += 1;
+                    self.report.unchecked = self.report.unchecked.saturating_add(1);
                     return self.frontier.push(&e.bytes);
                 };
                 let r = checkpoint::open(&n.note, &origin, &log).and_then(|_| {
@@ -221,9 +224,9 @@ impl Verifier {
                 }
             }
             Some(Event::CosignatureReceived(n)) => {
-                self.report.cosignatures += 1;
+                self.report.cosignatures = self.report.cosignatures.saturating_add(1);
                 let Some((_, log, origin)) = self.keys.peers.get(&n.peer).cloned() else {
-                    self.report.unchecked += 1;
+                    self.report.unchecked = self.report.unchecked.saturating_add(1);
                     return self.frontier.push(&e.bytes);
                 };
                 let r =

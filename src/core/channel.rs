@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
+use super::budget::{Budgets, Spend};
 use crate::audit::checkpoint::SignedCheckpoint;
 use crate::identity::OfficeName;
 use crate::wire::proto::{AlertLevel, Message, Precedence, Response, SignedEnvelope};
@@ -55,6 +56,13 @@ pub struct OutboxItem {
     pub receipt: Option<SignedEnvelope>,
     /// The signed message.
     pub envelope: SignedEnvelope,
+}
+
+impl OutboxItem {
+    /// SHA-256 of the signed message payload (the message hash).
+    pub fn envelope_hash(&self) -> [u8; 32] {
+        crate::wire::sha256(&self.envelope.payload)
+    }
 }
 
 /// A received message.
@@ -113,6 +121,9 @@ pub struct ChannelStatus {
     pub awaiting_ack: usize,
     /// Refusals beyond the per-minute budget: counted, not logged or sent.
     pub refusals_suppressed: u64,
+    /// All of the peer's input dropped over its budgets (refusals, notices,
+    /// cosignatures, evidence, answers, reports): counted, not acted on.
+    pub input_dropped: u64,
     /// Relays that may carry frames to this peer.
     pub relays: Vec<OfficeName>,
 }
@@ -127,9 +138,42 @@ pub(crate) struct HeldMessage {
     pub via: Option<OfficeName>,
 }
 
-/// The index of a precedence in per-precedence arrays.
+/// The index of a precedence in keys per precedence (0 for an unknown one).
 pub(crate) fn prec_index(p: i32) -> usize {
     usize::try_from(p).unwrap_or(0).min(4)
+}
+
+/// One value per precedence (and one for "unspecified"), addressed by the
+/// wire's precedence number: no index a peer value could push out of range.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PerPrecedence<T> {
+    unspecified: T,
+    flash: T,
+    immediate: T,
+    priority: T,
+    routine: T,
+}
+
+impl<T> PerPrecedence<T> {
+    pub fn get(&self, p: i32) -> &T {
+        match p {
+            1 => &self.flash,
+            2 => &self.immediate,
+            3 => &self.priority,
+            4 => &self.routine,
+            _ => &self.unspecified,
+        }
+    }
+
+    pub fn get_mut(&mut self, p: i32) -> &mut T {
+        match p {
+            1 => &mut self.flash,
+            2 => &mut self.immediate,
+            3 => &mut self.priority,
+            4 => &mut self.routine,
+            _ => &mut self.unspecified,
+        }
+    }
 }
 
 /// An unreceipted outgoing message.
@@ -211,17 +255,17 @@ pub(crate) struct Channel {
     /// the first of this peer's relays that comes up.
     pub reroute_waiting: BTreeSet<u64>,
     /// Sending: the last precedence sequence used, per precedence.
-    pub prec_sent: [u64; 5],
-    /// Receiving: the highest precedence sequence logged, per precedence
-    /// (they are logged without gaps).
-    pub prec_received: [u64; 5],
+    pub prec_sent: PerPrecedence<u64>,
+    /// Receiving: the precedence sequences settled, per precedence (logged
+    /// in order, or refused with a settling negative receipt).
+    pub prec_received: PerPrecedence<Watermark>,
     /// Receiving: verified messages that arrived ahead of an earlier one
     /// of their precedence, held (not logged, not receipted) until it comes.
     pub held: BTreeMap<(usize, u64), HeldMessage>,
-    /// Refusals in the current minute: (window start, mono ms; count).
-    pub refusal_window: (u64, u32),
-    /// Refusals beyond the budget, counted and not logged.
-    pub refusals_suppressed: u64,
+    /// Bytes of the payloads in `held`.
+    pub held_bytes: usize,
+    /// What this peer may still make us log, sign and report.
+    pub budgets: Budgets,
     pub connected: bool,
     pub resumed: bool,
     /// While connected but not resumed: when to send our hello again, and
@@ -239,6 +283,9 @@ pub(crate) struct Channel {
     pub received: Watermark,
     /// Receipt we signed per received sequence (and so the message hash).
     pub receipts: BTreeMap<u64, (SignedEnvelope, [u8; 32])>,
+    /// Settling negative receipt we signed per refused sequence, with the
+    /// refused payload's hash: a retransmission of it gets the same one.
+    pub refusals: BTreeMap<u64, (SignedEnvelope, [u8; 32])>,
     pub received_count: u64,
 }
 
@@ -263,11 +310,11 @@ impl Channel {
             tracks: BTreeMap::new(),
             esc_timers: BTreeSet::new(),
             reroute_waiting: BTreeSet::new(),
-            prec_sent: [0; 5],
-            prec_received: [0; 5],
+            prec_sent: PerPrecedence::default(),
+            prec_received: Default::default(),
             held: BTreeMap::new(),
-            refusal_window: (0, 0),
-            refusals_suppressed: 0,
+            held_bytes: 0,
+            budgets: Budgets::default(),
             connected: false,
             resumed: false,
             hello_retry: None,
@@ -280,6 +327,7 @@ impl Channel {
             delivered: 0,
             received: Watermark::default(),
             receipts: BTreeMap::new(),
+            refusals: BTreeMap::new(),
             received_count: 0,
         }
     }
@@ -323,7 +371,8 @@ impl Channel {
             missed_line_checks: self.lc_missed,
             line_check_rtt_ms: self.last_rtt_ms,
             awaiting_ack: self.tracks.len(),
-            refusals_suppressed: self.refusals_suppressed,
+            refusals_suppressed: self.budgets.dropped(Spend::Refusal),
+            input_dropped: self.budgets.dropped_total(),
             relays: self.relays.clone(),
         }
     }
@@ -342,13 +391,23 @@ impl Watermark {
         seq <= self.through || self.above.contains(&seq)
     }
 
+    /// The first number not yet in the set above the contiguous prefix
+    /// (`through + 1`, saturating).
+    pub fn next(&self) -> u64 {
+        self.through.saturating_add(1)
+    }
+
     pub fn insert(&mut self, seq: u64) {
         if seq <= self.through {
             return;
         }
         self.above.insert(seq);
-        while self.above.remove(&(self.through + 1)) {
-            self.through += 1;
+        // `through` < `seq` <= u64::MAX here, so `through + 1` cannot wrap.
+        while let Some(next) = self.through.checked_add(1) {
+            if !self.above.remove(&next) {
+                break;
+            }
+            self.through = next;
         }
     }
 }

@@ -5,12 +5,18 @@
 //! time), so they survive a restart: replay rebuilds each unacknowledged
 //! message's track and the steps already fired, and [`Core::start`]
 //! re-anchors them on the new run's clock.
+//!
+//! Arithmetic here is on our own clock, policy and counters: no value from
+//! the peer reaches it (the peer's notices are checked and only ever select
+//! a level), so plain operators stay where they read best.
+#![allow(clippy::arithmetic_side_effects)]
 
+use super::budget::{Spend, Verdict};
 use super::channel::{Channel, Health, Track};
 use super::office::Core;
 use super::output::{CoreEvent, StreamClass, Transmit};
 use super::policy::{Action, Policy, Waiting};
-use super::{Now, SubmitError};
+use super::{Now, SubmitError, MAX_DETAIL_LEN};
 use crate::identity::OfficeName;
 use crate::wire::envelope::{self, Domain};
 use crate::wire::proto::{
@@ -49,7 +55,9 @@ impl Core {
         base: i64,
     ) {
         let policy = self.policy.clone();
-        let ch = self.channels.get_mut(peer).expect("known peer");
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         ch.tracks.insert(
             seq,
             Track {
@@ -71,6 +79,20 @@ impl Core {
                 t.receipted = true;
                 schedule(&policy, ch, seq);
             }
+        }
+    }
+
+    /// Our message `seq` was refused for good: it will be neither receipted
+    /// nor acknowledged, so its ladder stops (the refusal itself reaches the
+    /// operator as an event).
+    pub(super) fn track_refused(&mut self, peer: &OfficeName, seq: u64) {
+        if let Some(ch) = self.channels.get_mut(peer) {
+            if let Some(t) = ch.tracks.remove(&seq) {
+                if let Some(d) = t.timer {
+                    ch.esc_timers.remove(&(d, seq));
+                }
+            }
+            ch.reroute_waiting.remove(&seq);
         }
     }
 
@@ -105,11 +127,9 @@ impl Core {
     pub(super) fn fire_due_steps(&mut self, now: Now) {
         let peers: Vec<OfficeName> = self.channels.keys().cloned().collect();
         for peer in peers {
-            loop {
-                let ch = &self.channels[&peer];
-                let Some(&(due, seq)) = ch.esc_timers.first() else {
-                    break;
-                };
+            while let Some(&(due, seq)) =
+                self.channels.get(&peer).and_then(|c| c.esc_timers.first())
+            {
                 if due > now.mono_ms as i64 {
                     break;
                 }
@@ -120,7 +140,9 @@ impl Core {
 
     fn fire_step(&mut self, now: Now, peer: &OfficeName, seq: u64) {
         let policy = self.policy.clone();
-        let ch = self.channels.get_mut(peer).expect("known peer");
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         let Some(track) = ch.tracks.get_mut(&seq) else {
             return;
         };
@@ -132,11 +154,9 @@ impl Core {
             return;
         };
         track.next_n = n + 1;
-        let id = ch
-            .history
-            .get(&seq)
-            .map(|h| h.id)
-            .expect("tracked messages are in the history");
+        let Some(id) = ch.history.get(&seq).map(|h| h.id) else {
+            return; // every tracked message is in the history
+        };
         let mut detail = String::new();
         match step.action {
             Action::Retransmit => {
@@ -206,7 +226,10 @@ impl Core {
             waiting: step.waiting,
         });
         if step.action == Action::RaiseAlertLevel {
-            let current = self.channels[peer].level;
+            let current = self
+                .channels
+                .get(peer)
+                .map_or(AlertLevel::Normal, |c| c.level);
             let next = match current {
                 AlertLevel::Normal | AlertLevel::Unspecified => AlertLevel::Elevated,
                 _ => AlertLevel::Crisis,
@@ -233,10 +256,13 @@ impl Core {
                 } else {
                     (Waiting::Receipt, l.receipt_deadline_ms)
                 };
+                let Some(item) = ch.history.get(&seq) else {
+                    continue;
+                };
                 if age > deadline as i64 {
                     out.push(Overdue {
                         peer: ch.peer.clone(),
-                        id: ch.history[&seq].id,
+                        id: item.id,
                         sequence: seq,
                         precedence: t.precedence,
                         waiting,
@@ -262,10 +288,13 @@ impl Core {
                 } else {
                     (Waiting::Receipt, l.receipt_deadline_ms as i64)
                 };
+                let Some(item) = ch.history.get(&seq) else {
+                    continue;
+                };
                 if age <= deadline && age * 5 >= deadline * 4 {
                     out.push(Overdue {
                         peer: ch.peer.clone(),
-                        id: ch.history[&seq].id,
+                        id: item.id,
                         sequence: seq,
                         precedence: t.precedence,
                         waiting,
@@ -317,13 +346,12 @@ impl Core {
     pub(super) fn line_checks_due(&mut self, now: Now) {
         let peers: Vec<OfficeName> = self.channels.keys().cloned().collect();
         for peer in peers {
-            let due = self.channels[&peer]
-                .next_check_at
-                .is_some_and(|t| t <= now.mono_ms);
-            if !due {
+            let Some(ch) = self.channels.get_mut(&peer) else {
+                continue;
+            };
+            if ch.next_check_at.is_none_or(|t| t > now.mono_ms) {
                 continue;
             }
-            let ch = self.channels.get_mut(&peer).expect("known");
             let answered = ch.lc_outstanding.is_none() && ch.connected && ch.resumed;
             if !answered {
                 ch.lc_missed += 1;
@@ -340,7 +368,9 @@ impl Core {
 
     pub(super) fn send_line_check(&mut self, now: Now, peer: &OfficeName) {
         let (size, root) = (self.tree.size(), self.tree.root().0.to_vec());
-        let ch = self.channels.get_mut(peer).expect("known");
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         ch.lc_seq += 1;
         ch.lc_outstanding = Some((ch.lc_seq, now.mono_ms));
         let lc = LineCheck {
@@ -358,21 +388,29 @@ impl Core {
     }
 
     pub(super) fn on_line_check(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let Some(lc) = self.open_from::<LineCheck>(peer, &env, Domain::LineCheck, "line check")
+        let Some(lc) =
+            self.open_from::<LineCheck>(now, peer, &env, Domain::LineCheck, "line check")
         else {
             return;
         };
         if lc.from != peer.as_str() || lc.to != self.me.as_str() {
             return;
         }
+        let Some(level) = self.channels.get(peer).map(|c| c.level) else {
+            return;
+        };
         if !lc.reply {
+            // Each answer costs a signature: within the peer's budget.
+            if self.spend(now, peer, Spend::Answer) != Verdict::Allowed {
+                return;
+            }
             let reply = LineCheck {
                 from: self.me.to_string(),
                 to: peer.to_string(),
                 sequence: lc.sequence,
                 reply: true,
                 time_unix_ms: now.wall_ms,
-                level: self.channels[peer].level as i32,
+                level: level as i32,
                 log_size: self.tree.size(),
                 log_root: self.tree.root().0.to_vec(),
             };
@@ -380,7 +418,9 @@ impl Core {
             self.out.transmit.push(control(peer, Body::LineCheck(env)));
             return;
         }
-        let ch = self.channels.get_mut(peer).expect("known");
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         if let Some((seq, sent)) = ch.lc_outstanding {
             if seq == lc.sequence {
                 ch.last_rtt_ms = Some(now.mono_ms.saturating_sub(sent));
@@ -393,7 +433,9 @@ impl Core {
 
     fn update_health(&mut self, now: Now, peer: &OfficeName) {
         let k = self.policy.line_checks.silent_after;
-        let ch = self.channels.get_mut(peer).expect("known");
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         let health = match ch.lc_missed {
             0 => Health::Up,
             m if m >= k => Health::Silent,
@@ -458,7 +500,9 @@ impl Core {
         by: &str,
         reason: &str,
     ) {
-        let ch = self.channels.get_mut(peer).expect("known");
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         if ch.level == level {
             return;
         }
@@ -490,10 +534,13 @@ impl Core {
     }
 
     pub(super) fn send_alert_level(&mut self, now: Now, peer: &OfficeName, reason: &str) {
+        let Some(level) = self.channels.get(peer).map(|c| c.level) else {
+            return;
+        };
         let n = AlertLevelNotice {
             from: self.me.to_string(),
             to: peer.to_string(),
-            level: self.channels[peer].level as i32,
+            level: level as i32,
             time_unix_ms: now.wall_ms,
             reason: reason.into(),
         };
@@ -503,6 +550,7 @@ impl Core {
 
     pub(super) fn on_alert_level(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
         let Some(n) = self.open_from::<AlertLevelNotice>(
+            now,
             peer,
             &env,
             Domain::AlertLevel,
@@ -513,7 +561,19 @@ impl Core {
         if n.from != peer.as_str() || n.to != self.me.as_str() {
             return;
         }
+        if n.reason.len() > MAX_DETAIL_LEN {
+            let detail = format!(
+                "alert-level notice reason is {} bytes; the limit is {MAX_DETAIL_LEN}",
+                n.reason.len()
+            );
+            return self.report(now, peer, detail);
+        }
         let level = AlertLevel::try_from(n.level).unwrap_or(AlertLevel::Normal);
+        let unchanged = self.channels.get(peer).is_none_or(|c| c.level == level);
+        // A change is a log entry: within the peer's notice budget.
+        if unchanged || self.spend(now, peer, Spend::Notice) != Verdict::Allowed {
+            return;
+        }
         self.change_alert_level(now, peer, level, "peer", &n.reason);
     }
 
@@ -521,19 +581,17 @@ impl Core {
     /// on failure reports a protocol error naming `what`.
     fn open_from<M: prost::Message + Default>(
         &mut self,
+        now: Now,
         peer: &OfficeName,
         env: &SignedEnvelope,
         domain: Domain,
         what: &str,
     ) -> Option<M> {
-        let key = self.channels[peer].key;
+        let key = self.channels.get(peer)?.key;
         match envelope::open(env, domain, &key) {
             Ok(m) => Some(m),
             Err(e) => {
-                self.out.events.push(CoreEvent::ProtocolError {
-                    peer: peer.clone(),
-                    detail: format!("{what} refused: {e}"),
-                });
+                self.report(now, peer, format!("{what} refused: {e}"));
                 None
             }
         }
@@ -548,7 +606,9 @@ impl Core {
         for ch in self.channels.values_mut() {
             let seqs: Vec<u64> = ch.tracks.keys().copied().collect();
             for seq in seqs {
-                let t = ch.tracks.get_mut(&seq).expect("present");
+                let Some(t) = ch.tracks.get_mut(&seq) else {
+                    continue;
+                };
                 t.base = now.mono_ms as i64 - now.wall_ms.saturating_sub(t.base_wall) as i64;
                 schedule(&policy, ch, seq);
             }
@@ -566,7 +626,7 @@ impl Core {
                         .get_mut(&name)
                         .and_then(|c| c.tracks.get_mut(&e.sequence))
                     {
-                        t.next_n = t.next_n.max(e.step + 1);
+                        t.next_n = t.next_n.max(e.step.saturating_add(1));
                     }
                 }
             }

@@ -14,13 +14,31 @@
 //! a receipt leaves only once the message it names is on disk. Draining
 //! several calls into one output before the fsync is group commit.
 
+// Nothing a peer or a log file can hold may panic here: no unwrap, expect,
+// unchecked index or overflowing arithmetic outside tests. Each `allow`
+// below this says why it cannot be reached from outside.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+mod budget;
 mod channel;
 mod escalation;
 mod office;
 mod output;
 pub mod policy;
+mod receipts;
+mod receive;
 pub mod relay;
+mod witness;
 
+pub use budget::Spend;
 pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem};
 pub use escalation::Overdue;
 pub use office::{Core, Draft, OfficeKeys, PeerKeys, ReplayError, SubmitError, Timing};
@@ -40,9 +58,23 @@ pub const RECEIVE_WINDOW: u64 = MAX_OUTBOX as u64;
 /// earlier message of their precedence (beyond: `OUT_OF_WINDOW`, resent later).
 pub const MAX_HELD: usize = 256;
 
+/// Largest thread id, in bytes.
+pub const MAX_THREAD_LEN: usize = 256;
+/// Largest language tag, in bytes (BCP 47 tags in use are far shorter).
+pub const MAX_LANGUAGE_LEN: usize = 64;
+/// Largest `detail` or `reason` text in a signed refusal or notice, bytes.
+pub const MAX_DETAIL_LEN: usize = 256;
 /// Refusals (negative receipts) logged and sent per peer per minute;
 /// beyond it they are counted in `status` and raise one alert.
 pub const REFUSAL_BUDGET: u32 = 100;
+/// Most payload bytes a receiver holds per peer for order (with [`MAX_HELD`]).
+pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
+/// Largest checkpoint note (with its signatures and cosignatures) accepted
+/// from a peer, in bytes. Ours are about 200; C2SP allows extension lines,
+/// which this bound keeps to a few.
+pub const MAX_NOTE_LEN: usize = 2048;
+/// Most hashes in a consistency proof (a tree of 2^64 leaves needs 64).
+pub const MAX_PROOF_HASHES: usize = 64;
 /// Most frames retransmitted per channel per timeout; the rest follow on the
 /// next timeout (which is immediate), so one call never builds a huge output.
 pub const MAX_RETRANSMIT_BURST: usize = 1024;

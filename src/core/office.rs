@@ -10,26 +10,22 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message as _;
 
-use super::channel::{
-    prec_index, Channel, ChannelStatus, HeldMessage, InboxItem, OutState, OutboxItem, Pending,
-};
+use super::budget::{Spend, Verdict};
+use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem, Pending};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::policy::Policy;
-use super::{
-    Now, MAX_BODY_LEN, MAX_HELD, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN, RECEIVE_WINDOW,
-    REFUSAL_BUDGET,
-};
+use super::receipts::{mark_delivered, mark_refused};
+use super::receive::settle_refused;
+use super::{Now, MAX_BODY_LEN, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN};
 use crate::audit::checkpoint::{self, SignedCheckpoint};
-use crate::audit::evidence::Evidence;
-use crate::audit::merkle::{verify_consistency, Hash, Tree};
+use crate::audit::merkle::Tree;
 use crate::audit::Persisted;
 use crate::identity::OfficeName;
-use crate::wire::envelope::{self, Domain, EnvelopeError};
+use crate::wire::envelope::{self, Domain};
 use crate::wire::proto::{
-    frame::Body, log_entry::Event, CheckpointIssued, CheckpointOffer, CheckpointRefused,
-    Cosignature, Equivocation, Frame, Hello, Kind, LinkChanged, LinkState, LogEntry, Message,
-    NackReason, NegativeReceipt, NodeStarted, NodeStopped, PeerAdded, PeerEnvelope, PeerNote,
-    Precedence, Receipt, Recovery, SignedEnvelope,
+    frame::Body, log_entry::Event, CheckpointIssued, CheckpointOffer, Frame, Hello, Kind,
+    LinkChanged, LinkState, LogEntry, Message, NegativeReceipt, NodeStarted, NodeStopped,
+    PeerAdded, PeerEnvelope, Precedence, Receipt, Recovery, SignedEnvelope,
 };
 use crate::wire::proto::{AlertLevel, Response};
 use crate::wire::{sha256, MessageId, PROTOCOL_VERSION};
@@ -301,7 +297,7 @@ impl Core {
         if entry.index != self.next_index {
             return Err(bad(format!("expected index {}", self.next_index)));
         }
-        self.next_index += 1;
+        self.next_index = self.next_index.saturating_add(1);
         self.tree.push(bytes);
         let Some(event) = &entry.event else {
             return Ok(());
@@ -317,9 +313,9 @@ impl Core {
                     return Ok(()); // peer since removed from config: history only
                 };
                 let seq = msg.sequence;
-                ch.next_seq = ch.next_seq.max(seq + 1);
-                let pi = prec_index(msg.precedence);
-                ch.prec_sent[pi] = ch.prec_sent[pi].max(msg.precedence_sequence);
+                ch.next_seq = ch.next_seq.max(seq.saturating_add(1));
+                let ps = ch.prec_sent.get_mut(msg.precedence);
+                *ps = (*ps).max(msg.precedence_sequence);
                 ch.pending.insert(
                     seq,
                     Pending {
@@ -348,8 +344,13 @@ impl Core {
             }
             Event::NegativeReceiptReceived(pe) => {
                 let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
-                if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
-                    mark_refused(ch, n.sequence, &n.payload_hash);
+                if n.settles {
+                    if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
+                        let peer = ch.peer.clone();
+                        if mark_refused(ch, n.sequence, &n.payload_hash) {
+                            self.track_refused(&peer, n.sequence);
+                        }
+                    }
                 }
             }
             Event::MessageReceived(pe) => {
@@ -361,9 +362,12 @@ impl Core {
                 };
                 let hash = sha256(&env.payload);
                 ch.received.insert(msg.sequence);
-                ch.received_count += 1;
-                let pi = prec_index(msg.precedence);
-                ch.prec_received[pi] = ch.prec_received[pi].max(msg.precedence_sequence);
+                ch.received_count = ch.received_count.saturating_add(1);
+                if msg.precedence_sequence != 0 {
+                    ch.prec_received
+                        .get_mut(msg.precedence)
+                        .insert(msg.precedence_sequence);
+                }
                 self.unreceipted.push((
                     ch.peer.clone(),
                     msg.sequence,
@@ -430,12 +434,22 @@ impl Core {
             Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
                 self.replay_relay(event, entry.time_unix_ms)
             }
+            Event::NegativeReceiptSent(pe) => {
+                let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
+                if let (true, Some(ch), Some(env)) = (
+                    n.settles,
+                    channel_for(&mut self.channels, &pe.peer),
+                    pe.envelope.as_ref(),
+                ) {
+                    let hash = <[u8; 32]>::try_from(n.payload_hash.as_slice()).unwrap_or([0; 32]);
+                    settle_refused(ch, &n, env.clone(), hash);
+                }
+            }
             Event::RelayReceiptReceived(_) => {}
             Event::NodeStarted(_)
             | Event::NodeStopped(_)
             | Event::LinkChanged(_)
             | Event::LinkHealth(_)
-            | Event::NegativeReceiptSent(_)
             | Event::EquivocationDetected(_)
             | Event::Recovery(_) => {}
         }
@@ -491,13 +505,11 @@ impl Core {
                 to: peer.to_string(),
                 received_unix_ms: time,
                 log_index: index,
-                log_size: index + 1,
-                log_root: self
-                    .tree
-                    .root_at(index + 1)
-                    .expect("entry is in the tree")
-                    .0
-                    .to_vec(),
+                log_size: index.saturating_add(1),
+                log_root: match self.tree.root_at(index.saturating_add(1)) {
+                    Some(root) => root.0.to_vec(),
+                    None => continue, // replay put every entry in the tree
+                },
             };
             let env = envelope::seal_proto(Domain::Receipt, &receipt, &self.key);
             self.persist(now, Event::ReceiptSent(peer_env(&peer, env.clone())));
@@ -542,14 +554,14 @@ impl Core {
             .map(|c| c.peer.clone())
             .collect();
         for p in peers {
-            let from = self.channels[&p].peer_cosigned;
+            let from = self.channels.get(&p).map(|c| c.peer_cosigned).unwrap_or(0);
             self.offer_checkpoint(&p, from);
         }
     }
 
     fn maybe_checkpoint(&mut self, now: Now) {
         let covered = self.latest_checkpoint.as_ref().map(|c| c.size).unwrap_or(0);
-        let due_by_count = self.tree.size() >= covered + self.timing.checkpoint_every;
+        let due_by_count = self.tree.size() >= covered.saturating_add(self.timing.checkpoint_every);
         let due_by_time = self.next_checkpoint_at.is_some_and(|t| t <= now.mono_ms);
         if due_by_count || due_by_time {
             self.issue_checkpoint(now);
@@ -564,10 +576,9 @@ impl Core {
         if from == cp.size {
             return; // already cosigned
         }
-        let proof = self
-            .tree
-            .consistency_proof(from, cp.size)
-            .expect("sizes within the tree");
+        let Some(proof) = self.tree.consistency_proof(from, cp.size) else {
+            return; // from <= cp.size <= the tree's size: not reached
+        };
         let offer = CheckpointOffer {
             note: cp.note,
             old_size: from,
@@ -609,7 +620,9 @@ impl Core {
         if !draft.reply_to.is_empty() && MessageId::parse(&draft.reply_to).is_none() {
             return Err(SubmitError::BadReplyTo(draft.reply_to));
         }
-        let ch = self.channels.get_mut(&peer).expect("checked");
+        let Some(ch) = self.channels.get_mut(&peer) else {
+            return Err(SubmitError::UnknownPeer(draft.to.clone()));
+        };
         if ch.pending.len() >= MAX_OUTBOX {
             return Err(SubmitError::OutboxFull {
                 peer: peer.to_string(),
@@ -617,14 +630,14 @@ impl Core {
             });
         }
         let seq = ch.next_seq;
-        ch.next_seq += 1;
+        ch.next_seq = ch.next_seq.saturating_add(1);
         let precedence = match draft.precedence {
             Precedence::Unspecified => Precedence::Routine,
             p => p,
         };
-        let pi = prec_index(precedence as i32);
-        ch.prec_sent[pi] += 1;
-        let precedence_sequence = ch.prec_sent[pi];
+        let ps = ch.prec_sent.get_mut(precedence as i32);
+        *ps = ps.saturating_add(1);
+        let precedence_sequence = *ps;
         let kind = match draft.kind {
             Kind::Unspecified => Kind::Notification,
             k => k,
@@ -666,9 +679,10 @@ impl Core {
         self.persist(now, Event::MessageSent(peer_env(&peer, env)));
         self.track_sent(&peer, seq, precedence, now.wall_ms, now.mono_ms as i64);
         self.mark_inbox_acknowledged(&peer, &msg.reply_to);
-        let ch = self.channels.get_mut(&peer).expect("checked");
-        if ch.connected && ch.resumed {
-            transmit_message(&mut self.out, ch, seq, now, self.timing);
+        if let Some(ch) = self.channels.get_mut(&peer) {
+            if ch.connected && ch.resumed {
+                transmit_message(&mut self.out, ch, seq, now, self.timing);
+            }
         }
         self.maybe_checkpoint(now);
         Ok(seq)
@@ -684,7 +698,7 @@ impl Core {
         };
         ch.connected = true;
         ch.resumed = false;
-        ch.hello_retry = Some((now.mono_ms + self.timing.rto_ms, 0));
+        ch.hello_retry = Some((now.mono_ms.saturating_add(self.timing.rto_ms), 0));
         send_hello(&mut self.out, &self.me, ch, false);
         self.persist(
             now,
@@ -741,7 +755,9 @@ impl Core {
             Some(Body::AlertLevel(env)) => self.on_alert_level(now, peer, env),
             Some(Body::CheckpointRefused(r)) => {
                 let ours = self.latest_checkpoint.as_ref().map(|c| c.size).unwrap_or(0);
-                if r.want_old_size <= ours {
+                if r.want_old_size <= ours
+                    && self.spend(now, peer, Spend::Answer) == Verdict::Allowed
+                {
                     self.offer_checkpoint(peer, r.want_old_size);
                 }
             }
@@ -759,13 +775,13 @@ impl Core {
         for ch in self.channels.values_mut() {
             if let Some((at, n)) = ch.hello_retry {
                 if at <= now.mono_ms {
-                    let n = n + 1;
+                    let n = n.saturating_add(1);
                     let wait = self
                         .timing
                         .rto_ms
                         .saturating_mul(1 << n.min(16))
                         .min(self.timing.rto_max_ms);
-                    ch.hello_retry = Some((now.mono_ms + wait, n));
+                    ch.hello_retry = Some((now.mono_ms.saturating_add(wait), n));
                     send_hello(&mut self.out, &self.me, ch, false);
                 }
             }
@@ -796,10 +812,11 @@ impl Core {
             .channels
             .values()
             .filter_map(|c| c.hello_retry.map(|h| h.0));
-        let steps = self
-            .channels
-            .values()
-            .filter_map(|c| c.esc_timers.first().map(|(d, _)| (*d).max(0) as u64));
+        let steps = self.channels.values().filter_map(|c| {
+            c.esc_timers
+                .first()
+                .map(|(d, _)| u64::try_from(*d).unwrap_or(0))
+        });
         let checks = self.channels.values().filter_map(|c| c.next_check_at);
         retransmit
             .chain(hello)
@@ -811,7 +828,10 @@ impl Core {
 
     /// Bytes of log entries waiting in the output.
     pub fn pending_persist_bytes(&self) -> usize {
-        self.out.persist.iter().map(|p| p.bytes.len()).sum()
+        self.out
+            .persist
+            .iter()
+            .fold(0usize, |a, p| a.saturating_add(p.bytes.len()))
     }
 
     /// Takes what the caller must do (see the module docs for the rule).
@@ -847,37 +867,67 @@ impl Core {
     // Frame handlers.
 
     fn on_hello(&mut self, now: Now, peer: &OfficeName, h: Hello) {
-        let ch = self.channels.get_mut(peer).expect("caller checked");
         if h.office != peer.as_str() || h.protocol_version != PROTOCOL_VERSION {
-            self.out.events.push(CoreEvent::ProtocolError {
-                peer: peer.clone(),
-                detail: format!(
-                    "hello from {:?} version {} on the line to {peer}",
-                    h.office, h.protocol_version
-                ),
-            });
+            let detail = format!(
+                "hello from {} version {} on the line to {peer}",
+                crate::text::quote(&h.office, 48),
+                h.protocol_version
+            );
+            return self.report(now, peer, detail);
+        }
+        let Some(ch) = self.channels.get(peer) else {
+            return;
+        };
+        if ch.resumed {
+            // A retried or answering hello on a line already resumed: the
+            // retransmission timers cover anything still outstanding. A
+            // retry still gets its answer, within the peer's budget.
+            if !h.reply && self.spend(now, peer, Spend::Answer) == Verdict::Allowed {
+                if let Some(ch) = self.channels.get(peer) {
+                    send_hello(&mut self.out, &self.me, ch, true);
+                }
+            }
             return;
         }
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         if !h.reply {
             send_hello(&mut self.out, &self.me, ch, true);
         }
-        if ch.resumed {
-            // A retried or answering hello on a line already resumed: the
-            // retransmission timers cover anything still outstanding.
-            return;
-        }
         ch.resumed = true;
         ch.hello_retry = None;
-        ch.peer_cosigned = ch.peer_cosigned.max(h.cosigned_size);
-        // The peer lacks our receipts above its receipted_through: resend them.
-        for (_, (env, _)) in ch.receipts.range(h.receipted_through + 1..) {
-            self.out.transmit.push(Transmit {
-                peer: peer.clone(),
-                class: StreamClass::Control,
-                frame: Frame {
-                    body: Some(Body::Receipt(env.clone())),
-                },
-            });
+        // The peer lacks our answers above its receipted_through: resend the
+        // receipts and settling refusals we signed, oldest first, at most a
+        // burst (a hostile hello of 0 must not make us resend all history;
+        // the rest come back as answers to the sender's retransmissions).
+        if let Some(from) = h.receipted_through.checked_add(1) {
+            let mut answers: Vec<(u64, SignedEnvelope, bool)> = ch
+                .receipts
+                .range(from..)
+                .take(MAX_RETRANSMIT_BURST)
+                .map(|(s, (e, _))| (*s, e.clone(), true))
+                .collect();
+            answers.extend(
+                ch.refusals
+                    .range(from..)
+                    .take(MAX_RETRANSMIT_BURST)
+                    .map(|(s, (e, _))| (*s, e.clone(), false)),
+            );
+            answers.sort_by_key(|a| a.0);
+            answers.truncate(MAX_RETRANSMIT_BURST);
+            for (_, env, receipt) in answers {
+                let body = if receipt {
+                    Body::Receipt(env)
+                } else {
+                    Body::NegativeReceipt(env)
+                };
+                self.out.transmit.push(Transmit {
+                    peer: peer.clone(),
+                    class: StreamClass::Control,
+                    frame: Frame { body: Some(body) },
+                });
+            }
         }
         // Resume: send what the peer does not hold, in sequence order; for
         // what it holds, its receipts are on their way, so only arm timers.
@@ -887,400 +937,26 @@ impl Core {
                 transmit_message(&mut self.out, ch, seq, now, self.timing);
             } else {
                 let rto = self.timing.rto_ms;
-                ch.set_timer(seq, Some(now.mono_ms + rto));
+                ch.set_timer(seq, Some(now.mono_ms.saturating_add(rto)));
             }
         }
-        // Offer our latest checkpoint from the size the peer last cosigned.
-        let from = h.cosigned_size;
-        self.offer_checkpoint(peer, from);
+        // Offer our latest checkpoint from the size the peer says it last
+        // cosigned. That is only where to start the proof: what the peer has
+        // cosigned is what its verified cosignatures say, never its hello.
+        self.offer_checkpoint(peer, h.cosigned_size);
         // A relay forwards what it holds for this office.
         self.forward_spooled(peer);
         // A relay came up: send what earlier reroute steps could not.
         self.reroute_waiting_via(peer);
         // Check the line at once, and restate a raised alert level.
         self.send_line_check(now, peer);
-        if self.channels[peer].level != AlertLevel::Normal {
+        if self
+            .channels
+            .get(peer)
+            .is_some_and(|c| c.level != AlertLevel::Normal)
+        {
             self.send_alert_level(now, peer, "restated on reconnection");
         }
-    }
-
-    fn on_message(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let key = self.channels[peer].key;
-        let hash = sha256(&env.payload);
-        // Verify before decoding.
-        if let Err(e) = envelope::verify(&env, Domain::Message, &key) {
-            let reason = match e {
-                EnvelopeError::UnknownKey { .. } => NackReason::UnknownKey,
-                _ => NackReason::BadSignature,
-            };
-            return self.refuse(now, peer, hash, None, reason, e.to_string());
-        }
-        let msg = match Message::decode(env.payload.as_slice()) {
-            Ok(m) => m,
-            Err(e) => {
-                return self.refuse(now, peer, hash, None, NackReason::Malformed, e.to_string())
-            }
-        };
-        if let Err((reason, detail)) = self.check_message(peer, &msg) {
-            return self.refuse(now, peer, hash, Some(&msg), reason, detail);
-        }
-        let ch = self.channels.get_mut(peer).expect("checked");
-        let seq = msg.sequence;
-        if ch.received.contains(seq) {
-            match ch.receipts.get(&seq) {
-                Some((receipt, h)) if *h == hash => {
-                    // A duplicate: never delivered twice; the same receipt again.
-                    self.out.transmit.push(Transmit {
-                        peer: peer.clone(),
-                        class: StreamClass::Control,
-                        frame: Frame {
-                            body: Some(Body::Receipt(receipt.clone())),
-                        },
-                    });
-                    return;
-                }
-                _ => {
-                    return self.refuse(
-                        now,
-                        peer,
-                        hash,
-                        Some(&msg),
-                        NackReason::SequenceConflict,
-                        format!("sequence {seq} already holds a different message"),
-                    )
-                }
-            }
-        }
-        let through = ch.received.through;
-        if seq > through + RECEIVE_WINDOW {
-            return self.refuse(
-                now,
-                peer,
-                hash,
-                Some(&msg),
-                NackReason::OutOfWindow,
-                format!("sequence {seq} is more than {RECEIVE_WINDOW} past {through}"),
-            );
-        }
-        // Order within a precedence: a message ahead of an earlier one of
-        // its precedence waits, unlogged and unreceipted, for that one.
-        let via = self.receiving_via.clone();
-        let ps = msg.precedence_sequence;
-        if ps != 0 {
-            let pi = prec_index(msg.precedence);
-            let ch = self.channels.get_mut(peer).expect("checked");
-            let next = ch.prec_received[pi] + 1;
-            if ps < next {
-                return self.refuse(
-                    now,
-                    peer,
-                    hash,
-                    Some(&msg),
-                    NackReason::SequenceConflict,
-                    format!("precedence sequence {ps} was already used"),
-                );
-            }
-            if ps > next {
-                match ch.held.get(&(pi, ps)) {
-                    Some(h) if h.hash != hash => {
-                        return self.refuse(
-                            now,
-                            peer,
-                            hash,
-                            Some(&msg),
-                            NackReason::SequenceConflict,
-                            format!("precedence sequence {ps} already holds a different message"),
-                        )
-                    }
-                    Some(_) => {}
-                    None if ch.held.len() >= MAX_HELD => {
-                        return self.refuse(
-                            now,
-                            peer,
-                            hash,
-                            Some(&msg),
-                            NackReason::OutOfWindow,
-                            format!("{MAX_HELD} messages already wait for earlier ones"),
-                        )
-                    }
-                    None => {
-                        ch.held.insert(
-                            (pi, ps),
-                            HeldMessage {
-                                env,
-                                msg,
-                                hash,
-                                via,
-                            },
-                        );
-                    }
-                }
-                return;
-            }
-            self.accept_message(now, peer, env, msg, hash, via);
-            // Then whatever was waiting for it, in order.
-            loop {
-                let ch = self.channels.get_mut(peer).expect("checked");
-                let key = (pi, ch.prec_received[pi] + 1);
-                let Some(h) = ch.held.remove(&key) else { break };
-                if ch.received.contains(h.msg.sequence) {
-                    // The peer reused this message's channel sequence for
-                    // another message accepted while this one was held.
-                    let detail = format!(
-                        "sequence {} already holds a different message",
-                        h.msg.sequence
-                    );
-                    self.refuse(
-                        now,
-                        peer,
-                        h.hash,
-                        Some(&h.msg),
-                        NackReason::SequenceConflict,
-                        detail,
-                    );
-                    continue;
-                }
-                self.accept_message(now, peer, h.env, h.msg, h.hash, h.via);
-            }
-            return;
-        }
-        self.accept_message(now, peer, env, msg, hash, via);
-    }
-
-    /// Logs a new message and, in the same batch, signs and logs its
-    /// receipt; then sends the receipt and delivers it.
-    fn accept_message(
-        &mut self,
-        now: Now,
-        peer: &OfficeName,
-        env: SignedEnvelope,
-        msg: Message,
-        hash: [u8; 32],
-        via: Option<OfficeName>,
-    ) {
-        let seq = msg.sequence;
-        let index = self.next_index;
-        let mut received = peer_env(peer, env.clone());
-        received.via = via.as_ref().map(|r| r.to_string()).unwrap_or_default();
-        self.persist(now, Event::MessageReceived(received));
-        let receipt = Receipt {
-            message_id: msg.id.clone(),
-            message_hash: hash.to_vec(),
-            sequence: seq,
-            from: self.me.to_string(),
-            to: peer.to_string(),
-            received_unix_ms: now.wall_ms,
-            log_index: index,
-            log_size: self.tree.size(),
-            log_root: self.tree.root().0.to_vec(),
-        };
-        let renv = envelope::seal_proto(Domain::Receipt, &receipt, &self.key);
-        self.persist(now, Event::ReceiptSent(peer_env(peer, renv.clone())));
-        let ch = self.channels.get_mut(peer).expect("checked");
-        ch.received.insert(seq);
-        ch.received_count += 1;
-        ch.receipts.insert(seq, (renv.clone(), hash));
-        let pi = prec_index(msg.precedence);
-        ch.prec_received[pi] = ch.prec_received[pi].max(msg.precedence_sequence);
-        self.out.transmit.push(Transmit {
-            peer: peer.clone(),
-            class: StreamClass::Control,
-            frame: Frame {
-                body: Some(Body::Receipt(renv)),
-            },
-        });
-        self.out.events.push(CoreEvent::Received {
-            peer: peer.clone(),
-            id: MessageId::parse(&msg.id).expect("checked"),
-            sequence: seq,
-            precedence: msg.precedence(),
-        });
-        let (reply_to, response) = (msg.reply_to.clone(), msg.response);
-        self.inbox_by_id
-            .insert((peer.clone(), msg.id.clone()), self.inbox.len());
-        self.inbox.push(InboxItem {
-            peer: peer.clone(),
-            log_index: index,
-            received_unix_ms: now.wall_ms,
-            message: msg,
-            envelope: env,
-            acknowledged: false,
-        });
-        if !reply_to.is_empty() {
-            if let Some(id) = self.track_acknowledged(peer, &reply_to, response) {
-                self.out.events.push(CoreEvent::Acknowledged {
-                    peer: peer.clone(),
-                    id,
-                });
-            }
-        }
-    }
-
-    fn check_message(&self, peer: &OfficeName, msg: &Message) -> Result<(), (NackReason, String)> {
-        if msg.from != peer.as_str() {
-            return Err((
-                NackReason::WrongSender,
-                format!(
-                    "message claims to be from {:?} but arrived from {peer}",
-                    msg.from
-                ),
-            ));
-        }
-        if msg.to != self.me.as_str() {
-            return Err((
-                NackReason::WrongRecipient,
-                format!("message is addressed to {:?}, this is {}", msg.to, self.me),
-            ));
-        }
-        let malformed = |d: String| Err((NackReason::Malformed, d));
-        if msg.sequence == 0 {
-            return malformed("sequence 0".into());
-        }
-        if MessageId::parse(&msg.id).is_none() {
-            return malformed(format!("id {:?} is not 32 hex digits", msg.id));
-        }
-        if msg.body.len() > MAX_BODY_LEN || msg.subject.len() > MAX_SUBJECT_LEN {
-            return malformed("body or subject over the limit".into());
-        }
-        if Precedence::try_from(msg.precedence).is_err() || msg.precedence == 0 {
-            return malformed(format!("precedence {} is not defined", msg.precedence));
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn refuse(
-        &mut self,
-        now: Now,
-        peer: &OfficeName,
-        hash: [u8; 32],
-        msg: Option<&Message>,
-        reason: NackReason,
-        detail: String,
-    ) {
-        let mut detail = detail;
-        detail.truncate(256);
-        // A budget of logged refusals per peer and minute: a peer flooding
-        // us with bad input must not be able to grow our log without bound.
-        let ch = self.channels.get_mut(peer).expect("caller checked");
-        if now.mono_ms >= ch.refusal_window.0 + 60_000 {
-            ch.refusal_window = (now.mono_ms, 0);
-        }
-        ch.refusal_window.1 += 1;
-        if ch.refusal_window.1 > REFUSAL_BUDGET {
-            ch.refusals_suppressed += 1;
-            if ch.refusal_window.1 == REFUSAL_BUDGET + 1 {
-                self.out.events.push(CoreEvent::Alert {
-                    peer: peer.clone(),
-                    id: None,
-                    detail: format!(
-                        "more than {REFUSAL_BUDGET} refusals of {peer}'s input within a minute: \
-                         the rest of this minute's are counted, not logged or answered"
-                    ),
-                });
-            }
-            return;
-        }
-        let nack = NegativeReceipt {
-            payload_hash: hash.to_vec(),
-            message_id: msg.map(|m| m.id.clone()).unwrap_or_default(),
-            sequence: msg.map(|m| m.sequence).unwrap_or(0),
-            from: self.me.to_string(),
-            to: peer.to_string(),
-            time_unix_ms: now.wall_ms,
-            reason: reason as i32,
-            detail: detail.clone(),
-        };
-        let nenv = envelope::seal_proto(Domain::NegativeReceipt, &nack, &self.key);
-        self.persist(
-            now,
-            Event::NegativeReceiptSent(peer_env(peer, nenv.clone())),
-        );
-        self.out.transmit.push(Transmit {
-            peer: peer.clone(),
-            class: StreamClass::Control,
-            frame: Frame {
-                body: Some(Body::NegativeReceipt(nenv)),
-            },
-        });
-        self.out.events.push(CoreEvent::Refused {
-            peer: peer.clone(),
-            reason,
-            detail,
-        });
-    }
-
-    fn on_receipt(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let ch = self.channels.get_mut(peer).expect("caller checked");
-        let r: Receipt = match envelope::open(&env, Domain::Receipt, &ch.key) {
-            Ok(r) => r,
-            Err(e) => {
-                return self.out.events.push(CoreEvent::ProtocolError {
-                    peer: peer.clone(),
-                    detail: format!("receipt refused: {e}"),
-                })
-            }
-        };
-        let error = |d: String| CoreEvent::ProtocolError {
-            peer: peer.clone(),
-            detail: d,
-        };
-        if r.from != peer.as_str() || r.to != self.me.as_str() {
-            return self.out.events.push(error(format!(
-                "receipt from {:?} to {:?} on the line to {peer}",
-                r.from, r.to
-            )));
-        }
-        let Some(p) = ch.pending.get(&r.sequence) else {
-            if ch.history.get(&r.sequence).map(|h| h.state) != Some(OutState::Delivered) {
-                self.out.events.push(error(format!(
-                    "receipt for sequence {} which was never sent",
-                    r.sequence
-                )));
-            }
-            return; // duplicate receipt for a delivered message
-        };
-        let item = &ch.history[&r.sequence];
-        if r.message_hash.as_slice() != p.hash || r.message_id != item.id.to_string() {
-            return self.out.events.push(error(format!(
-                "receipt for sequence {} names another message",
-                r.sequence
-            )));
-        }
-        let id = item.id;
-        mark_delivered(ch, r.sequence, env.clone());
-        self.track_receipted(peer, r.sequence);
-        self.persist(now, Event::ReceiptReceived(peer_env(peer, env)));
-        self.out.events.push(CoreEvent::Delivered {
-            peer: peer.clone(),
-            id,
-            sequence: r.sequence,
-        });
-    }
-
-    fn on_nack(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let ch = self.channels.get_mut(peer).expect("caller checked");
-        let n: NegativeReceipt = match envelope::open(&env, Domain::NegativeReceipt, &ch.key) {
-            Ok(n) => n,
-            Err(e) => {
-                return self.out.events.push(CoreEvent::ProtocolError {
-                    peer: peer.clone(),
-                    detail: format!("negative receipt refused: {e}"),
-                })
-            }
-        };
-        let reason = NackReason::try_from(n.reason).unwrap_or(NackReason::Unspecified);
-        // Out-of-window is "try later": keep retransmitting.
-        if reason != NackReason::OutOfWindow {
-            mark_refused(ch, n.sequence, &n.payload_hash);
-        }
-        self.persist(now, Event::NegativeReceiptReceived(peer_env(peer, env)));
-        self.out.events.push(CoreEvent::NegativeReceipt {
-            peer: peer.clone(),
-            id: MessageId::parse(&n.message_id),
-            reason,
-            detail: n.detail,
-        });
     }
 
     fn mark_inbox_acknowledged(&mut self, peer: &OfficeName, reply_to: &str) {
@@ -1297,174 +973,44 @@ impl Core {
         }
     }
 
-    /// Witnessing: check a peer's checkpoint against the last one we
-    /// cosigned, then cosign it, ask for a usable proof, or record evidence.
-    fn on_checkpoint_offer(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let ch = self.channels.get_mut(peer).expect("caller checked");
-        let offer: CheckpointOffer =
-            match envelope::open(&env, Domain::CheckpointOffer, &ch.log_key) {
-                Ok(o) => o,
-                Err(e) => {
-                    return self.out.events.push(CoreEvent::ProtocolError {
-                        peer: peer.clone(),
-                        detail: format!("checkpoint offer refused: {e}"),
-                    })
-                }
-            };
-        let cp = match checkpoint::open(&offer.note, &ch.origin, &ch.log_key) {
-            Ok(cp) => cp,
-            Err(e) => {
-                return self.out.events.push(CoreEvent::ProtocolError {
-                    peer: peer.clone(),
-                    detail: format!("offered checkpoint refused: {e}"),
-                })
-            }
+    /// Whether the line to `peer` is up and resumed.
+    pub(super) fn is_resumed(&self, peer: &OfficeName) -> bool {
+        self.channels
+            .get(peer)
+            .is_some_and(|c| c.connected && c.resumed)
+    }
+
+    /// Takes one token of `kind` from `peer`'s budget; the first input
+    /// over budget raises one alert, the rest are only counted.
+    pub(super) fn spend(&mut self, now: Now, peer: &OfficeName, kind: Spend) -> Verdict {
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return Verdict::Dropped;
         };
-        let (old_size, old_root) = ch
-            .i_cosigned
-            .as_ref()
-            .map(|c| (c.size, c.root))
-            .unwrap_or((0, crate::audit::merkle::EMPTY_HASH));
-        let earlier = ch.i_cosigned.clone();
-        if cp.size < old_size {
-            // Older than what we already vouched for: nothing to do.
-            return;
-        }
-        if cp.size == old_size {
-            if cp.root == old_root {
-                if let Some(prev) = earlier {
-                    // Our cosignature was lost on the way: send it again.
-                    self.out.transmit.push(Transmit {
-                        peer: peer.clone(),
-                        class: StreamClass::Control,
-                        frame: Frame {
-                            body: Some(Body::Cosignature(Cosignature { note: prev.note })),
-                        },
-                    });
-                }
-                return;
-            }
-            let earlier =
-                earlier.expect("size > 0 implies an earlier cosign or a zero-size conflict");
-            let ev = Evidence::conflicting_roots(
-                peer.as_str(),
-                &earlier,
-                &cp,
-                self.me.as_str(),
-                now.wall_ms,
-            );
-            return self.record_equivocation(now, peer, ev);
-        }
-        if offer.old_size != old_size {
-            self.out.transmit.push(Transmit {
+        let verdict = ch.budgets.spend(kind, now.mono_ms);
+        if verdict == Verdict::FirstDropped {
+            let (burst, per) = kind.rate();
+            self.out.events.push(CoreEvent::Alert {
                 peer: peer.clone(),
-                class: StreamClass::Control,
-                frame: Frame {
-                    body: Some(Body::CheckpointRefused(CheckpointRefused {
-                        want_old_size: old_size,
-                        reason: format!("last cosigned size is {old_size}, not {}", offer.old_size),
-                    })),
-                },
+                id: None,
+                detail: format!(
+                    "{peer} is over its {kind} budget ({burst} at once, then one every {per} ms): \
+                     the rest are counted in status, not acted on"
+                ),
             });
-            return;
         }
-        let proof: Option<Vec<Hash>> = offer
-            .proof
-            .iter()
-            .map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(Hash))
-            .collect();
-        let consistent =
-            proof.is_some_and(|p| verify_consistency(&p, old_size, old_root, cp.size, cp.root));
-        if !consistent {
-            let Some(earlier) = earlier else {
-                // Nothing cosigned before: a proof from size 0 always holds,
-                // so this is malformed rather than evidence.
-                return self.out.events.push(CoreEvent::ProtocolError {
-                    peer: peer.clone(),
-                    detail: "checkpoint offer with a malformed proof".into(),
-                });
-            };
-            let ev = Evidence::inconsistent_extension(
-                peer.as_str(),
-                &earlier,
-                &cp,
-                &env,
-                self.me.as_str(),
-                now.wall_ms,
-            );
-            return self.record_equivocation(now, peer, ev);
-        }
-        let cosigned =
-            checkpoint::cosign(&cp.note, &self.origin, &self.log_key, now.wall_ms / 1000)
-                .expect("a note that verified can be cosigned");
-        let ch = self.channels.get_mut(peer).expect("caller checked");
-        ch.i_cosigned = Some(SignedCheckpoint {
-            note: cosigned.clone(),
-            ..cp
-        });
-        self.persist(
-            now,
-            Event::CosignatureIssued(PeerNote {
-                peer: peer.to_string(),
-                note: cosigned.clone(),
-            }),
-        );
-        self.out.transmit.push(Transmit {
-            peer: peer.clone(),
-            class: StreamClass::Control,
-            frame: Frame {
-                body: Some(Body::Cosignature(Cosignature { note: cosigned })),
-            },
-        });
+        verdict
     }
 
-    fn record_equivocation(&mut self, now: Now, peer: &OfficeName, ev: Evidence) {
-        let bytes = ev.to_json();
-        self.persist(
-            now,
-            Event::EquivocationDetected(Equivocation {
-                peer: peer.to_string(),
-                kind: ev.kind.clone(),
-                evidence: bytes.clone(),
-            }),
-        );
-        self.out.events.push(CoreEvent::Equivocation {
-            peer: peer.clone(),
-            kind: ev.kind,
-            evidence: bytes,
-        });
-    }
-
-    fn on_cosignature(&mut self, now: Now, peer: &OfficeName, c: Cosignature) {
-        let ch = self.channels.get(peer).expect("caller checked");
-        let result = checkpoint::open(&c.note, &self.origin, &self.log_key.verifying_key())
-            .and_then(|cp| {
-                checkpoint::verify_cosignature(&c.note, &ch.origin, &ch.log_key).map(|_| cp)
+    /// Reports bad input from `peer` to the operator, within its budget.
+    pub(super) fn report(&mut self, now: Now, peer: &OfficeName, detail: String) {
+        if self.spend(now, peer, Spend::Report) == Verdict::Allowed {
+            let mut detail = detail;
+            crate::text::truncate(&mut detail, super::MAX_DETAIL_LEN);
+            self.out.events.push(CoreEvent::ProtocolError {
+                peer: peer.clone(),
+                detail,
             });
-        let cp = match result {
-            Ok(cp) => cp,
-            Err(e) => {
-                return self.out.events.push(CoreEvent::ProtocolError {
-                    peer: peer.clone(),
-                    detail: format!("cosignature refused: {e}"),
-                })
-            }
-        };
-        if self.tree.root_at(cp.size) != Some(cp.root) || cp.size <= ch.peer_cosigned {
-            return; // not ours as it stands, or nothing new
         }
-        self.channels.get_mut(peer).expect("checked").peer_cosigned = cp.size;
-        self.persist(
-            now,
-            Event::CosignatureReceived(PeerNote {
-                peer: peer.to_string(),
-                note: c.note,
-            }),
-        );
-        self.out.events.push(CoreEvent::Cosigned {
-            peer: peer.clone(),
-            size: cp.size,
-        });
     }
 
     pub(super) fn persist(&mut self, now: Now, event: Event) {
@@ -1473,11 +1019,14 @@ impl Core {
             time_unix_ms: now.wall_ms,
             event: Some(event),
         });
-        self.next_index += 1;
+        self.next_index = self.next_index.saturating_add(1);
         self.tree.push(&entry.bytes);
         self.out.persist.push(entry);
         if self.next_checkpoint_at.is_none() {
-            self.next_checkpoint_at = Some(now.mono_ms + self.timing.checkpoint_interval_ms);
+            self.next_checkpoint_at = Some(
+                now.mono_ms
+                    .saturating_add(self.timing.checkpoint_interval_ms),
+            );
         }
     }
 }
@@ -1490,7 +1039,7 @@ fn channel_for<'a>(
     channels.get_mut(&name)
 }
 
-fn peer_env(peer: &OfficeName, env: SignedEnvelope) -> PeerEnvelope {
+pub(super) fn peer_env(peer: &OfficeName, env: SignedEnvelope) -> PeerEnvelope {
     PeerEnvelope {
         peer: peer.to_string(),
         envelope: Some(env),
@@ -1522,39 +1071,6 @@ fn outbox_item(peer: &OfficeName, msg: &Message, env: SignedEnvelope) -> OutboxI
         acknowledged: None,
         receipt: None,
         envelope: env,
-    }
-}
-
-fn mark_delivered(ch: &mut Channel, seq: u64, receipt: SignedEnvelope) {
-    if ch.remove_pending(seq).is_some() {
-        ch.delivered += 1;
-    }
-    ch.receipted.insert(seq);
-    if let Some(h) = ch.history.get_mut(&seq) {
-        h.state = OutState::Delivered;
-        h.receipt = Some(receipt);
-    }
-}
-
-fn mark_refused(ch: &mut Channel, seq: u64, payload_hash: &[u8]) {
-    // Match by hash: a refusal of an unverifiable payload carries no sequence.
-    let target = if seq != 0 {
-        Some(seq)
-    } else {
-        ch.pending
-            .iter()
-            .find(|(_, p)| p.hash.as_slice() == payload_hash)
-            .map(|(s, _)| *s)
-    };
-    let Some(seq) = target else { return };
-    if ch.pending.get(&seq).map(|p| p.hash.as_slice()) != Some(payload_hash) {
-        return;
-    }
-    // Refused messages leave the outbox (no more retransmissions) but stay
-    // in the history with their state.
-    ch.remove_pending(seq);
-    if let Some(h) = ch.history.get_mut(&seq) {
-        h.state = OutState::Refused;
     }
 }
 
@@ -1593,15 +1109,14 @@ fn transmit_message(out: &mut Output, ch: &mut Channel, seq: u64, now: Now, timi
     };
     let class = StreamClass::for_precedence(p.precedence);
     p.attempts = p.attempts.saturating_add(1);
-    let shift = (p.attempts - 1).min(16);
+    let shift = p.attempts.saturating_sub(1).min(16);
     let rto = timing
         .rto_ms
         .saturating_mul(1 << shift)
         .min(timing.rto_max_ms);
-    let item = ch
-        .history
-        .get_mut(&seq)
-        .expect("history holds every pending message");
+    let Some(item) = ch.history.get_mut(&seq) else {
+        return; // the history holds every pending message
+    };
     item.attempts = p.attempts;
     if item.state == OutState::Queued {
         item.state = OutState::Sent;
@@ -1613,5 +1128,5 @@ fn transmit_message(out: &mut Output, ch: &mut Channel, seq: u64, now: Now, timi
             body: Some(Body::Message(item.envelope.clone())),
         },
     });
-    ch.set_timer(seq, Some(now.mono_ms + rto));
+    ch.set_timer(seq, Some(now.mono_ms.saturating_add(rto)));
 }

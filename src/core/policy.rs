@@ -249,14 +249,20 @@ impl Policy {
     /// The `n`th firing of `ladder` (counting repeats): its step and time
     /// offset from acceptance, or `None` when the ladder is exhausted.
     pub fn nth_step(ladder: &Ladder, n: u32) -> Option<(Step, u64)> {
-        let len = ladder.steps.len() as u32;
-        if len == 0 || n >= len * (ladder.repeat + 1) {
+        let len = u32::try_from(ladder.steps.len()).ok()?;
+        if len == 0 || n >= len.saturating_mul(ladder.repeat.saturating_add(1)) {
             return None;
         }
-        let round = n / len;
-        let step = ladder.steps[(n % len) as usize];
+        let round = n.checked_div(len)?;
+        let step = *ladder
+            .steps
+            .get(usize::try_from(n.checked_rem(len)?).ok()?)?;
         let period = ladder.steps.last().map(|s| s.after_ms).unwrap_or(0);
-        Some((step, step.after_ms + round as u64 * period))
+        Some((
+            step,
+            step.after_ms
+                .saturating_add(u64::from(round).saturating_mul(period)),
+        ))
     }
 }
 

@@ -100,7 +100,7 @@ impl Core {
             relay: relay.to_string(),
         };
         // The size is of the ciphertext, which is plaintext + 16 (the tag).
-        header.size = plaintext.len() as u64 + 16;
+        header.size = (plaintext.len() as u64).saturating_add(16);
         let Ok(s) = seal::seal(&dest.seal_key, &header_bytes(&header), &plaintext) else {
             return false;
         };
@@ -125,15 +125,22 @@ impl Core {
             .map(|c| c.peer.clone())
             .collect();
         for peer in peers {
-            let ch = self.channels.get_mut(&peer).expect("listed");
+            let Some(ch) = self.channels.get_mut(&peer) else {
+                continue;
+            };
             let waiting = std::mem::take(&mut ch.reroute_waiting);
             for seq in waiting {
-                if !self.channels[&peer].pending.contains_key(&seq) {
+                if !self
+                    .channels
+                    .get(&peer)
+                    .is_some_and(|c| c.pending.contains_key(&seq))
+                {
                     continue; // receipted meanwhile
                 }
                 if self.send_via_relay(&peer, seq, Some(relay)).is_none() {
-                    let ch = self.channels.get_mut(&peer).expect("listed");
-                    ch.reroute_waiting.insert(seq);
+                    if let Some(ch) = self.channels.get_mut(&peer) {
+                        ch.reroute_waiting.insert(seq);
+                    }
                 }
             }
         }
@@ -218,7 +225,9 @@ impl Core {
                 &reason,
             );
         }
-        let to = to.expect("checked");
+        let Some(to) = to else {
+            return; // refused above
+        };
         if !self.spool.contains_key(&hash) {
             self.persist(now, Event::RelayAccepted(passage(&hash, &header)));
             self.out.spool_write.push((hash, bytes));
@@ -233,8 +242,7 @@ impl Core {
             );
         }
         self.relay_receipt(now, submitter, &hash, &header, RelayState::Accepted, "");
-        let ch = &self.channels[&to];
-        if ch.connected && ch.resumed {
+        if self.is_resumed(&to) {
             self.out.transmit.push(control(&to, Body::Sealed(sealed)));
         }
     }
@@ -369,7 +377,7 @@ impl Core {
         self.receiving_via = None;
         // Answers to `from` produced just now go back through the relay when
         // there is no direct line.
-        let direct = self.channels[&from].connected && self.channels[&from].resumed;
+        let direct = self.is_resumed(&from);
         if !direct {
             let answers: Vec<Transmit> = self.out.transmit.drain(before..).collect();
             for t in answers {
@@ -397,6 +405,9 @@ impl Core {
         hash: [u8; 32],
         header: &RoutingHeader,
     ) {
+        if self.spend(now, from, super::budget::Spend::Refusal) != super::budget::Verdict::Allowed {
+            return;
+        }
         let nack = crate::wire::proto::NegativeReceipt {
             payload_hash: hash.to_vec(),
             message_id: header.message_id.clone(),
@@ -406,6 +417,7 @@ impl Core {
             time_unix_ms: now.wall_ms,
             reason: crate::wire::proto::NackReason::BadSeal as i32,
             detail: format!("a frame relayed by {relay} does not open: altered in transit"),
+            ..Default::default()
         };
         let env = envelope::seal_proto(Domain::NegativeReceipt, &nack, &self.key);
         self.persist(
@@ -421,15 +433,14 @@ impl Core {
             reason: crate::wire::proto::NackReason::BadSeal,
             detail: format!("sealed frame via {relay} does not open"),
         });
-        let frame = Frame {
-            body: Some(Body::NegativeReceipt(env)),
-        };
-        let direct = self.channels[from].connected && self.channels[from].resumed;
-        if direct {
+        if self.is_resumed(from) {
             self.out
                 .transmit
-                .push(control(from, frame.body.expect("set")));
+                .push(control(from, Body::NegativeReceipt(env)));
         } else {
+            let frame = Frame {
+                body: Some(Body::NegativeReceipt(env)),
+            };
             let id = header.message_id.clone();
             self.send_sealed(from, relay, &id, &frame);
         }
@@ -443,7 +454,9 @@ impl Core {
     }
 
     pub(super) fn on_relay_receipt(&mut self, now: Now, relay: &OfficeName, env: SignedEnvelope) {
-        let key = self.channels[relay].key;
+        let Some(key) = self.channels.get(relay).map(|c| c.key) else {
+            return;
+        };
         let Ok(r) = envelope::open::<RelayReceipt>(&env, Domain::RelayReceipt, &key) else {
             return self.out.events.push(CoreEvent::ProtocolError {
                 peer: relay.clone(),

@@ -325,7 +325,7 @@ impl Actor {
                 } else {
                     break;
                 }
-                n += 1;
+                n = n.saturating_add(1);
             }
             self.commit().await?;
             if let Some(done) = self.stopping.take() {
@@ -347,7 +347,9 @@ impl Actor {
         let Some(target) = self.core.latest_checkpoint().map(|c| c.size) else {
             return Ok(());
         };
-        let deadline = tokio::time::Instant::now() + FINAL_COSIGN_WAIT;
+        let deadline = tokio::time::Instant::now()
+            .checked_add(FINAL_COSIGN_WAIT)
+            .unwrap_or_else(tokio::time::Instant::now);
         loop {
             let waiting = self
                 .core
@@ -530,7 +532,9 @@ impl Actor {
 
     /// Once a second: tell `watch` about deadlines coming up (each once).
     fn scan_approaching(&mut self) {
-        self.next_notice_scan = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        self.next_notice_scan = tokio::time::Instant::now()
+            .checked_add(std::time::Duration::from_secs(1))
+            .unwrap_or_else(tokio::time::Instant::now);
         if self.noticed.len() > 100_000 {
             self.noticed.clear(); // bounded: at worst a notice repeats
         }
@@ -567,7 +571,7 @@ impl Actor {
             msg,
             detail,
         };
-        self.next_event += 1;
+        self.next_event = self.next_event.saturating_add(1);
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
         }
@@ -658,7 +662,9 @@ impl Actor {
     async fn commit(&mut self) -> Result<(), NodeError> {
         let out = self.core.take_output();
         if !out.persist.is_empty() || !out.spool_write.is_empty() || !out.spool_delete.is_empty() {
-            let mut log = self.log.take().expect("log present between commits");
+            let Some(mut log) = self.log.take() else {
+                return Err(NodeError::Internal("the log writer was lost".into()));
+            };
             let entries = out.persist;
             let (writes, deletes) = (out.spool_write, out.spool_delete);
             let spool_dir = self.facts.spool_dir.clone();
@@ -692,7 +698,11 @@ impl Actor {
                 continue;
             };
             let bytes = frame::encode(&t.frame);
-            if link.streams[t.class.index()].try_send(bytes).is_err() {
+            let sent = link
+                .streams
+                .get(t.class.index())
+                .is_some_and(|s| s.try_send(bytes).is_ok());
+            if !sent {
                 // Queue full or stream gone: the core retransmits on timeout.
                 tracing::debug!(peer = %t.peer, "stream queue full; frame dropped for retransmission");
             }

@@ -28,7 +28,11 @@ impl Clock {
 
     /// The instant for a core deadline.
     pub fn instant_of(&self, mono_ms: u64) -> tokio::time::Instant {
-        self.base + Duration::from_millis(mono_ms)
+        // A deadline past what Instant can hold (a peer-set deadline never is:
+        // deadlines come from our policy) is taken as the base: fire now.
+        self.base
+            .checked_add(Duration::from_millis(mono_ms))
+            .unwrap_or(self.base)
     }
 }
 

@@ -92,7 +92,7 @@ pub async fn dial_loop(mut d: Dialer) {
                 link::drive(conn, d.peer.clone(), d.me.clone(), d.actor.clone()).await;
             }
             Err(e) => {
-                failures += 1;
+                failures = failures.saturating_add(1);
                 let handshake = !e.contains("TimedOut");
                 if handshake || failures == 1 {
                     super::refuse(&d.actor, d.addr, e, &format!("line to {} at", d.peer)).await;
@@ -101,7 +101,7 @@ pub async fn dial_loop(mut d: Dialer) {
                 }
                 let jitter = rand::thread_rng().gen_range(0.5..1.5);
                 tokio::time::sleep(delay.mul_f64(jitter)).await;
-                delay = (delay * 2).min(d.max);
+                delay = delay.saturating_mul(2).min(d.max);
             }
         }
     }

@@ -115,7 +115,9 @@ async fn write_stream(conn: Connection, class: StreamClass, mut rx: mpsc::Receiv
                 Err(_) => return,
             }
         }
-        let s = send.as_mut().expect("opened");
+        let Some(s) = send.as_mut() else {
+            return; // opened just above
+        };
         if s.write_all(&bytes).await.is_err() {
             return;
         }
@@ -137,7 +139,7 @@ async fn read_stream(
     loop {
         match recv.read(&mut buf).await {
             Ok(Some(n)) => {
-                fb.extend(&buf[..n]);
+                fb.extend(buf.get(..n).unwrap_or_default());
                 loop {
                     match fb.next_frame() {
                         Ok(Some(frame)) => {

@@ -46,7 +46,7 @@ impl Domain {
     /// The exact bytes the signature covers.
     pub fn signing_input(self, payload: &[u8]) -> Vec<u8> {
         let d = self.as_str().as_bytes();
-        let mut v = Vec::with_capacity(d.len() + 1 + payload.len());
+        let mut v = Vec::with_capacity(d.len().saturating_add(1).saturating_add(payload.len()));
         v.extend_from_slice(d);
         v.push(0);
         v.extend_from_slice(payload);
@@ -62,7 +62,9 @@ impl KeyId {
     /// The key id of `key`.
     pub fn of(key: &VerifyingKey) -> Self {
         let h = sha256(key.as_bytes());
-        KeyId(h[..8].try_into().expect("8 bytes"))
+        let mut id = [0u8; 8];
+        id.iter_mut().zip(h.iter()).for_each(|(d, s)| *d = *s);
+        KeyId(id)
     }
 }
 

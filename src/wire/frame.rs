@@ -48,8 +48,10 @@ pub enum FrameError {
 pub fn encode(frame: &Frame) -> Vec<u8> {
     let len = frame.encoded_len();
     assert!(len <= MAX_FRAME_LEN, "frame of {len} bytes over the limit");
-    let mut out = Vec::with_capacity(HEADER_LEN + len);
+    let mut out = Vec::with_capacity(HEADER_LEN.saturating_add(len));
     out.put_u32(len as u32);
+    // Encoding into a Vec cannot fail: it grows as needed.
+    #[allow(clippy::expect_used)]
     frame.encode(&mut out).expect("vec grows");
     out
 }
@@ -94,7 +96,10 @@ pub fn check(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
-    let len = u32::from_be_bytes(buf[..HEADER_LEN].try_into().expect("4 bytes")) as usize;
+    let Some(&[a, b, c, d]) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge {
             len,
@@ -104,7 +109,7 @@ pub fn check(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     if len == 0 {
         return Err(FrameError::Empty);
     }
-    if buf.len() < HEADER_LEN + len {
+    if buf.len() < HEADER_LEN.saturating_add(len) {
         return Ok(None);
     }
     Ok(Some(len))

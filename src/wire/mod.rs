@@ -3,6 +3,19 @@
 //! Everything another implementation needs to interoperate lives here and in
 //! `docs/protocol.md`.
 
+// Nothing a peer or a log file can hold may panic here: no unwrap, expect,
+// unchecked index or overflowing arithmetic outside tests. Each `allow`
+// below this says why it cannot be reached from outside.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod envelope;
 pub mod frame;
 pub mod id;

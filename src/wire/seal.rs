@@ -48,10 +48,17 @@ pub struct Sealed {
 /// (RFC 9180 DeriveKeyPair). Returns (private, public), 32 bytes each.
 pub fn derive_keypair(ikm: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
     let (sk, pk) = Kem::derive_keypair(ikm);
-    (
-        sk.to_bytes().as_slice().try_into().expect("32 bytes"),
-        pk.to_bytes().as_slice().try_into().expect("32 bytes"),
-    )
+    let mut out = ([0u8; 32], [0u8; 32]);
+    // X25519 keys are 32 bytes by type; the copy is exact.
+    out.0
+        .iter_mut()
+        .zip(sk.to_bytes().iter())
+        .for_each(|(d, s)| *d = *s);
+    out.1
+        .iter_mut()
+        .zip(pk.to_bytes().iter())
+        .for_each(|(d, s)| *d = *s);
+    out
 }
 
 /// Adapts any byte source to the RNG traits hpke wants.
