@@ -451,3 +451,136 @@ async fn a_flood_of_stalled_streams_and_impostor_handshakes_leaves_the_node_serv
         .expect("stops within 30 s")
         .unwrap();
 }
+
+/// Every remote panic the hostile-office review found, sent over QUIC with
+/// pyongyang's real keys; then a refused ROUTINE message, and the ROUTINE
+/// messages after it. The node keeps serving and delivers those in order.
+#[tokio::test]
+async fn signed_hostile_frames_neither_stop_the_node_nor_stall_a_precedence() {
+    use hotline::audit::checkpoint;
+    use hotline::wire::proto::CheckpointOffer;
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, a, b) = washington_alone(tmp.path()).await;
+    let me = b.load().unwrap();
+    let wash_key = a.load().unwrap().message_key.verifying_key();
+    let conn = dial(&me, node.quic_addr, b"hotline/1").await.unwrap();
+    let mut rx = frames(&conn);
+    let mut control = conn.open_uni().await.unwrap();
+    let encode = |body: Body| frame::encode(&Frame { body: Some(body) });
+    // A hello whose numbers are at the top of the range.
+    let hello = encode(Body::Hello(Hello {
+        protocol_version: 1,
+        office: "pyongyang".into(),
+        received_through: u64::MAX,
+        receipted_through: u64::MAX,
+        reply: false,
+        cosigned_size: u64::MAX,
+    }));
+    control.write_all(&hello).await.unwrap();
+    let msg = |seq: u64, ps: u64| Message {
+        id: MessageId::new(1, [seq as u8; 10]).to_string(),
+        sequence: seq,
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        precedence: Precedence::Routine as i32,
+        body: format!("routine {seq}"),
+        precedence_sequence: ps,
+        ..Default::default()
+    };
+    // A message whose sender name cuts a refusal detail inside a character.
+    let mut bad_from = msg(90, 0);
+    bad_from.from = format!("a{}", "é".repeat(300));
+    // A size-0 checkpoint with a non-empty root, before anything is cosigned.
+    let origin = checkpoint::origin(
+        &OfficeName::new("pyongyang").unwrap(),
+        &me.log_key.verifying_key(),
+    );
+    let cp = checkpoint::sign(
+        &origin,
+        0,
+        hotline::audit::merkle::Hash([7; 32]),
+        &me.log_key,
+    );
+    let offer = CheckpointOffer {
+        note: cp.note,
+        old_size: 0,
+        proof: vec![],
+    };
+    // A ROUTINE message refused for good (language over the limit), then
+    // the next two ROUTINE messages.
+    let mut refused = msg(1, 1);
+    refused.language = "x".repeat(100);
+    let mut bulk = conn.open_uni().await.unwrap();
+    for body in [
+        Body::Message(envelope::seal_proto(
+            Domain::Message,
+            &bad_from,
+            &me.message_key,
+        )),
+        Body::CheckpointOffer(envelope::seal_proto(
+            Domain::CheckpointOffer,
+            &offer,
+            &me.log_key,
+        )),
+        Body::Message(envelope::seal_proto(
+            Domain::Message,
+            &refused,
+            &me.message_key,
+        )),
+        Body::Message(envelope::seal_proto(
+            Domain::Message,
+            &msg(2, 2),
+            &me.message_key,
+        )),
+        Body::Message(envelope::seal_proto(
+            Domain::Message,
+            &msg(3, 3),
+            &me.message_key,
+        )),
+    ] {
+        bulk.write_all(&encode(body)).await.unwrap();
+    }
+    // Two receipts (2 and 3) and two refusals (the bad name, the language).
+    let mut receipts = vec![];
+    let mut nacks = vec![];
+    while receipts.len() < 2 || nacks.len() < 2 {
+        let f = next_matching(&mut rx, |f| match f.body {
+            Some(Body::Receipt(env)) => Some(Ok(envelope::open::<Receipt>(
+                &env,
+                Domain::Receipt,
+                &wash_key,
+            )
+            .unwrap())),
+            Some(Body::NegativeReceipt(env)) => Some(Err(envelope::open::<NegativeReceipt>(
+                &env,
+                Domain::NegativeReceipt,
+                &wash_key,
+            )
+            .unwrap())),
+            _ => None,
+        })
+        .await;
+        match f {
+            Ok(r) => receipts.push(r.sequence),
+            Err(n) => nacks.push(n),
+        }
+    }
+    assert_eq!(receipts, vec![2, 3]);
+    assert!(nacks
+        .iter()
+        .any(|n| n.reason == NackReason::WrongSender as i32 && n.detail.len() <= 256));
+    assert!(nacks
+        .iter()
+        .any(|n| n.reason == NackReason::Malformed as i32 && n.settles && n.sequence == 1));
+    assert_eq!(conn.close_reason(), None, "the line stays up");
+    let inbox = node.handle.inbox().await.unwrap();
+    let bodies: Vec<&str> = inbox.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, vec!["routine 2", "routine 3"]);
+    let st = node.handle.status().await.unwrap();
+    assert_eq!(st.peers[0].received_through, 3);
+    assert_eq!(
+        st.peers[0].peer_cosigned_size, 0,
+        "a hello is not a cosignature"
+    );
+    node.stop().await.unwrap();
+}

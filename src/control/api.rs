@@ -346,6 +346,14 @@ pub struct PeerStatus {
     /// not logged): nonzero means the peer floods us with bad input.
     #[serde(default)]
     pub refusals_suppressed: u64,
+    /// All of the peer's input dropped over its per-peer budgets (refusals,
+    /// notices, cosignatures, evidence, answers, reports).
+    #[serde(default)]
+    pub input_dropped: u64,
+    /// Every sequence 1..=N from the peer is settled here (delivered, or
+    /// refused with a settling negative receipt).
+    #[serde(default)]
+    pub received_through: u64,
     /// Relays that may carry to this peer.
     pub relays: Vec<String>,
     /// The route in use now: "direct", "via RELAY", or "none".

@@ -937,6 +937,8 @@ impl Actor {
                             line_check_rtt_ms: c.line_check_rtt_ms,
                             awaiting_ack: c.awaiting_ack,
                             refusals_suppressed: c.refusals_suppressed,
+                            input_dropped: c.input_dropped,
+                            received_through: c.received_through,
                             route: if link.is_some() {
                                 "direct".into()
                             } else {

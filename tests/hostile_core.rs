@@ -1,0 +1,652 @@
+//! A hostile office against one honest core, frame by frame.
+//!
+//! The test holds the peer's real keys and signs whatever it likes; the
+//! core under test sees exactly what a node would. Each test asserts what
+//! the core logs, sends and keeps, and that replaying its log rebuilds the
+//! same state.
+
+use ed25519_dalek::SigningKey;
+use hotline::audit::checkpoint;
+use hotline::audit::merkle::Tree;
+use hotline::audit::Persisted;
+use hotline::core::{Core, CoreEvent, Draft, Now, OfficeKeys, OutState, PeerKeys, Timing};
+use hotline::identity::OfficeName;
+use hotline::wire::envelope::{self, Domain};
+use hotline::wire::proto::{
+    frame::Body, log_entry::Event, CheckpointOffer, Cosignature, Frame, Hello, Message, NackReason,
+    NegativeReceipt, Precedence, Receipt, SignedEnvelope,
+};
+use hotline::wire::{sha256, MessageId};
+use prost::Message as _;
+
+const WALL: u64 = 1_750_000_000_000;
+
+struct Peer {
+    name: OfficeName,
+    key: SigningKey,
+    log_key: SigningKey,
+}
+
+/// Pyongyang's core, with washington played by the test.
+struct Bench {
+    core: Core,
+    keys: OfficeKeys,
+    peer: Peer,
+    now: u64,
+    log: Vec<Persisted>,
+    sent: Vec<Frame>,
+    events: Vec<CoreEvent>,
+}
+
+fn office(n: &str) -> OfficeName {
+    OfficeName::new(n).unwrap()
+}
+
+impl Bench {
+    fn new() -> Self {
+        let keys = OfficeKeys {
+            message: SigningKey::from_bytes(&[2; 32]),
+            log: SigningKey::from_bytes(&[3; 32]),
+            seal: [4; 32],
+        };
+        let peer = Peer {
+            name: office("washington"),
+            key: SigningKey::from_bytes(&[5; 32]),
+            log_key: SigningKey::from_bytes(&[6; 32]),
+        };
+        let mut b = Bench {
+            core: Self::core(&keys, &peer),
+            keys,
+            peer,
+            now: 1_000,
+            log: Vec::new(),
+            sent: Vec::new(),
+            events: Vec::new(),
+        };
+        b.core.start(b.at(), "test", None, &[]);
+        b.flush();
+        b.core.link_up(b.at(), &b.peer.name.clone(), "test");
+        b.hello(0, 0);
+        b.flush();
+        b
+    }
+
+    fn core(keys: &OfficeKeys, peer: &Peer) -> Core {
+        Core::new(
+            office("pyongyang"),
+            keys.clone(),
+            [PeerKeys {
+                office: peer.name.clone(),
+                message: peer.key.verifying_key(),
+                log: peer.log_key.verifying_key(),
+                seal: [7; 32],
+                relays: vec![],
+            }],
+            Timing::default(),
+        )
+    }
+
+    fn at(&self) -> Now {
+        Now {
+            mono_ms: self.now,
+            wall_ms: WALL + self.now,
+        }
+    }
+
+    fn flush(&mut self) {
+        let out = self.core.take_output();
+        self.log.extend(out.persist);
+        self.sent.extend(out.transmit.into_iter().map(|t| t.frame));
+        self.events.extend(out.events);
+    }
+
+    fn frame(&mut self, body: Body) {
+        self.now += 1;
+        let peer = self.peer.name.clone();
+        self.core
+            .handle_frame(self.at(), &peer, Frame { body: Some(body) });
+        self.flush();
+    }
+
+    fn hello(&mut self, received_through: u64, receipted_through: u64) {
+        self.frame(Body::Hello(Hello {
+            protocol_version: 1,
+            office: "washington".into(),
+            received_through,
+            receipted_through,
+            reply: false,
+            cosigned_size: 0,
+        }));
+    }
+
+    fn signed(&self, m: &Message) -> SignedEnvelope {
+        envelope::seal_proto(Domain::Message, m, &self.peer.key)
+    }
+
+    fn send(&mut self, m: &Message) -> SignedEnvelope {
+        let env = self.signed(m);
+        self.frame(Body::Message(env.clone()));
+        env
+    }
+
+    /// Frames sent since `from`, taken.
+    fn take_sent(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.sent)
+    }
+
+    fn receipts(frames: &[Frame], key: &SigningKey) -> Vec<Receipt> {
+        frames
+            .iter()
+            .filter_map(|f| match &f.body {
+                Some(Body::Receipt(e)) => {
+                    Some(envelope::open(e, Domain::Receipt, &key.verifying_key()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn nacks(frames: &[Frame], key: &SigningKey) -> Vec<NegativeReceipt> {
+        frames
+            .iter()
+            .filter_map(|f| match &f.body {
+                Some(Body::NegativeReceipt(e)) => {
+                    Some(envelope::open(e, Domain::NegativeReceipt, &key.verifying_key()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn logged_messages(&self) -> Vec<u64> {
+        self.log
+            .iter()
+            .filter_map(|p| match &p.entry.event {
+                Some(Event::MessageReceived(pe)) => Some(
+                    Message::decode(pe.envelope.as_ref().unwrap().payload.as_slice())
+                        .unwrap()
+                        .sequence,
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A fresh core that replays this one's log.
+    fn replayed(&self) -> Core {
+        let mut c = Self::core(&self.keys, &self.peer);
+        for p in &self.log {
+            c.replay(&p.entry, &p.bytes).unwrap();
+        }
+        c
+    }
+}
+
+fn routine(seq: u64, ps: u64) -> Message {
+    Message {
+        id: MessageId::new(WALL, [seq as u8; 10]).to_string(),
+        sequence: seq,
+        from: "washington".into(),
+        to: "pyongyang".into(),
+        precedence: Precedence::Routine as i32,
+        body: format!("message {seq}"),
+        language: "en".into(),
+        precedence_sequence: ps,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_refused_message_settles_its_numbers_and_later_ones_flow_in_order() {
+    let mut b = Bench::new();
+    b.take_sent();
+    let mut bad = routine(1, 1);
+    bad.language = "x".repeat(100); // over the 64-byte limit: refused for good
+    let bad_env = b.send(&bad);
+    let nacks = Bench::nacks(&b.take_sent(), &b.keys.message);
+    assert_eq!(nacks.len(), 1);
+    let n = &nacks[0];
+    assert_eq!(n.reason, NackReason::Malformed as i32);
+    assert!(n.settles, "{n:?}");
+    assert_eq!((n.sequence, n.precedence_sequence), (1, 1));
+    assert_eq!(n.precedence, Precedence::Routine as i32);
+    assert_eq!(n.payload_hash, sha256(&bad_env.payload).to_vec());
+    // The next ROUTINE message is delivered, not held.
+    b.send(&routine(2, 2));
+    let r = Bench::receipts(&b.take_sent(), &b.keys.message);
+    assert_eq!(r.iter().map(|r| r.sequence).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(b.logged_messages(), vec![2]);
+    assert_eq!(b.core.status()[0].received_through, 2);
+    // A retransmission of the refused one gets the same refusal, byte for
+    // byte, and logs nothing.
+    let log_len = b.log.len();
+    b.frame(Body::Message(bad_env.clone()));
+    let again = b.take_sent();
+    assert_eq!(again.len(), 1);
+    match (&again[0].body, nacks_env(&b.log)) {
+        (Some(Body::NegativeReceipt(e)), Some(first)) => assert_eq!(e, &first),
+        other => panic!("expected the same negative receipt, got {other:?}"),
+    }
+    assert_eq!(b.log.len(), log_len);
+    // Replay rebuilds the same numbers: 3 follows 2 at once.
+    let mut c = b.replayed();
+    assert_eq!(c.status()[0].received_through, 2);
+    c.link_up(b.at(), &office("washington"), "replay");
+    let m3 = b.signed(&routine(3, 3));
+    c.handle_frame(
+        b.at(),
+        &office("washington"),
+        Frame {
+            body: Some(Body::Hello(Hello {
+                protocol_version: 1,
+                office: "washington".into(),
+                ..Default::default()
+            })),
+        },
+    );
+    c.handle_frame(
+        b.at(),
+        &office("washington"),
+        Frame {
+            body: Some(Body::Message(m3)),
+        },
+    );
+    let out = c.take_output();
+    assert!(out
+        .persist
+        .iter()
+        .any(|p| matches!(&p.entry.event, Some(Event::MessageReceived(_)))));
+}
+
+fn nacks_env(log: &[Persisted]) -> Option<SignedEnvelope> {
+    log.iter().find_map(|p| match &p.entry.event {
+        Some(Event::NegativeReceiptSent(pe)) => pe.envelope.clone(),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_settling_refusal_releases_what_was_held_behind_it() {
+    let mut b = Bench::new();
+    b.send(&routine(3, 3)); // held: 1 and 2 not yet here
+    assert!(b.logged_messages().is_empty());
+    b.send(&routine(1, 1));
+    assert_eq!(b.logged_messages(), vec![1]);
+    let mut bad = routine(2, 2);
+    bad.thread = "t".repeat(300);
+    b.send(&bad);
+    // 2 is refused and settled; 3 is released at once.
+    assert_eq!(b.logged_messages(), vec![1, 3]);
+    assert_eq!(b.core.status()[0].received_through, 3);
+}
+
+#[test]
+fn refusals_that_settle_nothing_leave_the_numbers_open() {
+    let mut b = Bench::new();
+    b.take_sent();
+    // Signed by another key: nothing can be read, nothing settles.
+    let stranger = SigningKey::from_bytes(&[9; 32]);
+    let forged = envelope::seal_proto(Domain::Message, &routine(1, 1), &stranger);
+    b.frame(Body::Message(forged));
+    // Addressed to another office: not on this channel.
+    let mut elsewhere = routine(1, 1);
+    elsewhere.to = "stockholm".into();
+    b.send(&elsewhere);
+    let nacks = Bench::nacks(&b.take_sent(), &b.keys.message);
+    assert_eq!(nacks.len(), 2);
+    assert!(nacks
+        .iter()
+        .all(|n| !n.settles && n.precedence_sequence == 0));
+    assert_eq!(b.core.status()[0].received_through, 0);
+    // The real message 1 still gets through.
+    b.send(&routine(1, 1));
+    assert_eq!(b.logged_messages(), vec![1]);
+}
+
+#[test]
+fn a_sender_whose_message_was_refused_settles_it_and_keeps_sending() {
+    // Here the core under test is the sender: pyongyang sends to
+    // washington, and washington (the test) refuses the first message.
+    let mut b = Bench::new();
+    let draft = |s: &str| Draft {
+        to: "washington".into(),
+        precedence: Precedence::Routine,
+        subject: s.into(),
+        body: "b".into(),
+        ..Default::default()
+    };
+    b.take_sent();
+    let now = b.at();
+    b.core
+        .submit(now, MessageId::new(WALL, [1; 10]), draft("one"))
+        .unwrap();
+    b.core
+        .submit(now, MessageId::new(WALL, [2; 10]), draft("two"))
+        .unwrap();
+    b.flush();
+    let msgs: Vec<SignedEnvelope> = b
+        .take_sent()
+        .into_iter()
+        .filter_map(|f| match f.body {
+            Some(Body::Message(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(msgs.len(), 2);
+    let first: Message = Message::decode(msgs[0].payload.as_slice()).unwrap();
+    let nack = NegativeReceipt {
+        payload_hash: sha256(&msgs[0].payload).to_vec(),
+        message_id: first.id.clone(),
+        sequence: first.sequence,
+        from: "washington".into(),
+        to: "pyongyang".into(),
+        time_unix_ms: WALL,
+        reason: NackReason::Malformed as i32,
+        detail: "refused".into(),
+        settles: true,
+        precedence: first.precedence,
+        precedence_sequence: first.precedence_sequence,
+    };
+    let nenv = envelope::seal_proto(Domain::NegativeReceipt, &nack, &b.peer.key);
+    b.frame(Body::NegativeReceipt(nenv.clone()));
+    let second: Message = Message::decode(msgs[1].payload.as_slice()).unwrap();
+    let receipt = Receipt {
+        message_id: second.id.clone(),
+        message_hash: sha256(&msgs[1].payload).to_vec(),
+        sequence: 2,
+        from: "washington".into(),
+        to: "pyongyang".into(),
+        received_unix_ms: WALL,
+        log_index: 5,
+        log_size: 6,
+        log_root: vec![0; 32],
+    };
+    b.frame(Body::Receipt(envelope::seal_proto(
+        Domain::Receipt,
+        &receipt,
+        &b.peer.key,
+    )));
+    let states: Vec<OutState> = b.core.outbox().map(|o| o.state).collect();
+    assert_eq!(states, vec![OutState::Refused, OutState::Delivered]);
+    // The same refusal again changes and logs nothing.
+    let log_len = b.log.len();
+    b.frame(Body::NegativeReceipt(nenv));
+    assert_eq!(b.log.len(), log_len);
+    // No retransmission of the refused message, ever.
+    b.take_sent();
+    for _ in 0..40 {
+        b.now += 1_000;
+        let now = b.at();
+        b.core.handle_timeout(now);
+        b.flush();
+    }
+    assert!(!b
+        .take_sent()
+        .iter()
+        .any(|f| matches!(f.body, Some(Body::Message(_)))));
+    // The next connection's hello says both are settled.
+    let peer = b.peer.name.clone();
+    let now = b.at();
+    b.core.link_down(now, &peer, "test");
+    b.core.link_up(now, &peer, "test");
+    b.flush();
+    let hello = b
+        .take_sent()
+        .into_iter()
+        .find_map(|f| match f.body {
+            Some(Body::Hello(h)) => Some(h),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(hello.receipted_through, 2);
+    // And so does a core rebuilt from the log.
+    let c = b.replayed();
+    let states: Vec<OutState> = c.outbox().map(|o| o.state).collect();
+    assert_eq!(states, vec![OutState::Refused, OutState::Delivered]);
+}
+
+#[test]
+fn a_refusal_detail_quoting_multibyte_peer_text_does_not_panic() {
+    let mut b = Bench::new();
+    b.take_sent();
+    let mut m = routine(1, 1);
+    m.from = format!("a{}", "é".repeat(300));
+    b.send(&m);
+    let nacks = Bench::nacks(&b.take_sent(), &b.keys.message);
+    assert_eq!(nacks.len(), 1);
+    assert_eq!(nacks[0].reason, NackReason::WrongSender as i32);
+    assert!(nacks[0].detail.len() <= 256);
+    // Control characters in peer text are escaped in the detail.
+    let mut m = routine(5, 0);
+    m.id = "\x1b[2Jowned".into();
+    b.send(&m);
+    let nacks = Bench::nacks(&b.take_sent(), &b.keys.message);
+    assert!(!nacks[0].detail.contains('\x1b'), "{:?}", nacks[0].detail);
+    // The line still works.
+    b.send(&routine(1, 1));
+    assert_eq!(b.logged_messages(), vec![1]);
+}
+
+#[test]
+fn hostile_hello_numbers_neither_panic_nor_flood_nor_lie_about_cosigning() {
+    let mut b = Bench::new();
+    for s in 1..=3 {
+        b.send(&routine(s, s));
+    }
+    b.take_sent();
+    let peer = b.peer.name.clone();
+    let now = b.at();
+    b.core.link_down(now, &peer, "test");
+    b.core.link_up(now, &peer, "test");
+    b.flush();
+    b.take_sent();
+    // receipted_through = u64::MAX: + 1 would overflow. Nothing to resend.
+    b.frame(Body::Hello(Hello {
+        protocol_version: 1,
+        office: "washington".into(),
+        received_through: u64::MAX,
+        receipted_through: u64::MAX,
+        reply: false,
+        cosigned_size: u64::MAX,
+    }));
+    let sent = b.take_sent();
+    assert!(Bench::receipts(&sent, &b.keys.message).is_empty());
+    assert_eq!(
+        b.core.status()[0].peer_cosigned_size,
+        0,
+        "a hello is not a cosignature"
+    );
+    // A genuine cosignature is still recorded afterwards.
+    let now = b.at();
+    b.core.issue_checkpoint(now);
+    b.flush();
+    let cp = b.core.latest_checkpoint().unwrap().clone();
+    let ours = checkpoint::origin(&office("pyongyang"), &b.keys.log.verifying_key());
+    let theirs = checkpoint::origin(&b.peer.name, &b.peer.log_key.verifying_key());
+    assert_eq!(cp.origin, ours);
+    let cosigned = checkpoint::cosign(&cp.note, &theirs, &b.peer.log_key, 1).unwrap();
+    b.frame(Body::Cosignature(Cosignature { note: cosigned }));
+    assert_eq!(b.core.status()[0].peer_cosigned_size, cp.size);
+}
+
+fn offer(b: &Bench, size: u64, root: [u8; 32], old_size: u64, proof: Vec<Vec<u8>>) -> Body {
+    let origin = checkpoint::origin(&b.peer.name, &b.peer.log_key.verifying_key());
+    let cp = checkpoint::sign(
+        &origin,
+        size,
+        hotline::audit::merkle::Hash(root),
+        &b.peer.log_key,
+    );
+    let offer = CheckpointOffer {
+        note: cp.note,
+        old_size,
+        proof,
+    };
+    Body::CheckpointOffer(envelope::seal_proto(
+        Domain::CheckpointOffer,
+        &offer,
+        &b.peer.log_key,
+    ))
+}
+
+#[test]
+fn hostile_checkpoint_offers_neither_panic_nor_grow_the_log_past_the_budget() {
+    let mut b = Bench::new();
+    // Size 0 with a root that is not the empty tree's, nothing cosigned yet.
+    let body = offer(&b, 0, [7; 32], 0, vec![]);
+    b.frame(body);
+    assert!(b.events.iter().any(
+        |e| matches!(e, CoreEvent::ProtocolError { detail, .. } if detail.contains("size 0"))
+    ));
+    // A consistent offer is cosigned; then a flood of growing offers is
+    // cosigned only within the cosignature budget.
+    let mut tree = Tree::new();
+    let before = b.log.len();
+    let mut offered = 0;
+    for i in 0..200u64 {
+        tree.push(format!("leaf {i}").as_bytes());
+        let old = b.core.status()[0].we_cosigned_size;
+        let proof = tree
+            .consistency_proof(old, tree.size())
+            .unwrap()
+            .iter()
+            .map(|h| h.0.to_vec())
+            .collect();
+        let body = offer(&b, tree.size(), tree.root().0, old, proof);
+        b.frame(body);
+        offered += 1;
+    }
+    let cosigned = b.log[before..]
+        .iter()
+        .filter(|p| matches!(p.entry.event, Some(Event::CosignatureIssued(_))))
+        .count();
+    let (burst, per) = hotline::core::Spend::Cosignature.rate();
+    assert!(cosigned >= 1, "a consistent offer is cosigned");
+    assert!(
+        cosigned as u64 <= u64::from(burst) + 200 / per + 1,
+        "{cosigned} of {offered} cosigned"
+    );
+    // A note over the size limit is refused before it is parsed.
+    let body = Body::CheckpointOffer(envelope::seal_proto(
+        Domain::CheckpointOffer,
+        &CheckpointOffer {
+            note: vec![b'x'; 100_000],
+            old_size: 0,
+            proof: vec![],
+        },
+        &b.peer.log_key,
+    ));
+    let before = b.log.len();
+    b.frame(body);
+    assert_eq!(b.log.len(), before);
+}
+
+#[test]
+fn an_inconsistent_extension_after_a_padded_checkpoint_is_logged_within_the_entry_limit() {
+    let mut b = Bench::new();
+    let mut tree = Tree::new();
+    for i in 0..4u64 {
+        tree.push(format!("leaf {i}").as_bytes());
+    }
+    let proof = tree
+        .consistency_proof(0, 4)
+        .unwrap()
+        .iter()
+        .map(|h| h.0.to_vec())
+        .collect();
+    let body = offer(&b, 4, tree.root().0, 0, proof);
+    b.frame(body);
+    assert_eq!(b.core.status()[0].we_cosigned_size, 4);
+    // A later offer whose proof does not hold, padded with the most proof
+    // hashes allowed: evidence, bounded.
+    let junk = vec![vec![0xee; 32]; hotline::core::MAX_PROOF_HASHES];
+    let body = offer(&b, 9, [1; 32], 4, junk);
+    b.frame(body);
+    let ev = b
+        .log
+        .iter()
+        .find(|p| matches!(p.entry.event, Some(Event::EquivocationDetected(_))))
+        .expect("evidence logged");
+    assert!(ev.bytes.len() < 64 * 1024, "{} bytes", ev.bytes.len());
+    // A proof longer than any tree needs is refused outright.
+    let junk = vec![vec![0xee; 32]; hotline::core::MAX_PROOF_HASHES + 1];
+    let before = b.log.len();
+    let body = offer(&b, 10, [1; 32], 4, junk);
+    b.frame(body);
+    assert_eq!(b.log.len(), before);
+}
+
+#[test]
+fn a_signed_flood_of_every_kind_stays_within_the_stated_log_bound() {
+    use hotline::wire::proto::{AlertLevel, AlertLevelNotice, LineCheck};
+    let mut b = Bench::new();
+    let start_bytes: usize = b.log.iter().map(|p| p.bytes.len()).sum();
+    // One simulated minute of everything, 50 frames of each kind per second.
+    for tick in 0..60_000u64 / 20 {
+        let i = tick;
+        let mut bad = routine(1_000_000 + i, 0);
+        bad.body = "x".repeat(70_000); // over the body limit
+        b.send(&bad);
+        let nack = NegativeReceipt {
+            payload_hash: vec![1; 32],
+            from: "washington".into(),
+            to: "pyongyang".into(),
+            reason: NackReason::BadSignature as i32,
+            detail: "d".repeat(100_000),
+            ..Default::default()
+        };
+        let body = Body::NegativeReceipt(envelope::seal_proto(
+            Domain::NegativeReceipt,
+            &nack,
+            &b.peer.key,
+        ));
+        b.frame(body);
+        let level = if i % 2 == 0 {
+            AlertLevel::Crisis
+        } else {
+            AlertLevel::Elevated
+        };
+        let notice = AlertLevelNotice {
+            from: "washington".into(),
+            to: "pyongyang".into(),
+            level: level as i32,
+            time_unix_ms: WALL,
+            reason: "r".repeat(200),
+        };
+        let body = Body::AlertLevel(envelope::seal_proto(
+            Domain::AlertLevel,
+            &notice,
+            &b.peer.key,
+        ));
+        b.frame(body);
+        let lc = LineCheck {
+            from: "washington".into(),
+            to: "pyongyang".into(),
+            sequence: i,
+            ..Default::default()
+        };
+        let body = Body::LineCheck(envelope::seal_proto(Domain::LineCheck, &lc, &b.peer.key));
+        b.frame(body);
+        b.now += 16;
+    }
+    let bytes: usize = b.log.iter().map(|p| p.bytes.len()).sum::<usize>() - start_bytes;
+    // Refusals: 100 a minute plus the burst; notices: the burst plus one a
+    // minute; each entry well under 1 KiB (details are cut to 256 bytes).
+    let bound = (2 * 100 + 32 + 2) * 1024;
+    assert!(
+        bytes < bound,
+        "{bytes} log bytes in a minute (bound {bound})"
+    );
+    let st = &b.core.status()[0];
+    assert!(st.input_dropped > 1_000, "{st:?}");
+    // Replies to line checks are bounded by the answer budget.
+    let replies = b
+        .sent
+        .iter()
+        .filter(|f| matches!(f.body, Some(Body::LineCheck(_))))
+        .count();
+    assert!(
+        replies <= 64 + 60_000 / 50 + 10,
+        "{replies} line-check replies"
+    );
+}
