@@ -15,7 +15,7 @@ secs=${1:-600}
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
 mkdir -p logs
-targets=(frame_decode envelope_verify audit_record checkpoint_note scenario_parse)
+targets=(core_frames frame_decode envelope_verify audit_record checkpoint_note scenario_parse)
 run() {
   local t=$1
   mkdir -p "corpus/$t"

@@ -584,3 +584,90 @@ async fn signed_hostile_frames_neither_stop_the_node_nor_stall_a_precedence() {
     );
     node.stop().await.unwrap();
 }
+
+/// A bug that panics inside the actor's round (injected: no peer input
+/// reaches a panic) does not stop the node: the core is rebuilt from the
+/// log, the fault shows in `status`, and the line keeps working. A fault
+/// that recurs more than 5 times in an hour stops the node with a named
+/// error.
+#[tokio::test]
+async fn a_core_panic_is_restarted_from_the_log_reported_and_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, a, b) = washington_alone(tmp.path()).await;
+    let me = b.load().unwrap();
+    let wash_key = a.load().unwrap().message_key.verifying_key();
+    let conn = dial(&me, node.quic_addr, b"hotline/1").await.unwrap();
+    let mut rx = frames(&conn);
+    let mut control = conn.open_uni().await.unwrap();
+    let hello = frame::encode(&Frame {
+        body: Some(Body::Hello(Hello {
+            protocol_version: 1,
+            office: "pyongyang".into(),
+            ..Default::default()
+        })),
+    });
+    control.write_all(&hello).await.unwrap();
+    let mut flash = conn.open_uni().await.unwrap();
+    let msg = |seq: u64| Message {
+        id: MessageId::new(1, [seq as u8; 10]).to_string(),
+        sequence: seq,
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        precedence: Precedence::Flash as i32,
+        body: format!("message {seq}"),
+        precedence_sequence: seq,
+        ..Default::default()
+    };
+    for seq in 1..=2 {
+        if seq == 2 {
+            node.handle.inject_core_panic("injected fault").await;
+        }
+        let env = envelope::seal_proto(Domain::Message, &msg(seq), &me.message_key);
+        flash
+            .write_all(&frame::encode(&Frame {
+                body: Some(Body::Message(env)),
+            }))
+            .await
+            .unwrap();
+        let r: Receipt = next_matching(&mut rx, |f| match f.body {
+            Some(Body::Receipt(env)) => {
+                Some(envelope::open(&env, Domain::Receipt, &wash_key).unwrap())
+            }
+            _ => None,
+        })
+        .await;
+        assert_eq!(r.sequence, seq);
+    }
+    let st = node.handle.status().await.unwrap();
+    assert_eq!(st.core_restarts, 1);
+    assert!(st
+        .last_core_panic
+        .as_deref()
+        .is_some_and(|p| p.contains("injected fault")));
+    assert!(
+        st.alerts
+            .iter()
+            .any(|a| a.detail.contains("restarted from the log")),
+        "{:?}",
+        st.alerts
+    );
+    // Rebuilt from the log: both messages once, in order.
+    let inbox = node.handle.inbox().await.unwrap();
+    let bodies: Vec<&str> = inbox.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["message 1", "message 2"]);
+    // Past the allowance the node stops, and says why.
+    for _ in 0..hotline::node::MAX_CORE_RESTARTS {
+        node.handle.inject_core_panic("injected fault").await;
+    }
+    let r = tokio::time::timeout(Duration::from_secs(30), node.finish())
+        .await
+        .expect("the node stops");
+    assert!(
+        matches!(r, Err(NodeError::CorePanicked { times, .. }) if times == 6),
+        "{r:?}"
+    );
+    // The log is intact.
+    let office = a.load().unwrap();
+    let report = hotline::audit::verify::verify(&a.log(), &office.card, &office.peers).unwrap();
+    assert!(report.ok(), "{:?}", report.failure);
+}

@@ -2,173 +2,109 @@
 //! one ciphertext byte is caught, and a message that arrives both ways is
 //! delivered once.
 
-use std::collections::{BTreeMap, VecDeque};
-
-use ed25519_dalek::SigningKey;
-use hotline::audit::Persisted;
-use hotline::core::{Core, CoreEvent, Draft, Now, OfficeKeys, PeerKeys, Timing};
+use hotline::core::{Core, CoreEvent, Draft, Timing};
 use hotline::identity::OfficeName;
+use hotline::sim::{Faults, Setup, Sim};
 use hotline::wire::proto::{frame::Body, log_entry::Event, Frame, NackReason, Precedence};
 use hotline::wire::{seal, MessageId};
 
-struct Office {
-    message: SigningKey,
-    log: SigningKey,
-    seal_ikm: [u8; 32],
-}
-
+/// The three offices on the one simulator: washington (0) and pyongyang
+/// (1) pin stockholm (2) as their relay. Names keep the tests readable.
 struct Net {
-    now: Now,
-    cores: BTreeMap<String, Core>,
-    disks: BTreeMap<String, Vec<Persisted>>,
-    events: BTreeMap<String, Vec<CoreEvent>>,
-    queue: VecDeque<(String, String, Frame)>,
-    tamper: bool,
+    sim: Sim,
 }
 
-fn name(s: &str) -> OfficeName {
-    OfficeName::new(s).unwrap()
+const W: usize = 0;
+const P: usize = 1;
+const S: usize = 2;
+
+fn idx(s: &str) -> usize {
+    ["washington", "pyongyang", "stockholm"]
+        .iter()
+        .position(|n| *n == s)
+        .unwrap()
 }
 
 impl Net {
     fn new() -> Net {
-        let offices: BTreeMap<&str, Office> =
-            [("washington", 1u8), ("pyongyang", 2), ("stockholm", 3)]
-                .into_iter()
-                .map(|(n, i)| {
-                    (
-                        n,
-                        Office {
-                            message: SigningKey::from_bytes(&[i; 32]),
-                            log: SigningKey::from_bytes(&[i + 10; 32]),
-                            seal_ikm: [i + 20; 32],
-                        },
-                    )
-                })
-                .collect();
-        let mut cores = BTreeMap::new();
-        for (me, o) in &offices {
-            let peers = offices
-                .iter()
-                .filter(|(n, _)| *n != me)
-                .map(|(n, p)| PeerKeys {
-                    office: name(n),
-                    message: p.message.verifying_key(),
-                    log: p.log.verifying_key(),
-                    seal: seal::derive_keypair(&p.seal_ikm).1,
-                    relays: if *n == "stockholm" {
-                        vec![]
-                    } else {
-                        vec![name("stockholm")]
-                    },
-                });
-            let keys = OfficeKeys {
-                message: o.message.clone(),
-                log: o.log.clone(),
-                seal: seal::derive_keypair(&o.seal_ikm).0,
-            };
-            let mut core = Core::new(name(me), keys, peers, Timing::default());
-            core.set_relay_role(*me == "stockholm");
-            cores.insert(me.to_string(), core);
-        }
-        let mut net = Net {
-            now: Now {
-                mono_ms: 0,
-                wall_ms: 1_780_000_000_000,
-            },
-            cores,
-            disks: BTreeMap::new(),
-            events: BTreeMap::new(),
-            queue: VecDeque::new(),
-            tamper: false,
-        };
-        for c in net.cores.values_mut() {
-            c.start(net.now, "test", None, &[]);
-        }
-        net.pump();
-        net
+        let mut setup = Setup::offices(&["washington", "pyongyang", "stockholm"]);
+        setup.relay = Some("stockholm".into());
+        setup.timing = Timing::default();
+        let mut sim = Sim::network(1, Faults::clean(1), setup);
+        sim.run_for(10);
+        Net { sim }
     }
 
     fn link(&mut self, a: &str, b: &str) {
-        let now = self.now;
-        self.cores
-            .get_mut(a)
-            .unwrap()
-            .link_up(now, &name(b), "test");
-        self.cores
-            .get_mut(b)
-            .unwrap()
-            .link_up(now, &name(a), "test");
+        self.sim.restore_line(idx(a), idx(b));
         self.pump();
     }
 
+    /// Lets every frame in flight arrive (and what they cause).
     fn pump(&mut self) {
-        loop {
-            let names: Vec<String> = self.cores.keys().cloned().collect();
-            for n in &names {
-                let out = self.cores.get_mut(n).unwrap().take_output();
-                self.disks.entry(n.clone()).or_default().extend(out.persist);
-                self.events.entry(n.clone()).or_default().extend(out.events);
-                for t in out.transmit {
-                    self.queue
-                        .push_back((n.clone(), t.peer.to_string(), t.frame));
-                }
-            }
-            let Some((from, to, mut frame)) = self.queue.pop_front() else {
-                break;
-            };
-            if self.tamper && from == "stockholm" && to == "pyongyang" {
+        self.sim.run_for(100);
+    }
+
+    /// Alters one ciphertext byte of every sealed frame the relay hands
+    /// to pyongyang.
+    fn tamper(&mut self) {
+        self.sim.set_tamper(Box::new(|from, to, frame: &mut Frame| {
+            if (from, to) == (S, P) {
                 if let Some(Body::Sealed(s)) = &mut frame.body {
                     s.ciphertext[5] ^= 0x01;
                 }
             }
-            self.now.mono_ms += 1;
-            self.now.wall_ms += 1;
-            let now = self.now;
-            self.cores
-                .get_mut(&to)
-                .unwrap()
-                .handle_frame(now, &name(&from), frame);
-        }
+        }));
+    }
+
+    fn core(&self, office: &str) -> &Core {
+        self.sim.offices[idx(office)].core.as_ref().unwrap()
+    }
+
+    fn events(&self, office: &str) -> &[CoreEvent] {
+        &self.sim.offices[idx(office)].events
     }
 
     fn submit(&mut self, body: &str) -> (MessageId, u64) {
-        let now = self.now;
-        let id = MessageId::new(now.wall_ms, [7; 10]);
+        let id = MessageId::new(1_780_000_000_000, [7; 10]);
         let seq = self
-            .cores
-            .get_mut("washington")
+            .sim
+            .with_core(W, |core, now| {
+                core.submit(
+                    now,
+                    id,
+                    Draft {
+                        to: "pyongyang".into(),
+                        precedence: Precedence::Flash,
+                        body: body.into(),
+                        ..Default::default()
+                    },
+                )
+            })
             .unwrap()
-            .submit(
-                now,
-                id,
-                Draft {
-                    to: "pyongyang".into(),
-                    precedence: Precedence::Flash,
-                    body: body.into(),
-                    ..Default::default()
-                },
-            )
             .unwrap();
         (id, seq)
     }
 
     fn via_relay(&mut self, seq: u64) {
-        let r =
-            self.cores
-                .get_mut("washington")
-                .unwrap()
-                .send_via_relay(&name("pyongyang"), seq, None);
-        assert_eq!(r, Some(name("stockholm")));
+        let r = self.sim.with_core(W, |core, _| {
+            core.send_via_relay(&name("pyongyang"), seq, None)
+        });
+        assert_eq!(r, Some(Some(name("stockholm"))));
         self.pump();
     }
 
     fn entries(&self, office: &str) -> Vec<Event> {
-        self.disks[office]
+        self.sim.offices[idx(office)]
+            .disk
             .iter()
             .filter_map(|p| p.entry.event.clone())
             .collect()
     }
+}
+
+fn name(s: &str) -> OfficeName {
+    OfficeName::new(s).unwrap()
 }
 
 #[test]
@@ -176,18 +112,18 @@ fn a_relay_that_alters_one_ciphertext_byte_is_caught_and_the_logs_show_where() {
     let mut net = Net::new();
     net.link("washington", "stockholm");
     net.link("pyongyang", "stockholm");
-    net.tamper = true;
+    net.tamper();
     let (id, seq) = net.submit("Cross the parallel and we intervene.");
     net.pump();
     net.via_relay(seq);
 
     // Pyongyang refused it with a signed negative receipt, and logged that.
     let p = net.entries("pyongyang");
-    assert!(net.cores["pyongyang"].inbox().is_empty());
+    assert!(net.core("pyongyang").inbox().is_empty());
     assert!(p.iter().any(|e| matches!(e, Event::NegativeReceiptSent(_))));
     // Washington got the refusal (sealed back through the relay) and logged it;
     // the message itself stays pending for another path.
-    let w_events = &net.events["washington"];
+    let w_events = &net.events("washington");
     assert!(w_events.iter().any(|e| matches!(
         e,
         CoreEvent::NegativeReceipt { reason: NackReason::BadSeal, id: Some(got), .. } if *got == id
@@ -197,7 +133,7 @@ fn a_relay_that_alters_one_ciphertext_byte_is_caught_and_the_logs_show_where() {
         .iter()
         .any(|e| matches!(e, Event::NegativeReceiptReceived(_))));
     assert_eq!(
-        net.cores["washington"]
+        net.core("washington")
             .status()
             .iter()
             .find(|s| s.peer.as_str() == "pyongyang")
@@ -225,7 +161,7 @@ fn a_message_sent_both_ways_is_delivered_once() {
     let (id, seq) = net.submit("Line check by both paths.");
     net.pump(); // direct copy
     net.via_relay(seq); // relayed copy
-    let inbox = net.cores["pyongyang"].inbox();
+    let inbox = net.core("pyongyang").inbox();
     assert_eq!(
         inbox
             .iter()
@@ -239,7 +175,8 @@ fn a_message_sent_both_ways_is_delivered_once() {
         .filter(|e| matches!(e, Event::MessageReceived(_)))
         .count();
     assert_eq!(received, 1, "logged once");
-    let delivered = net.events["washington"]
+    let delivered = net
+        .events("washington")
         .iter()
         .filter(|e| matches!(e, CoreEvent::Delivered { id: got, .. } if *got == id))
         .count();
@@ -267,7 +204,7 @@ fn a_relay_cannot_slip_in_unsigned_frames() {
             ..Default::default()
         })),
     };
-    let (_, pk) = seal::derive_keypair(&[22; 32]);
+    let pk = net.sim.seal_public(P);
     use prost::Message as _;
     let inner = hello.encode_to_vec();
     let mut header = header;
@@ -280,17 +217,13 @@ fn a_relay_cannot_slip_in_unsigned_frames() {
             ciphertext: s.ciphertext,
         })),
     };
-    let now = net.now;
-    net.cores
-        .get_mut("pyongyang")
-        .unwrap()
-        .handle_frame(now, &name("stockholm"), frame);
+    net.sim.inject_to(S, P, frame);
     net.pump();
     assert!(net
         .entries("pyongyang")
         .iter()
         .any(|e| matches!(e, Event::NegativeReceiptSent(_))));
-    let st = net.cores["pyongyang"].status();
+    let st = net.core("pyongyang").status();
     assert!(
         !st.iter()
             .find(|c| c.peer.as_str() == "washington")
@@ -310,16 +243,13 @@ fn a_frame_nobody_claims_expires_and_the_sender_is_told() {
         .entries("stockholm")
         .iter()
         .any(|e| matches!(e, Event::RelayAccepted(p) if p.message_id == id.to_string())));
-    net.now.mono_ms += 8 * 24 * 3600 * 1000;
-    net.now.wall_ms += 8 * 24 * 3600 * 1000;
-    let now = net.now;
-    net.cores.get_mut("stockholm").unwrap().handle_timeout(now);
+    net.sim.jump(8 * 24 * 3600 * 1000);
     net.pump();
     assert!(net
         .entries("stockholm")
         .iter()
         .any(|e| matches!(e, Event::RelayExpired(p) if p.message_id == id.to_string())));
-    let told = net.events["washington"].iter().any(|e| {
+    let told = net.events("washington").iter().any(|e| {
         matches!(e, CoreEvent::RelayReceipt { state, reason, message_id, .. }
             if state == "refused" && reason == "expired unclaimed" && *message_id == id.to_string())
     });
@@ -333,13 +263,7 @@ fn a_reroute_that_finds_no_relay_goes_through_the_first_one_that_comes_up() {
     let (id, _) = net.submit("Warning: do not cross the parallel.");
     net.pump();
     // Run washington's clock past the FLASH reroute step (10 s).
-    for _ in 0..30 {
-        net.now.mono_ms += 1_000;
-        net.now.wall_ms += 1_000;
-        let now = net.now;
-        net.cores.get_mut("washington").unwrap().handle_timeout(now);
-        net.pump();
-    }
+    net.sim.run_for(30_000);
     let steps: Vec<String> = net
         .entries("washington")
         .iter()
@@ -352,13 +276,14 @@ fn a_reroute_that_finds_no_relay_goes_through_the_first_one_that_comes_up() {
         steps.iter().any(|d| d.contains("no relay reachable")),
         "{steps:?}"
     );
-    assert!(net.cores["pyongyang"].inbox().is_empty());
+    assert!(net.core("pyongyang").inbox().is_empty());
     // The relay's line comes up: the warning goes through it at once.
     net.link("washington", "stockholm");
-    let inbox = net.cores["pyongyang"].inbox();
+    let inbox = net.core("pyongyang").inbox();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].message.id, id.to_string());
-    let delivered = net.events["washington"]
+    let delivered = net
+        .events("washington")
         .iter()
         .any(|e| matches!(e, CoreEvent::Delivered { id: got, .. } if *got == id));
     assert!(delivered, "the receipt came back through the relay");

@@ -236,7 +236,7 @@ pub fn run(cmd: AuditCommand) -> Res {
                             "valid: entry {} ({}) is in {}'s log at checkpoint size {}",
                             v.entry.index, v.entry.kind, card.office, v.checkpoint_size
                         );
-                        println!("  {}", v.entry.detail);
+                        println!("  {}", render::t(&v.entry.detail));
                         if !v.verified_cosigners.is_empty() {
                             println!("  cosigned by {}", v.verified_cosigners.join(", "));
                         }

@@ -230,7 +230,13 @@ fn node_run(dir: &std::path::Path) -> Res {
         } else {
             node.stop().await
         };
-        result.map_err(|e| anyhow!(e))?;
+        match result {
+            Err(e @ node::NodeError::CorePanicked { .. }) => {
+                eprintln!("node stopped: {e}");
+                return Ok(exit::NODE_FAULT);
+            }
+            r => r.map_err(|e| anyhow!(e))?,
+        }
         eprintln!("stopped cleanly");
         Ok::<_, Failure>(exit::OK)
     })

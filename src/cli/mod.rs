@@ -28,6 +28,10 @@ pub mod exit {
     pub const VERIFY_FAILED: u8 = 6;
     /// A drill ran and an expectation failed (`drill run`, `replay`, `fuzz`).
     pub const DRILL_FAILED: u8 = 7;
+    /// `node run` stopped on a fault of its own: the protocol core panicked
+    /// more than 5 times within an hour (each panic is restarted from the
+    /// log first). The log is intact; report the fault, then start again.
+    pub const NODE_FAULT: u8 = 8;
 }
 
 const AFTER_HELP: &str = "\

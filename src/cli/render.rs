@@ -1,10 +1,30 @@
 //! Human-readable tables.
+//!
+//! Everything printed here may hold a peer's text (subjects, bodies,
+//! refusal details, reasons, ids), so every cell and every free-text field
+//! goes through [`t`] first: control characters and bidirectional overrides
+//! are shown escaped and can neither rewrite the operator's terminal nor
+//! break a table row.
 
 use hotline::bench::BenchReport;
 use hotline::control::{InboxEntry, OutboxEntry, StatusResponse};
 
-/// Prints rows under headers with aligned columns.
+/// Peer text made safe for a terminal.
+pub fn t(s: &str) -> std::borrow::Cow<'_, str> {
+    hotline::text::for_terminal(s)
+}
+
+/// Prints rows under headers with aligned columns; every cell is escaped.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", table_text(headers, rows));
+}
+
+/// The text of [`table`].
+fn table_text(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|c| t(&c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         assert_eq!(r.len(), headers.len(), "table row width");
@@ -12,7 +32,8 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
             widths[i] = widths[i].max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -21,12 +42,14 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
                 s.push_str(&format!("{:<w$}  ", c, w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        out.push_str(s.trim_end());
+        out.push('\n');
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for r in rows {
         line(r);
     }
+    out
 }
 
 /// Microseconds as a short duration.
@@ -181,14 +204,21 @@ pub fn status(s: &StatusResponse) {
             })
             .collect(),
     );
+    if s.core_restarts > 0 {
+        println!(
+            "\nFAULT: the protocol core panicked and was restarted from the log {} time(s); last: {}",
+            s.core_restarts,
+            t(s.last_core_panic.as_deref().unwrap_or("?"))
+        );
+    }
     if !s.overdue.is_empty() {
         println!("\nOVERDUE (most late first):");
         for o in &s.overdue {
             println!(
                 "  {:<9} {} to {}: no {} for {}",
                 o.precedence.to_uppercase(),
-                o.id,
-                o.peer,
+                t(&o.id),
+                t(&o.peer),
                 o.waiting_for,
                 micros(o.late_ms * 1000)
             );
@@ -201,15 +231,15 @@ pub fn status(s: &StatusResponse) {
                 "  {}  {:<12} {:<11} {}",
                 time(a.unix_ms),
                 a.kind,
-                a.peer.as_deref().unwrap_or("-"),
-                a.detail
+                t(a.peer.as_deref().unwrap_or("-")),
+                t(&a.detail)
             );
         }
     }
     if !s.refused.is_empty() {
         println!("\nrefused connections (latest last):");
         for r in &s.refused {
-            println!("  {}  {}  {}", time(r.unix_ms), r.remote, r.reason);
+            println!("  {}  {}  {}", time(r.unix_ms), r.remote, t(&r.reason));
         }
     }
 }
@@ -444,17 +474,62 @@ pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
 }
 
 pub fn watch_event(e: &hotline::control::WatchEvent) {
+    println!("{}", watch_line(e));
+}
+
+/// One line of `watch`, escaped.
+fn watch_line(e: &hotline::control::WatchEvent) -> String {
     let loud = matches!(
         e.kind.as_str(),
         "alert" | "escalation" | "line-health" | "alert-level" | "negative-receipt"
     );
-    println!(
+    format!(
         "{} {}{:<16} {:<11} {} {}",
         time_ms(e.unix_ms),
         if loud { "!" } else { " " },
         e.kind,
-        e.peer.as_deref().unwrap_or("-"),
-        e.msg.as_deref().map(|m| short(m, 13)).unwrap_or_default(),
-        e.detail
-    );
+        t(e.peer.as_deref().unwrap_or("-")),
+        t(&e.msg.as_deref().map(|m| short(m, 13)).unwrap_or_default()),
+        t(&e.detail)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = "ok\u{1b}[2J\u{1b}]0;line DOWN\u{7}\r\u{202e}evil\nrow";
+
+    fn assert_clean(out: &str) {
+        for c in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+            assert!(!out.contains(c), "{c:?} reached the terminal in {out:?}");
+        }
+    }
+
+    #[test]
+    fn table_cells_holding_peer_text_are_escaped_and_keep_one_row_each() {
+        let out = table_text(
+            &["FROM", "SUBJECT"],
+            vec![vec!["pyongyang".into(), HOSTILE.into()]],
+        );
+        assert_clean(&out);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(out.contains("\\u{1b}[2J"), "{out}");
+        assert!(out.contains("\\u{202e}evil\\nrow"), "{out}");
+    }
+
+    #[test]
+    fn watch_lines_escape_the_peer_detail_and_id() {
+        let e = hotline::control::WatchEvent {
+            unix_ms: 1_750_000_000_000,
+            kind: "negative-receipt".into(),
+            peer: Some(HOSTILE.into()),
+            msg: Some(HOSTILE.into()),
+            detail: HOSTILE.into(),
+            seq: 1,
+        };
+        let line = watch_line(&e);
+        assert_clean(&line);
+        assert!(!line.contains('\n'), "{line}");
+    }
 }

@@ -399,6 +399,14 @@ pub struct StatusResponse {
     /// Recent alerts, escalations, line-health and alert-level changes,
     /// newest first (at most 16).
     pub alerts: Vec<WatchEvent>,
+    /// Times the protocol core panicked and was rebuilt from the log since
+    /// the node started (0 on a healthy node; any other value is a bug to
+    /// report).
+    #[serde(default)]
+    pub core_restarts: u64,
+    /// The last such panic's message.
+    #[serde(default)]
+    pub last_core_panic: Option<String>,
 }
 
 /// A message past its receipt or acknowledgement deadline.

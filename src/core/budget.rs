@@ -64,6 +64,25 @@ impl Spend {
         }
     }
 
+    /// The largest log entry one token of this kind can write, in bytes
+    /// (0: it writes none). Each is enforced where the entry is made: peer
+    /// text is checked against the limits of docs/protocol.md §11 first.
+    pub const fn max_entry_bytes(self) -> u64 {
+        match self {
+            // A signed negative receipt: hash, id, names, a detail of at
+            // most 256 bytes, key id and signature.
+            Spend::Refusal => 1_024,
+            // An alert level with a reason of at most 256 bytes, or the
+            // peer's negative receipt or relay receipt within the same limits.
+            Spend::Notice => 1_024,
+            // The peer's note (at most 2,048 bytes) with our cosignature.
+            Spend::Cosignature => 3_072,
+            // Two notes and a proof of at most 64 hashes.
+            Spend::Evidence => 65_536,
+            Spend::Answer | Spend::Report => 0,
+        }
+    }
+
     /// Lowercase name for status views.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,6 +100,19 @@ impl fmt::Display for Spend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The most log bytes one peer can make us write over `duration_ms`
+/// through inputs that draw on a budget: each kind's burst plus its refill
+/// over the duration, times its largest entry. Messages the peer sends are
+/// not in it: they are the traffic itself, bounded by the message size limit
+/// and the line (docs/threat-model.md).
+pub fn log_bound_bytes(duration_ms: u64) -> u64 {
+    Spend::ALL.iter().fold(0u64, |total, s| {
+        let (burst, per) = s.rate();
+        let tokens = u64::from(burst).saturating_add(duration_ms.checked_div(per).unwrap_or(0));
+        total.saturating_add(tokens.saturating_mul(s.max_entry_bytes()))
+    })
 }
 
 #[derive(Debug, Clone, Copy)]

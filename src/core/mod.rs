@@ -38,10 +38,10 @@ mod receive;
 pub mod relay;
 mod witness;
 
-pub use budget::Spend;
+pub use budget::{log_bound_bytes, Spend};
 pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem};
 pub use escalation::Overdue;
-pub use office::{Core, Draft, OfficeKeys, PeerKeys, ReplayError, SubmitError, Timing};
+pub use office::{Core, Draft, OfficeKeys, PeerKeys, Randomness, ReplayError, SubmitError, Timing};
 pub use output::{CoreEvent, Output, StreamClass, Transmit};
 
 /// Largest message body, in bytes (64 KiB).

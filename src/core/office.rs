@@ -182,6 +182,30 @@ pub struct Core {
     pub(super) spool: BTreeMap<[u8; 32], super::relay::Spooled>,
     /// Set while processing a frame that arrived sealed through this relay.
     pub(super) receiving_via: Option<OfficeName>,
+    /// Where the core's only random bytes (HPKE ephemeral keys) come from.
+    pub(super) randomness: Randomness,
+}
+
+/// The source of the core's random bytes. Ids are made by the caller and
+/// signatures are deterministic, so this feeds only the ephemeral keys of
+/// sealed frames. A node uses the operating system; a simulation seeds it,
+/// so that a seed replays byte for byte.
+pub enum Randomness {
+    /// The operating system's generator.
+    Os,
+    /// A seeded generator (simulations and tests only).
+    Seeded(Box<rand::rngs::StdRng>),
+}
+
+impl Randomness {
+    /// Fills `b` with random bytes.
+    pub fn fill(&mut self, b: &mut [u8]) {
+        use rand::RngCore;
+        match self {
+            Randomness::Os => rand::rngs::OsRng.fill_bytes(b),
+            Randomness::Seeded(r) => r.fill_bytes(b),
+        }
+    }
 }
 
 impl Core {
@@ -224,7 +248,16 @@ impl Core {
             is_relay: false,
             spool: BTreeMap::new(),
             receiving_via: None,
+            randomness: Randomness::Os,
         }
+    }
+
+    /// Draws the core's random bytes from a generator seeded with `seed`
+    /// instead of the operating system (simulations only: a seed then
+    /// replays exactly).
+    pub fn seed_randomness(&mut self, seed: u64) {
+        use rand::SeedableRng;
+        self.randomness = Randomness::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(seed)));
     }
 
     /// This office.

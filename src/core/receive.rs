@@ -138,14 +138,28 @@ impl Core {
                 });
                 return;
             }
-            return self.refuse(
+            // The peer signed two messages with this number. This one can
+            // never be accepted, so the refusal settles it for the sender
+            // and settles its precedence sequence here (when free), so that
+            // the peer's later messages of that precedence are not held
+            // behind it for good: the same rule as for a held message whose
+            // number was taken meanwhile (`release_held`).
+            let ps = settleable_precedence_sequence(ch, &msg, &hash);
+            self.refuse(
                 now,
                 peer,
                 hash,
-                Refusal::Unsettled(&msg),
+                Refusal::Settles {
+                    msg: &msg,
+                    precedence_sequence: ps,
+                },
                 NackReason::SequenceConflict,
                 format!("sequence {seq} already holds a different message"),
             );
+            if ps != 0 {
+                self.release_held(now, peer, msg.precedence);
+            }
+            return;
         }
         // 5. The window.
         let through = ch.received.through;
@@ -408,7 +422,12 @@ impl Core {
         };
         let nack = NegativeReceipt {
             payload_hash: hash.to_vec(),
-            message_id: msg.map(|m| m.id.clone()).unwrap_or_default(),
+            // Only an id that is one: a refusal never echoes the peer's
+            // text past the limits of §11 (its own peer would reject it).
+            message_id: msg
+                .filter(|m| MessageId::parse(&m.id).is_some())
+                .map(|m| m.id.clone())
+                .unwrap_or_default(),
             sequence: msg.map(|m| m.sequence).unwrap_or(0),
             from: self.me.to_string(),
             to: peer.to_string(),

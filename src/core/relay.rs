@@ -101,7 +101,10 @@ impl Core {
         };
         // The size is of the ciphertext, which is plaintext + 16 (the tag).
         header.size = (plaintext.len() as u64).saturating_add(16);
-        let Ok(s) = seal::seal(&dest.seal_key, &header_bytes(&header), &plaintext) else {
+        let randomness = &mut self.randomness;
+        let Ok(s) = seal::seal_with(&dest.seal_key, &header_bytes(&header), &plaintext, |b| {
+            randomness.fill(b)
+        }) else {
             return false;
         };
         self.out.transmit.push(control(

@@ -435,6 +435,25 @@ pub struct Office {
     pub peers: Vec<Peer>,
 }
 
+// By hand: the TLS key is cloned with `clone_key`. Secrets stay in memory
+// only (a node keeps one copy to rebuild its core after a fault).
+impl Clone for Office {
+    fn clone(&self) -> Self {
+        Office {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            card: self.card.clone(),
+            message_key: self.message_key.clone(),
+            log_key: self.log_key.clone(),
+            seal_private: self.seal_private.clone(),
+            node_cert: self.node_cert.clone(),
+            node_key: self.node_key.clone_key(),
+            control_token: self.control_token.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Office {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print keys or the token.

@@ -36,6 +36,15 @@ pub const MAX_REFUSALS: usize = 32;
 pub const DIAL_RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 /// Events kept for `watch`.
 pub const MAX_EVENTS: usize = 4096;
+/// Core restarts allowed within [`CORE_RESTART_WINDOW`]; one more stops the
+/// node (a fault that recurs at once is not cured by restarting).
+pub const MAX_CORE_RESTARTS: usize = 5;
+/// The window over which core restarts are counted.
+pub const CORE_RESTART_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Rebuilds the core from the durable log and starts it (`node::start`
+/// makes it: the same replay as at start).
+pub type Reload = Box<dyn FnMut(crate::core::Now) -> Result<Core, NodeError> + Send>;
+
 /// How long a stopping node waits for peers to cosign its final checkpoint.
 pub const FINAL_COSIGN_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
@@ -51,6 +60,10 @@ pub enum SendError {
     /// The node is stopping.
     #[error("the node is shutting down")]
     Stopping,
+    /// The protocol core failed while this request was in its round and was
+    /// rebuilt from the log; the request was not made durable.
+    #[error("the node's protocol core failed and was restarted from its log; this request was not recorded: send it again")]
+    Lost,
 }
 
 /// Queries answered from the actor's state.
@@ -142,6 +155,10 @@ pub enum Input {
     },
     /// Stop: log the stop, close connections, return.
     Shutdown(oneshot::Sender<()>),
+    /// Fault injection (tests only, never reachable from the network or the
+    /// control API): panic inside the guarded round, as a core bug would.
+    #[doc(hidden)]
+    InjectPanic(String),
 }
 
 /// The actor's two input queues. Urgent: control frames, FLASH and
@@ -245,6 +262,11 @@ pub struct Actor {
     closing: bool,
     next_notice_scan: tokio::time::Instant,
     noticed: std::collections::HashSet<(MessageId, &'static str)>,
+    reload: Option<Reload>,
+    /// When the core panicked, within the restart window.
+    core_panics: Vec<Instant>,
+    core_restarts: u64,
+    last_core_panic: Option<String>,
 }
 
 impl Actor {
@@ -277,7 +299,78 @@ impl Actor {
             closing: false,
             next_notice_scan: tokio::time::Instant::now(),
             noticed: std::collections::HashSet::new(),
+            reload: None,
+            core_panics: Vec::new(),
+            core_restarts: 0,
+            last_core_panic: None,
         }
+    }
+
+    /// How to rebuild the core from the log after a panic. Without it a
+    /// panic stops the node.
+    pub fn with_reload(mut self, reload: Reload) -> Self {
+        self.reload = Some(reload);
+        self
+    }
+
+    /// Runs `f`, which drives the core. A panic in it is a bug, never an
+    /// answer to input: the core's memory may be inconsistent, but the log
+    /// is not (nothing of this round is durable, so nothing of it was sent
+    /// or answered). The core and this round are discarded and the core is
+    /// rebuilt from the log, exactly as after a crash, and the fault is
+    /// reported loudly; past [`MAX_CORE_RESTARTS`] an hour the node stops.
+    fn guarded(&mut self, f: impl FnOnce(&mut Self)) -> Result<(), NodeError> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(()) => Ok(()),
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                self.restart_core(why)
+            }
+        }
+    }
+
+    fn restart_core(&mut self, why: String) -> Result<(), NodeError> {
+        let at = Instant::now();
+        self.core_panics
+            .retain(|t| at.duration_since(*t) < CORE_RESTART_WINDOW);
+        self.core_panics.push(at);
+        self.last_core_panic = Some(why.clone());
+        for a in self.accepting.drain(..) {
+            let _ = a.reply.send(Err(SendError::Lost));
+        }
+        let recent = self.core_panics.len();
+        let Some(reload) = self.reload.as_mut().filter(|_| recent <= MAX_CORE_RESTARTS) else {
+            tracing::error!(
+                "stopping: the protocol core panicked ({why}), {recent} times within the hour; \
+                 the log is intact: report the fault, then start the node again"
+            );
+            return Err(NodeError::CorePanicked {
+                times: recent,
+                last: why,
+            });
+        };
+        tracing::error!(
+            "the protocol core panicked ({why}); discarding this round and rebuilding it from the log \
+             (restart {recent} of {MAX_CORE_RESTARTS} allowed within the hour)"
+        );
+        let now = self.clock.now();
+        let mut core = reload(now)?;
+        for peer in self.links.keys() {
+            core.link_up(now, peer, "the protocol core was restarted from the log");
+        }
+        self.core = core;
+        self.core_restarts = self.core_restarts.saturating_add(1);
+        let detail = format!(
+            "the protocol core panicked ({}) and was restarted from the log; requests in that round \
+             were not recorded (restart {recent} of {MAX_CORE_RESTARTS} allowed within the hour)",
+            crate::text::prefix(&why, 200)
+        );
+        self.push_event("alert", None, None, detail);
+        Ok(())
     }
 
     /// Runs until shutdown or a fatal log error.
@@ -292,20 +385,20 @@ impl Actor {
                 input = self.rx.recv() => match input {
                     Some(input) => {
                         urgent_round = true;
-                        self.handle(input)
+                        self.guarded(|a| a.handle(input))?;
                     }
                     None => break,
                 },
                 input = self.normal_rx.recv() => match input {
-                    Some(input) => self.handle(input),
+                    Some(input) => self.guarded(|a| a.handle(input))?,
                     None => break,
                 },
                 _ = sleep_until_opt(timer), if timer.is_some() => {
                     let now = self.clock.now();
-                    self.core.handle_timeout(now);
+                    self.guarded(|a| a.core.handle_timeout(now))?;
                 }
                 _ = tokio::time::sleep_until(self.next_notice_scan) => {
-                    self.scan_approaching();
+                    self.guarded(|a| a.scan_approaching())?;
                 }
             }
             // Everything urgent that is waiting. Normal work joins the round
@@ -316,10 +409,10 @@ impl Actor {
             while n < MAX_ROUND {
                 if let Ok(input) = self.rx.try_recv() {
                     urgent_round = true;
-                    self.handle(input);
+                    self.guarded(|a| a.handle(input))?;
                 } else if !urgent_round && self.core.pending_persist_bytes() < NORMAL_ROUND_BYTES {
                     match self.normal_rx.try_recv() {
-                        Ok(input) => self.handle(input),
+                        Ok(input) => self.guarded(|a| a.handle(input))?,
                         Err(_) => break,
                     }
                 } else {
@@ -373,6 +466,7 @@ impl Actor {
     fn handle(&mut self, input: Input) {
         let now = self.clock.now();
         match input {
+            Input::InjectPanic(why) => panic!("{why}"),
             Input::Submit { req, t0, reply } => {
                 if self.closing {
                     let _ = reply.send(Err(SendError::Stopping));
@@ -962,6 +1056,8 @@ impl Actor {
                     checkpoint_size: self.core.latest_checkpoint().map(|c| c.size),
                     peers,
                     refused: self.refused.iter().cloned().collect(),
+                    core_restarts: self.core_restarts,
+                    last_core_panic: self.last_core_panic.clone(),
                     alerts: self
                         .events
                         .iter()

@@ -158,6 +158,7 @@ async fn send(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
         }
         Err(SendError::Refused(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Err(SendError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+        Err(e @ SendError::Lost) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
@@ -173,6 +174,7 @@ fn send_error(e: SendError) -> Response {
         }
         SendError::Refused(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         SendError::Stopping => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+        e @ SendError::Lost => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

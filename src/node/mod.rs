@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch, Notify};
 
 use actor::{Actor, ActorTx, Facts, Input, Query};
-pub use actor::{SendError, MAX_REFUSALS};
+pub use actor::{SendError, CORE_RESTART_WINDOW, MAX_CORE_RESTARTS, MAX_REFUSALS};
 pub use clock::wall_ms;
 use clock::Clock;
 
@@ -83,6 +83,14 @@ pub enum NodeError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The protocol core panicked more often than it may be restarted.
+    #[error("the protocol core panicked {times} times within the hour (last: {last}); the log is intact: report the fault, then start the node again")]
+    CorePanicked {
+        /// Panics within the restart window.
+        times: usize,
+        /// The last panic's message.
+        last: String,
+    },
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -125,6 +133,14 @@ impl NodeHandle {
                 .await;
         }
         Ok(resp)
+    }
+
+    /// Fault injection for tests: makes the actor panic inside its guarded
+    /// round, as a bug in the core would. Not reachable from the network or
+    /// the control API.
+    #[doc(hidden)]
+    pub async fn inject_core_panic(&self, why: &str) {
+        let _ = self.tx.send(Input::InjectPanic(why.to_string())).await;
     }
 
     /// Waits up to `limit` for `id`'s receipt.
@@ -286,15 +302,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     }
     core.check_own_checkpoint()?;
     // A relay takes back the sealed frames it still holds.
-    for hash in core.spool_needed() {
-        match spool::read(&dir.root().join("spool"), &hash) {
-            Some(bytes) if core.restore_spooled(hash, &bytes) => {}
-            _ => tracing::error!(
-                "spooled frame {} is missing or damaged; it cannot be forwarded",
-                hex::encode(hash)
-            ),
-        }
-    }
+    restore_spool(&mut core, &dir.root().join("spool"));
     if let Some(t) = &recovered.torn {
         tracing::warn!(
             "log recovery: removed a torn tail of {} bytes at offset {} ({})",
@@ -304,11 +312,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         );
     }
     let clock = Clock::new();
-    let fingerprints: Vec<_> = office
-        .peers
-        .iter()
-        .map(|p| (p.name.clone(), p.card.fingerprint.clone()))
-        .collect();
+    let fingerprints = fingerprints_of(&office);
     core.start(
         clock.now(),
         concat!("hotline ", env!("CARGO_PKG_VERSION")),
@@ -398,7 +402,27 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         spool_dir: dir.root().join("spool"),
         alert_command: office.config.escalation.alert_command.clone(),
     };
-    let actor = Actor::new(core, log, clock, facts, (rx, normal_rx), links_up);
+    // After a core panic the actor rebuilds the core exactly as here: the
+    // log's entries replayed, the relay's spool restored, then started.
+    let reload_office = office.clone();
+    let reload: actor::Reload = Box::new(move |now| {
+        let mut core = offline::load_core(&reload_office)?;
+        core.check_own_checkpoint()?;
+        restore_spool(&mut core, &reload_office.dir.root().join("spool"));
+        let fingerprints = fingerprints_of(&reload_office);
+        core.start(
+            now,
+            concat!(
+                "hotline ",
+                env!("CARGO_PKG_VERSION"),
+                " (restarted after a core panic)"
+            ),
+            None,
+            &fingerprints,
+        );
+        Ok(core)
+    });
+    let actor = Actor::new(core, log, clock, facts, (rx, normal_rx), links_up).with_reload(reload);
     let actor = tokio::spawn(actor.run());
 
     let mut run_files = vec![dir.quic_addr()];
@@ -435,6 +459,28 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         run_files,
         _lock: lock,
     })
+}
+
+/// A relay takes back the sealed frames it still holds.
+fn restore_spool(core: &mut crate::core::Core, spool_dir: &std::path::Path) {
+    for hash in core.spool_needed() {
+        match spool::read(spool_dir, &hash) {
+            Some(bytes) if core.restore_spooled(hash, &bytes) => {}
+            _ => tracing::error!(
+                "spooled frame {} is missing or damaged; it cannot be forwarded",
+                hex::encode(hash)
+            ),
+        }
+    }
+}
+
+/// The pinned peers' card fingerprints, for the core's start entry.
+fn fingerprints_of(office: &Office) -> Vec<(OfficeName, String)> {
+    office
+        .peers
+        .iter()
+        .map(|p| (p.name.clone(), p.card.fingerprint.clone()))
+        .collect()
 }
 
 fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConfig {

@@ -90,8 +90,9 @@ pub fn seal(recipient: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Sealed, Se
     })
 }
 
-/// As [`seal`] with the ephemeral key material from `fill` (test vectors
-/// use a fixed source; everything else must use [`seal`]).
+/// As [`seal`] with the ephemeral key material from `fill`. The core passes
+/// its [`Randomness`](crate::core::Randomness): the operating system's on a
+/// node, a seeded generator in a simulation; test vectors use a fixed source.
 pub fn seal_with(
     recipient: &[u8],
     aad: &[u8],
