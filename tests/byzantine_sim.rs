@@ -92,6 +92,19 @@ fn schedule(seed: u64) -> Result<(), String> {
         }
         let dt = sim.rng().gen_range(1..1_500);
         sim.run_for(dt);
+        // Memory the peer can make us hold stays within its caps.
+        if let Some(c) = sim.offices[W].core.as_ref() {
+            for st in c.status() {
+                if st.held > hotline::core::MAX_HELD
+                    || st.held_bytes > hotline::core::MAX_HELD_BYTES
+                {
+                    return Err(format!(
+                        "{} held ({} bytes) for {}",
+                        st.held, st.held_bytes, st.peer
+                    ));
+                }
+            }
+        }
     }
     let hostile_for = sim.now;
     // Pyongyang turns honest; every line comes back with fresh hellos.
@@ -354,12 +367,15 @@ fn a_byzantine_office_neither_crashes_nor_stalls_nor_floods_an_honest_one() {
     );
 }
 
+/// Replays one schedule with diagnostics:
+/// `HOTLINE_BYZANTINE_FIRST=162 HOTLINE_BYZANTINE_DUMP=1 cargo test --test byzantine_sim
+/// replay_one_seed -- --ignored --nocapture`
 #[test]
-#[ignore = "diagnostics for HOTLINE_BYZANTINE_FIRST"]
-fn dump_one_seed() {
+#[ignore = "replays the seed in HOTLINE_BYZANTINE_FIRST"]
+fn replay_one_seed() {
     let seed: u64 = std::env::var("HOTLINE_BYZANTINE_FIRST")
-        .unwrap()
+        .expect("set HOTLINE_BYZANTINE_FIRST")
         .parse()
-        .unwrap();
-    let _ = schedule(seed);
+        .expect("a number");
+    schedule(seed).unwrap();
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use hotline::wire::envelope::{self, Domain, KeyId};
-use hotline::wire::proto::{frame::Body, Frame, Kind, Message, Precedence, Receipt};
+use hotline::wire::proto::{
+    frame::Body, Frame, Kind, Message, NackReason, NegativeReceipt, Precedence, Receipt,
+};
 use hotline::wire::{frame, sha256};
 use prost::Message as _;
 
@@ -155,6 +157,35 @@ fn computed() -> BTreeMap<String, BTreeMap<String, String>> {
             ("frame".to_string(), hex::encode(&r_frame)),
         ]),
     );
+    // A settling refusal of the same message: pyongyang refuses it for
+    // good, which settles channel sequence 1 and FLASH precedence sequence 1
+    // on both sides.
+    let nack = NegativeReceipt {
+        payload_hash: sha256(&msg_env.payload).to_vec(),
+        message_id: message().id,
+        sequence: 1,
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        time_unix_ms: 1_720_000_000_300,
+        reason: NackReason::Malformed as i32,
+        detail: "thread is 300 bytes; the limit is 256".into(),
+        settles: true,
+        precedence: Precedence::Flash as i32,
+        precedence_sequence: 1,
+    };
+    let n_env = envelope::seal_proto(Domain::NegativeReceipt, &nack, &pyongyang());
+    let n_frame = frame::encode(&Frame {
+        body: Some(Body::NegativeReceipt(n_env.clone())),
+    });
+    m.insert(
+        "negative_receipt".to_string(),
+        BTreeMap::from([
+            ("signer_seed".to_string(), hex::encode([0x22u8; 32])),
+            ("payload".to_string(), hex::encode(&n_env.payload)),
+            ("signature".to_string(), hex::encode(&n_env.signature)),
+            ("frame".to_string(), hex::encode(&n_frame)),
+        ]),
+    );
     m
 }
 
@@ -211,4 +242,20 @@ fn documented_vectors_verify_independently() {
     let inner =
         hotline::wire::seal::open(&sk, &hex::decode(&v["header"]).unwrap(), &sealed).unwrap();
     assert_eq!(hex::encode(inner), m["frame"][8..]);
+
+    // The settling refusal verifies under pyongyang's key in its own domain
+    // and names the message by the hash of its payload.
+    let v = &doc["negative_receipt"];
+    let key = SigningKey::from_bytes(&hex::decode(&v["signer_seed"]).unwrap().try_into().unwrap())
+        .verifying_key();
+    let payload = hex::decode(&v["payload"]).unwrap();
+    let mut signed = b"hotline/1 negative-receipt".to_vec();
+    signed.push(0);
+    signed.extend_from_slice(&payload);
+    let sig = ed25519_dalek::Signature::from_slice(&hex::decode(&v["signature"]).unwrap()).unwrap();
+    key.verify_strict(&signed, &sig).unwrap();
+    let n = NegativeReceipt::decode(payload.as_slice()).unwrap();
+    assert!(n.settles);
+    assert_eq!((n.sequence, n.precedence_sequence), (1, 1));
+    assert_eq!(hex::encode(&n.payload_hash), m["payload_sha256"]);
 }

@@ -244,6 +244,15 @@ mod tests {
     }
 
     #[test]
+    fn the_hourly_log_bound_is_the_one_docs_threat_model_states() {
+        // (100 + 6,000) × 1 KiB + (32 + 60) × 1 KiB + (8 + 1,800) × 3 KiB
+        // + (4 + 4) × 64 KiB
+        assert_eq!(log_bound_bytes(3_600_000), 12_419_072);
+        // The burst alone at once; one more refusal per 600 ms.
+        assert_eq!(log_bound_bytes(600) - log_bound_bytes(0), 1_024);
+    }
+
+    #[test]
     fn a_clock_that_goes_back_does_not_mint_tokens() {
         let mut b = Budgets::default();
         let (burst, _) = Spend::Evidence.rate();

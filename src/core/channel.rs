@@ -124,6 +124,11 @@ pub struct ChannelStatus {
     /// All of the peer's input dropped over its budgets (refusals, notices,
     /// cosignatures, evidence, answers, reports): counted, not acted on.
     pub input_dropped: u64,
+    /// The peer's messages held in memory for order, and their bytes
+    /// (bounded by MAX_HELD and MAX_HELD_BYTES).
+    pub held: usize,
+    /// Bytes of those.
+    pub held_bytes: usize,
     /// Relays that may carry frames to this peer.
     pub relays: Vec<OfficeName>,
 }
@@ -373,6 +378,8 @@ impl Channel {
             awaiting_ack: self.tracks.len(),
             refusals_suppressed: self.budgets.dropped(Spend::Refusal),
             input_dropped: self.budgets.dropped_total(),
+            held: self.held.len(),
+            held_bytes: self.held_bytes,
             relays: self.relays.clone(),
         }
     }

@@ -62,6 +62,9 @@ pub enum DrillError {
     /// The run directory is not usable.
     #[error("{0}")]
     RunDir(String),
+    /// The parties cannot be set up as the scenario says.
+    #[error("{0}")]
+    Setup(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DrillError + '_ {

@@ -1,14 +1,25 @@
 //! A deterministic network of offices for the sans-IO core.
 //!
-//! One simulator for every schedule: N offices, one line per pair, a
+//! One simulator for every schedule (the core tests, the relay tests, the
+//! Byzantine schedules and the drills): N offices, lines between them, a
 //! virtual clock and one seeded RNG that also seeds each core's own
 //! randomness, so a failing schedule replays exactly from its seed (in the
-//! spirit of quinn-proto's test `Pair`). A line can drop, duplicate and delay
-//! (and so reorder) frames, and can be cut and restored; an office can crash,
-//! optionally in the middle of a log write (a torn write: only a prefix of
-//! the batch reaches the disk, and none of the batch's frames or events
-//! happen). A restart rebuilds the core from its disk, just as the real node
-//! does from its log file. One office can act as a relay for the others.
+//! spirit of quinn-proto's test `Pair`). The driver either runs the world
+//! for a while or steps it one event at a time ([`Sim::next_time`],
+//! [`Sim::step`]) to interleave its own actions.
+//!
+//! A line is one of two models. A *datagram* line drops, duplicates and
+//! delays (and so reorders) frames, and a cut loses what is in flight: the
+//! worst a core must survive. A *QUIC* line behaves like the connection a
+//! node runs on: a lost packet costs a retransmission delay, not the frame;
+//! a cut holds frames until the line returns or the idle timeout closes the
+//! connection; a closed connection is re-dialled after a handshake delay;
+//! a crashed peer is noticed only at the idle timeout; a bandwidth cap
+//! queues frames. An office can crash, optionally in the middle of a log
+//! write (a torn write: only a prefix of the batch reaches the disk, and
+//! none of the batch's frames or events happen). A restart rebuilds the
+//! core from its disk (and a relay's spool), just as the real node does
+//! from its log file. One office can act as a relay for the others.
 //!
 //! In hostile mode an office is Byzantine: its honest core keeps running
 //! (so it also sends genuine traffic), a [`hostile::HostileOffice`] signs
@@ -64,10 +75,16 @@ pub struct SimOffice {
     pub name: OfficeName,
     key: SigningKey,
     log_key: SigningKey,
+    seal_public: [u8; 32],
+    make: CoreMaker,
+    start_label: String,
+    fingerprints: Vec<(OfficeName, String)>,
     /// The core, `None` while crashed.
     pub core: Option<Core>,
     /// Durable log entries.
     pub disk: Vec<Persisted>,
+    /// A relay's durable spool of sealed frames.
+    pub spool: BTreeMap<[u8; 32], Vec<u8>>,
     /// Ids whose submission became durable (the API would have returned).
     pub accepted: Vec<MessageId>,
     /// Delivered events seen, per id.
@@ -80,31 +97,114 @@ pub struct SimOffice {
     pub line_check_frames_sent: u64,
     /// Events reported (after durability), in order.
     pub events: Vec<CoreEvent>,
+    /// The virtual time of each of `events`.
+    pub event_times: Vec<u64>,
     /// Virtual times at which this office crashed.
     pub crashes: Vec<u64>,
     crash_on_flush: bool,
 }
 
-struct InFlight {
-    at: u64,
-    order: u64,
-    from: usize,
-    to: usize,
-    line: usize,
-    epoch: u64,
-    frame: Frame,
+/// Makes a fresh core for an office (keys, peers, timing, policy), before
+/// its log is replayed.
+pub type CoreMaker = Box<dyn Fn() -> Core>;
+
+/// An office to simulate.
+pub struct OfficeSpec {
+    /// Its name.
+    pub name: OfficeName,
+    /// Its message key.
+    pub key: SigningKey,
+    /// Its log key.
+    pub log_key: SigningKey,
+    /// Its seal public key.
+    pub seal_public: [u8; 32],
+    /// Its core, fresh.
+    pub make: CoreMaker,
+    /// What its start entry names as the software.
+    pub start_label: String,
+    /// Its pinned peers' card fingerprints (for the start entries).
+    pub fingerprints: Vec<(OfficeName, String)>,
+}
+
+/// How a line behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LineModel {
+    /// Frames dropped, duplicated and reordered under [`Sim::faults`]; a
+    /// cut or a crash loses what is in flight.
+    Datagram,
+    /// A QUIC connection over a lossy path.
+    Quic(QuicLine),
+}
+
+/// A QUIC line's path and the transport's reflexes, in virtual ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuicLine {
+    /// One-way delay.
+    pub delay_ms: u64,
+    /// Random extra delay up to this much.
+    pub jitter_ms: u64,
+    /// Probability a packet is lost (it costs a retransmission delay).
+    pub loss: f64,
+    /// Probability a frame arrives twice.
+    pub duplicate: f64,
+    /// Probability a frame is held back.
+    pub reorder: f64,
+    /// Bandwidth cap (0: none).
+    pub bandwidth_kbps: u64,
+    /// A connection that hears nothing this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Handshake extra delay range, and the backoff after a cut.
+    pub reconnect_min_ms: u64,
+    /// Most backoff before re-dialling after a restored cut.
+    pub reconnect_max_ms: u64,
+}
+
+/// A line to simulate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LineSpec {
+    /// One end (office index).
+    pub a: usize,
+    /// The other end.
+    pub b: usize,
+    /// Its behaviour.
+    pub model: LineModel,
+    /// Cut from the start.
+    pub cut: bool,
+}
+
+enum Job {
+    Frame {
+        from: usize,
+        to: usize,
+        line: usize,
+        epoch: u64,
+        frame: Frame,
+    },
+    Connect(usize),
+    IdleTimeout(usize, u64),
+    PeerTimeout(usize, u64),
 }
 
 /// The line between two offices.
 struct Line {
     a: usize,
     b: usize,
-    /// Brought up whenever both ends run, until cut.
+    model: LineModel,
+    /// Not cut.
     wanted: bool,
+    /// Connected (both sides have seen it come up).
     up: bool,
-    /// Bumped whenever the line goes up or down: frames of an older
-    /// connection are lost.
+    /// Bumped whenever the connection is replaced: frames of an older one
+    /// are lost.
     epoch: u64,
+    /// QUIC: bumped at every cut, so a stale idle timeout does nothing.
+    cut_gen: u64,
+    /// QUIC: frames that reached a cut line, held for when it returns.
+    held: Vec<(usize, usize, Frame)>,
+    /// QUIC: the side that has not yet noticed its peer crashed.
+    stale_side: Option<usize>,
+    /// QUIC: when each direction's wire is free again (bandwidth cap).
+    busy_until: [u64; 2],
 }
 
 /// A Byzantine office: its generators (one per target) and how much of its
@@ -115,7 +215,7 @@ struct Byzantine {
     withhold: f64,
 }
 
-/// Who the offices are.
+/// Who the offices are, for [`Sim::network`].
 #[derive(Debug, Clone)]
 pub struct Setup {
     /// Office names, in index order.
@@ -154,12 +254,10 @@ pub struct Sim {
     /// The offices.
     pub offices: Vec<SimOffice>,
     lines: Vec<Line>,
-    in_flight: Vec<InFlight>,
+    jobs: BTreeMap<(u64, u64), Job>,
     order: u64,
-    /// Current faults (every line).
+    /// Current faults of datagram lines.
     pub faults: Faults,
-    timing: Timing,
-    relay: Option<usize>,
     byzantine: Option<Byzantine>,
     tamper: Option<Tamper>,
 }
@@ -174,58 +272,139 @@ impl Sim {
         Self::network(seed, faults, Setup::offices(&["washington", "pyongyang"]))
     }
 
-    /// The offices of `setup`, with keys derived from `seed`, not yet
-    /// connected.
+    /// The offices of `setup`, all pinned to each other over datagram
+    /// lines, with keys derived from `seed`, not yet connected.
     pub fn network(seed: u64, faults: Faults, setup: Setup) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let offices: Vec<SimOffice> = setup
+        let keys: Vec<(OfficeName, SigningKey, SigningKey)> = setup
             .names
             .iter()
-            .map(|n| SimOffice {
-                name: OfficeName::new(n.clone()).expect("simulation office names are valid"),
-                key: SigningKey::from_bytes(&rng.gen()),
-                log_key: SigningKey::from_bytes(&rng.gen()),
+            .map(|n| {
+                (
+                    OfficeName::new(n.clone()).expect("simulation office names are valid"),
+                    SigningKey::from_bytes(&rng.gen()),
+                    SigningKey::from_bytes(&rng.gen()),
+                )
+            })
+            .collect();
+        let seal = |log: &SigningKey| crate::wire::seal::derive_keypair(&log.to_bytes());
+        let relay = setup
+            .relay
+            .as_ref()
+            .and_then(|r| setup.names.iter().position(|n| n == r));
+        let offices = (0..keys.len())
+            .map(|i| {
+                let (name, key, log_key) = keys[i].clone();
+                let peers: Vec<PeerKeys> = (0..keys.len())
+                    .filter(|&j| j != i)
+                    .map(|j| PeerKeys {
+                        office: keys[j].0.clone(),
+                        message: keys[j].1.verifying_key(),
+                        log: keys[j].2.verifying_key(),
+                        seal: seal(&keys[j].2).1,
+                        relays: match relay {
+                            Some(r) if r != j && r != i => vec![keys[r].0.clone()],
+                            _ => Vec::new(),
+                        },
+                    })
+                    .collect();
+                let own = OfficeKeys {
+                    message: key.clone(),
+                    log: log_key.clone(),
+                    seal: seal(&log_key).0,
+                };
+                let (me, timing, is_relay) = (name.clone(), setup.timing, relay == Some(i));
+                OfficeSpec {
+                    name,
+                    seal_public: seal(&log_key).1,
+                    key,
+                    log_key,
+                    make: Box::new(move || {
+                        let mut core = Core::new(me.clone(), own.clone(), peers.clone(), timing);
+                        core.set_relay_role(is_relay);
+                        core
+                    }),
+                    start_label: "sim".into(),
+                    fingerprints: Vec::new(),
+                }
+            })
+            .collect();
+        let n = keys.len();
+        let lines = (0..n)
+            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+            .map(|(a, b)| LineSpec {
+                a,
+                b,
+                model: LineModel::Datagram,
+                cut: true,
+            })
+            .collect();
+        Self::build(rng, faults, offices, lines)
+    }
+
+    /// The offices and lines given, driven by `seed`; every office boots,
+    /// and every line not cut starts dialling.
+    pub fn custom(seed: u64, offices: Vec<OfficeSpec>, lines: Vec<LineSpec>) -> Self {
+        Self::build(
+            StdRng::seed_from_u64(seed),
+            Faults::clean(0),
+            offices,
+            lines,
+        )
+    }
+
+    fn build(rng: StdRng, faults: Faults, offices: Vec<OfficeSpec>, lines: Vec<LineSpec>) -> Self {
+        let offices: Vec<SimOffice> = offices
+            .into_iter()
+            .map(|o| SimOffice {
+                name: o.name,
+                key: o.key,
+                log_key: o.log_key,
+                seal_public: o.seal_public,
+                make: o.make,
+                start_label: o.start_label,
+                fingerprints: o.fingerprints,
                 core: None,
                 disk: Vec::new(),
+                spool: BTreeMap::new(),
                 accepted: Vec::new(),
                 delivered: BTreeMap::new(),
                 frames_sent: 0,
                 message_frames_sent: 0,
                 line_check_frames_sent: 0,
                 events: Vec::new(),
+                event_times: Vec::new(),
                 crashes: Vec::new(),
                 crash_on_flush: false,
             })
             .collect();
-        let n = offices.len();
-        let lines = (0..n)
-            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
-            .map(|(a, b)| Line {
-                a,
-                b,
-                wanted: false,
+        let lines = lines
+            .into_iter()
+            .map(|l| Line {
+                a: l.a.min(l.b),
+                b: l.a.max(l.b),
+                model: l.model,
+                wanted: !l.cut,
                 up: false,
                 epoch: 0,
+                cut_gen: 0,
+                held: Vec::new(),
+                stale_side: None,
+                busy_until: [0; 2],
             })
             .collect();
-        let relay = setup
-            .relay
-            .as_ref()
-            .and_then(|r| setup.names.iter().position(|n| n == r));
         let mut sim = Sim {
             now: 0,
             rng,
             offices,
             lines,
-            in_flight: Vec::new(),
+            jobs: BTreeMap::new(),
             order: 0,
             faults,
-            timing: setup.timing,
-            relay,
             byzantine: None,
             tamper: None,
         };
-        for i in 0..n {
+        for i in 0..sim.offices.len() {
             sim.boot(i);
         }
         sim
@@ -243,41 +422,30 @@ impl Sim {
         self.offices.iter().position(|o| o.name.as_str() == name)
     }
 
-    fn seal_pair(&self, i: usize) -> ([u8; 32], [u8; 32]) {
-        crate::wire::seal::derive_keypair(&self.offices[i].log_key.to_bytes())
-    }
-
     fn boot(&mut self, i: usize) {
-        let peers: Vec<PeerKeys> = (0..self.offices.len())
-            .filter(|&j| j != i)
-            .map(|j| PeerKeys {
-                office: self.offices[j].name.clone(),
-                message: self.offices[j].key.verifying_key(),
-                log: self.offices[j].log_key.verifying_key(),
-                seal: self.seal_pair(j).1,
-                relays: match self.relay {
-                    Some(r) if r != j && r != i => vec![self.offices[r].name.clone()],
-                    _ => Vec::new(),
-                },
-            })
-            .collect();
-        let o = &self.offices[i];
-        let keys = OfficeKeys {
-            message: o.key.clone(),
-            log: o.log_key.clone(),
-            seal: self.seal_pair(i).0,
-        };
-        let mut core = Core::new(o.name.clone(), keys, peers, self.timing);
-        core.set_relay_role(self.relay == Some(i));
-        core.seed_randomness(self.rng.gen());
+        let seed = self.rng.gen();
+        let now = self.now();
+        let o = &mut self.offices[i];
+        let mut core = (o.make)();
+        core.seed_randomness(seed);
         for e in &o.disk {
             core.replay(&e.entry, &e.bytes).expect("sim log replays");
         }
         core.check_own_checkpoint()
             .expect("sim log matches its checkpoint");
-        core.start(self.now(), "sim", None, &[]);
-        self.offices[i].core = Some(core);
+        for hash in core.spool_needed() {
+            if let Some(bytes) = o.spool.get(&hash) {
+                core.restore_spooled(hash, bytes);
+            }
+        }
+        core.start(now, &o.start_label, None, &o.fingerprints);
+        o.core = Some(core);
         self.flush(i);
+        for l in 0..self.lines.len() {
+            if self.lines[l].a == i || self.lines[l].b == i {
+                self.line_wanted(l);
+            }
+        }
     }
 
     /// The message-signing public key of office `i`.
@@ -300,6 +468,11 @@ impl Sim {
         &self.offices[i].key
     }
 
+    /// Office `i`'s seal (HPKE) public key.
+    pub fn seal_public(&self, i: usize) -> [u8; 32] {
+        self.offices[i].seal_public
+    }
+
     /// Runs `f` on office `i`'s core while it is up, then applies the
     /// output under the durability rule (tests use it to act as an operator).
     /// Returns what `f` returned, or `None` while the office is down.
@@ -309,11 +482,6 @@ impl Sim {
         let r = f(core, now);
         self.flush(i);
         Some(r)
-    }
-
-    /// Office `i`'s seal (HPKE) public key.
-    pub fn seal_public(&self, i: usize) -> [u8; 32] {
-        self.seal_pair(i).1
     }
 
     /// Moves the clock on by `ms` at once: timers that fell due meanwhile
@@ -341,21 +509,18 @@ impl Sim {
         }
     }
 
-    /// Brings every line up (now, and after every restart) until
+    /// Restores every line (now, and after every restart) until
     /// [`Sim::cut`].
     pub fn connect(&mut self) {
         for l in 0..self.lines.len() {
-            self.lines[l].wanted = true;
-            self.try_line_up(l);
+            self.restore(l);
         }
     }
 
-    /// Cuts every line: both sides see it go down; frames in flight are
-    /// lost.
+    /// Cuts every line.
     pub fn cut(&mut self) {
         for l in 0..self.lines.len() {
-            self.lines[l].wanted = false;
-            self.line_down(l, "cut");
+            self.cut_index(l);
         }
     }
 
@@ -365,72 +530,173 @@ impl Sim {
             .position(|l| (l.a, l.b) == (i.min(j), i.max(j)))
     }
 
-    /// Cuts the line between `i` and `j` only.
+    /// Cuts the line between `i` and `j`. A datagram line goes down at
+    /// once and loses what is in flight; a QUIC line holds what is sent
+    /// until it returns or its idle timeout closes the connection.
     pub fn cut_line(&mut self, i: usize, j: usize) {
         if let Some(l) = self.line_of(i, j) {
-            self.lines[l].wanted = false;
-            self.line_down(l, "cut");
+            self.cut_index(l);
         }
     }
 
     /// Restores the line between `i` and `j`.
     pub fn restore_line(&mut self, i: usize, j: usize) {
         if let Some(l) = self.line_of(i, j) {
-            self.lines[l].wanted = true;
-            self.try_line_up(l);
+            self.restore(l);
         }
     }
 
-    fn try_line_up(&mut self, l: usize) {
-        let (a, b) = (self.lines[l].a, self.lines[l].b);
-        let line = &self.lines[l];
-        if line.up
-            || !line.wanted
-            || self.offices[a].core.is_none()
-            || self.offices[b].core.is_none()
-        {
+    fn cut_index(&mut self, l: usize) {
+        if !self.lines[l].wanted {
             return;
         }
-        self.lines[l].up = true;
-        self.lines[l].epoch += 1;
-        let now = self.now();
-        for (me, peer) in [(a, b), (b, a)] {
-            let peer = self.offices[peer].name.clone();
-            if let Some(core) = self.offices[me].core.as_mut() {
-                core.link_up(now, &peer, "sim");
+        self.lines[l].wanted = false;
+        match self.lines[l].model {
+            LineModel::Datagram => self.line_down(l, "cut"),
+            LineModel::Quic(q) => {
+                let line = &mut self.lines[l];
+                line.cut_gen += 1;
+                let gen = line.cut_gen;
+                self.schedule(self.now + q.idle_timeout_ms, Job::IdleTimeout(l, gen));
             }
-            self.flush(me);
         }
+    }
+
+    fn restore(&mut self, l: usize) {
+        if self.lines[l].wanted {
+            return;
+        }
+        self.lines[l].wanted = true;
+        match self.lines[l].model {
+            LineModel::Datagram => self.line_wanted(l),
+            LineModel::Quic(q) => {
+                if self.lines[l].up {
+                    // The connection lived through the cut: QUIC sends what
+                    // it holds once the path works again.
+                    let held = std::mem::take(&mut self.lines[l].held);
+                    let epoch = self.lines[l].epoch;
+                    for (from, to, frame) in held {
+                        let at = self.now + q.delay_ms;
+                        self.schedule(
+                            at,
+                            Job::Frame {
+                                from,
+                                to,
+                                line: l,
+                                epoch,
+                                frame,
+                            },
+                        );
+                    }
+                } else {
+                    let backoff = self.rng.gen_range(0..=q.reconnect_max_ms);
+                    self.plan_connect(l, backoff);
+                }
+            }
+        }
+    }
+
+    /// The line may come up: a datagram line does at once when both ends
+    /// run; a QUIC line dials after a handshake delay.
+    fn line_wanted(&mut self, l: usize) {
+        match self.lines[l].model {
+            LineModel::Datagram => self.line_up(l, "sim"),
+            LineModel::Quic(_) => {
+                if !self.lines[l].up {
+                    self.plan_connect(l, 0);
+                }
+            }
+        }
+    }
+
+    fn viable(&self, l: usize) -> bool {
+        let line = &self.lines[l];
+        line.wanted && self.offices[line.a].core.is_some() && self.offices[line.b].core.is_some()
+    }
+
+    fn plan_connect(&mut self, l: usize, extra: u64) {
+        let LineModel::Quic(q) = self.lines[l].model else {
+            return;
+        };
+        let d = 2 * q.delay_ms + self.rng.gen_range(0..=q.reconnect_min_ms * 2) + extra;
+        self.schedule(self.now + d, Job::Connect(l));
+    }
+
+    fn line_up(&mut self, l: usize, detail: &str) {
+        if self.lines[l].up || !self.viable(l) {
+            return;
+        }
+        let (a, b) = (self.lines[l].a, self.lines[l].b);
+        if let Some(stale) = self.lines[l].stale_side.take() {
+            let other = if stale == a { b } else { a };
+            self.link_event(stale, other, false, "replaced by a new connection");
+        }
+        let line = &mut self.lines[l];
+        line.up = true;
+        line.epoch += 1;
+        line.held.clear();
+        self.link_event(a, b, true, detail);
+        self.link_event(b, a, true, detail);
     }
 
     fn line_down(&mut self, l: usize, why: &str) {
         if !self.lines[l].up {
             return;
         }
-        self.lines[l].up = false;
-        self.lines[l].epoch += 1;
-        let (a, b) = (self.lines[l].a, self.lines[l].b);
+        let line = &mut self.lines[l];
+        line.up = false;
+        line.epoch += 1;
+        line.held.clear();
+        let (a, b) = (line.a, line.b);
+        self.link_event(a, b, false, why);
+        self.link_event(b, a, false, why);
+    }
+
+    fn link_event(&mut self, me: usize, peer: usize, up: bool, detail: &str) {
         let now = self.now();
-        for (me, peer) in [(a, b), (b, a)] {
-            let peer = self.offices[peer].name.clone();
-            if let Some(core) = self.offices[me].core.as_mut() {
-                core.link_down(now, &peer, why);
-                self.flush(me);
+        let peer = self.offices[peer].name.clone();
+        if let Some(core) = self.offices[me].core.as_mut() {
+            if up {
+                core.link_up(now, &peer, detail);
+            } else {
+                core.link_down(now, &peer, detail);
+            }
+            self.flush(me);
+        }
+    }
+
+    /// Crashes office `i` now: its unsynced state is gone. Its datagram
+    /// lines go down at once; on a QUIC line the peer notices only at the
+    /// idle timeout.
+    pub fn crash(&mut self, i: usize) {
+        if self.offices[i].core.is_none() {
+            return;
+        }
+        self.offices[i].crashes.push(self.now);
+        self.offices[i].core = None;
+        for l in 0..self.lines.len() {
+            let line = &self.lines[l];
+            if !(line.a == i || line.b == i) || !line.up {
+                continue;
+            }
+            match line.model {
+                LineModel::Datagram => self.line_down(l, "peer crashed"),
+                LineModel::Quic(q) => {
+                    let line = &mut self.lines[l];
+                    line.up = false;
+                    line.epoch += 1;
+                    line.held.clear();
+                    line.stale_side = Some(if line.a == i { line.b } else { line.a });
+                    let epoch = line.epoch;
+                    self.schedule(self.now + q.idle_timeout_ms, Job::PeerTimeout(l, epoch));
+                }
             }
         }
     }
 
-    /// Crashes office `i` now: its unsynced state is gone.
-    pub fn crash(&mut self, i: usize) {
-        if self.offices[i].core.is_some() {
-            self.offices[i].crashes.push(self.now);
-        }
-        self.offices[i].core = None;
-        for l in 0..self.lines.len() {
-            if self.lines[l].a == i || self.lines[l].b == i {
-                self.line_down(l, "peer crashed");
-            }
-        }
+    /// Whether office `i` runs.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.offices[i].core.is_some()
     }
 
     /// Crashes office `i` during its next log write: a random prefix of
@@ -445,9 +711,6 @@ impl Sim {
             return;
         }
         self.boot(i);
-        for l in 0..self.lines.len() {
-            self.try_line_up(l);
-        }
     }
 
     /// Injects a frame as if office `from` had sent it to the other one
@@ -482,7 +745,7 @@ impl Sim {
                         o.key.clone(),
                         o.log_key.clone(),
                         self.offices[t].name.clone(),
-                        self.seal_pair(t).1,
+                        self.offices[t].seal_public,
                     ),
                 )
             })
@@ -521,6 +784,11 @@ impl Sim {
         self.tamper = Some(f);
     }
 
+    fn schedule(&mut self, at: u64, job: Job) {
+        self.order += 1;
+        self.jobs.insert((at, self.order), job);
+    }
+
     /// Applies the core's output under the durability rule. Returns whether
     /// the batch became durable.
     fn flush(&mut self, i: usize) -> bool {
@@ -537,12 +805,20 @@ impl Sim {
             self.crash(i);
             return false;
         }
-        self.offices[i].disk.extend(out.persist);
+        let o = &mut self.offices[i];
+        o.disk.extend(out.persist);
+        for (hash, bytes) in out.spool_write {
+            o.spool.insert(hash, bytes);
+        }
+        for hash in out.spool_delete {
+            o.spool.remove(&hash);
+        }
         for ev in out.events {
             if let CoreEvent::Delivered { id, .. } = &ev {
-                *self.offices[i].delivered.entry(*id).or_default() += 1;
+                *o.delivered.entry(*id).or_default() += 1;
             }
-            self.offices[i].events.push(ev);
+            o.events.push(ev);
+            o.event_times.push(self.now);
         }
         for t in out.transmit {
             let o = &mut self.offices[i];
@@ -572,89 +848,199 @@ impl Sim {
         true
     }
 
-    /// Puts a frame from `from` to `to` on their line, under the faults.
+    /// Puts a frame from `from` to `to` on their line.
     fn put_on_line(&mut self, from: usize, to: usize, mut frame: Frame) {
-        let Some(line) = self.line_of(from, to) else {
+        let Some(l) = self.line_of(from, to) else {
             return;
         };
-        if !self.lines[line].up {
-            return;
+        if !self.lines[l].up {
+            return; // no connection: the core sends again after the next hello
         }
         if let Some(t) = self.tamper.as_mut() {
             t(from, to, &mut frame);
         }
-        let copies = if self.rng.gen_bool(self.faults.duplicate) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            if self.rng.gen_bool(self.faults.drop) {
-                continue;
+        if let LineModel::Quic(_) = self.lines[l].model {
+            if !self.lines[l].wanted {
+                // QUIC keeps unacknowledged data and sends it again once the
+                // path works, as long as the connection lives.
+                self.lines[l].held.push((from, to, frame));
+                return;
             }
-            let mut at = self.now + self.faults.latency_ms;
-            if self.rng.gen_bool(self.faults.reorder) {
-                at += self.rng.gen_range(0..=self.faults.reorder_ms);
-            }
-            self.order += 1;
-            self.in_flight.push(InFlight {
+        }
+        let epoch = self.lines[l].epoch;
+        for at in self.arrivals(l, from, &frame) {
+            let frame = frame.clone();
+            self.schedule(
                 at,
-                order: self.order,
-                from,
-                to,
-                line,
-                epoch: self.lines[line].epoch,
-                frame: frame.clone(),
-            });
+                Job::Frame {
+                    from,
+                    to,
+                    line: l,
+                    epoch,
+                    frame,
+                },
+            );
         }
     }
 
-    /// Runs the world for `ms` of virtual time.
-    pub fn run_for(&mut self, ms: u64) {
-        let end = self.now + ms;
-        loop {
-            let next_frame = self
-                .in_flight
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, f)| (f.at, f.order))
-                .map(|(pos, f)| (f.at, pos));
-            let next_timer = (0..self.offices.len())
-                .filter_map(|i| Some((self.offices[i].core.as_ref()?.poll_timeout()?, i)))
-                .min();
-            let t_frame = next_frame.map(|f| f.0).unwrap_or(u64::MAX);
-            let t_timer = next_timer.map(|t| t.0).unwrap_or(u64::MAX);
-            let t = t_frame.min(t_timer);
-            if t > end {
-                self.now = end;
-                return;
+    /// When the copies of a frame put on line `l` now arrive: none (lost),
+    /// one, or two (duplicated).
+    fn arrivals(&mut self, l: usize, from: usize, frame: &Frame) -> Vec<u64> {
+        let mut out = Vec::new();
+        match self.lines[l].model {
+            LineModel::Datagram => {
+                let f = self.faults;
+                let copies = if self.rng.gen_bool(f.duplicate) { 2 } else { 1 };
+                for _ in 0..copies {
+                    if self.rng.gen_bool(f.drop) {
+                        continue;
+                    }
+                    let mut at = self.now + f.latency_ms;
+                    if self.rng.gen_bool(f.reorder) {
+                        at += self.rng.gen_range(0..=f.reorder_ms);
+                    }
+                    out.push(at);
+                }
             }
-            self.now = self.now.max(t);
-            if let (Some((_, pos)), true) = (next_frame, t_frame <= t_timer) {
-                let f = self.in_flight.swap_remove(pos);
-                let line = &self.lines[f.line];
-                if f.epoch != line.epoch || !line.up {
-                    continue;
+            LineModel::Quic(q) => {
+                let dir = usize::from(self.lines[l].a != from);
+                let copies = if self.rng.gen_bool(q.duplicate) { 2 } else { 1 };
+                let pto = 2 * q.delay_ms + q.jitter_ms + 50;
+                for _ in 0..copies {
+                    let mut at = self.now;
+                    if q.bandwidth_kbps > 0 {
+                        let bits = 8 * (prost::Message::encoded_len(frame) as u64 + 40);
+                        let start = at.max(self.lines[l].busy_until[dir]);
+                        let done = start + bits.div_ceil(q.bandwidth_kbps);
+                        self.lines[l].busy_until[dir] = done;
+                        at = done;
+                    }
+                    at += q.delay_ms + self.rng.gen_range(0..=q.jitter_ms);
+                    // A lost packet is sent again after a probe timeout,
+                    // backing off as QUIC does.
+                    let mut tries = 0;
+                    while tries < 12 && self.rng.gen_bool(q.loss.min(0.95)) {
+                        at += pto << tries.min(4);
+                        tries += 1;
+                    }
+                    if self.rng.gen_bool(q.reorder) {
+                        at += self.rng.gen_range(0..=q.delay_ms + q.jitter_ms + 20);
+                    }
+                    out.push(at);
                 }
-                let from = self.offices[f.from].name.clone();
-                let now = self.now();
-                if let Some(core) = self.offices[f.to].core.as_mut() {
-                    core.handle_frame(now, &from, f.frame);
-                    self.flush(f.to);
+            }
+        }
+        out
+    }
+
+    /// When the next event happens (a frame, a line's job or a core's
+    /// timer), if any.
+    pub fn next_time(&self) -> Option<u64> {
+        let job = self.jobs.keys().next().map(|k| k.0);
+        let timer = self
+            .offices
+            .iter()
+            .filter_map(|o| o.core.as_ref()?.poll_timeout())
+            .min();
+        match (job, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles the next event, moving the clock to it (never back).
+    pub fn step(&mut self) {
+        let job = self.jobs.keys().next().copied();
+        let timer = (0..self.offices.len())
+            .filter_map(|i| Some((self.offices[i].core.as_ref()?.poll_timeout()?, i)))
+            .min();
+        match (job, timer) {
+            (Some(k), t) if t.is_none_or(|t| k.0 <= t.0) => {
+                self.now = self.now.max(k.0);
+                if let Some(job) = self.jobs.remove(&k) {
+                    self.do_job(job);
                 }
-            } else if let Some((_, i)) = next_timer {
+            }
+            (_, Some((t, i))) => {
+                self.now = self.now.max(t);
                 let now = self.now();
                 if let Some(core) = self.offices[i].core.as_mut() {
                     core.handle_timeout(now);
                 }
                 self.flush(i);
             }
+            _ => {}
         }
+    }
+
+    fn do_job(&mut self, job: Job) {
+        match job {
+            Job::Frame {
+                from,
+                to,
+                line,
+                epoch,
+                frame,
+            } => {
+                let l = &mut self.lines[line];
+                if l.epoch != epoch || !l.up {
+                    return;
+                }
+                if matches!(l.model, LineModel::Quic(_)) && !l.wanted {
+                    l.held.push((from, to, frame));
+                    return;
+                }
+                let peer = self.offices[from].name.clone();
+                let now = self.now();
+                if let Some(core) = self.offices[to].core.as_mut() {
+                    core.handle_frame(now, &peer, frame);
+                    self.flush(to);
+                }
+            }
+            Job::Connect(l) => self.line_up(l, "sim"),
+            Job::IdleTimeout(l, gen) => {
+                let line = &self.lines[l];
+                if !line.wanted && line.cut_gen == gen && line.up {
+                    self.line_down(l, "idle timeout: the line is dead");
+                }
+            }
+            Job::PeerTimeout(l, epoch) => {
+                let line = &mut self.lines[l];
+                if line.epoch == epoch {
+                    if let Some(side) = line.stale_side.take() {
+                        let peer = if side == line.a { line.b } else { line.a };
+                        self.link_event(side, peer, false, "idle timeout: the peer went quiet");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the clock to `t` (never back) without handling what falls due:
+    /// the driver acts first at `t`.
+    pub fn advance_to(&mut self, t: u64) {
+        self.now = self.now.max(t);
+    }
+
+    /// Runs the world for `ms` of virtual time.
+    pub fn run_for(&mut self, ms: u64) {
+        self.run_until(self.now + ms);
+    }
+
+    /// Runs the world until virtual time `end`.
+    pub fn run_until(&mut self, end: u64) {
+        while let Some(t) = self.next_time() {
+            if t > end {
+                break;
+            }
+            self.step();
+        }
+        self.now = self.now.max(end);
     }
 
     /// Whether nothing is in flight and no office has unreceipted messages.
     pub fn quiet(&self) -> bool {
-        self.in_flight.is_empty()
+        !self.jobs.values().any(|j| matches!(j, Job::Frame { .. }))
             && self.offices.iter().all(|o| {
                 o.core
                     .as_ref()
