@@ -15,9 +15,12 @@
 //! - [`audit`]: the append-only log: record framing, recovery, group commit.
 //! - [`core`]: the sans-IO channel state machine. Takes `now` and events,
 //!   returns entries to persist, frames to send and events to report.
-//! - [`sim`]: a deterministic in-memory network and clock that drives two
-//!   cores with seeded faults (drops, duplicates, reordering, disconnects,
-//!   crashes with torn writes).
+//! - [`sim`]: the one deterministic network and clock for N cores, with
+//!   datagram or QUIC line models, seeded faults (drops, duplicates,
+//!   reordering, cuts, crashes with torn writes), a relay, and a Byzantine
+//!   office ([`sim::hostile`]) that signs whatever it likes with real keys.
+//!   The core tests, the relay tests, the Byzantine schedules, the drills
+//!   and the `core_frames` fuzz target all use it.
 //! - [`node`]: the tokio shell: QUIC transport with pinned mutual TLS, the
 //!   actor that drives the core and the log, the control API server.
 //! - [`control`]: the control API's JSON types and its blocking client, used

@@ -582,7 +582,91 @@ async fn signed_hostile_frames_neither_stop_the_node_nor_stall_a_precedence() {
         st.peers[0].peer_cosigned_size, 0,
         "a hello is not a cosignature"
     );
+
+    // A consistent checkpoint, cosigned; then an inconsistent extension
+    // padded with the most proof hashes allowed (once, its evidence entry
+    // outgrew the log's entry limit and the writer panicked); then an offer
+    // whose note is far over the limit. The node logs bounded evidence,
+    // keeps serving, and delivers the next message.
+    let mut tree = hotline::audit::merkle::Tree::new();
+    for i in 0..4u64 {
+        tree.push(format!("leaf {i}").as_bytes());
+    }
+    let offer_of = |size: u64, root: [u8; 32], old_size: u64, proof: Vec<Vec<u8>>| {
+        let cp = checkpoint::sign(
+            &origin,
+            size,
+            hotline::audit::merkle::Hash(root),
+            &me.log_key,
+        );
+        Body::CheckpointOffer(envelope::seal_proto(
+            Domain::CheckpointOffer,
+            &CheckpointOffer {
+                note: cp.note,
+                old_size,
+                proof,
+            },
+            &me.log_key,
+        ))
+    };
+    let proof = tree
+        .consistency_proof(0, 4)
+        .unwrap()
+        .iter()
+        .map(|h| h.0.to_vec())
+        .collect();
+    bulk.write_all(&encode(offer_of(4, tree.root().0, 0, proof)))
+        .await
+        .unwrap();
+    next_matching(&mut rx, |f| match f.body {
+        Some(Body::Cosignature(c)) => Some(c),
+        _ => None,
+    })
+    .await;
+    let junk = vec![vec![0xee; 32]; hotline::core::MAX_PROOF_HASHES];
+    bulk.write_all(&encode(offer_of(9, [1; 32], 4, junk)))
+        .await
+        .unwrap();
+    let huge = Body::CheckpointOffer(envelope::seal_proto(
+        Domain::CheckpointOffer,
+        &CheckpointOffer {
+            note: vec![b'x'; 100_000],
+            old_size: 4,
+            proof: vec![],
+        },
+        &me.log_key,
+    ));
+    bulk.write_all(&encode(huge)).await.unwrap();
+    bulk.write_all(&encode(Body::Message(envelope::seal_proto(
+        Domain::Message,
+        &msg(4, 4),
+        &me.message_key,
+    ))))
+    .await
+    .unwrap();
+    let r: Receipt = next_matching(&mut rx, |f| match f.body {
+        Some(Body::Receipt(env)) => Some(envelope::open(&env, Domain::Receipt, &wash_key).unwrap()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(r.sequence, 4);
+    assert_eq!(conn.close_reason(), None, "the line stays up");
+    let st = node.handle.status().await.unwrap();
+    assert_eq!(
+        st.peers[0].we_cosigned_size, 4,
+        "nothing cosigned past the split"
+    );
     node.stop().await.unwrap();
+    let mut evidence = Vec::new();
+    hotline::audit::scan(&a.log(), |e| {
+        if let Some(hotline::wire::proto::log_entry::Event::EquivocationDetected(_)) = e.entry.event
+        {
+            evidence.push(e.bytes.len());
+        }
+    })
+    .unwrap();
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    assert!(evidence[0] < 64 * 1024, "{evidence:?}");
 }
 
 /// A bug that panics inside the actor's round (injected: no peer input

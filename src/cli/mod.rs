@@ -50,7 +50,9 @@ Or see it all at once: hotline demo
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 no node running for --dir,
 4 send --wait timed out before the receipt, 5 the node refused the request,
 6 an audit verification failed, 7 a drill ran but an expectation failed
-(or a replay differs, or a fuzzed seed failed).
+(or a replay differs, or a fuzzed seed failed), 8 `node run` stopped on a
+fault of its own (its core panicked more than 5 times in an hour; the log
+is intact).
 
 Crisis drills: hotline drill list; hotline drill run kaesong-2020";
 
