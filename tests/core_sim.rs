@@ -893,3 +893,62 @@ fn a_flood_of_bad_messages_is_refused_within_a_budget_and_raises_one_alert() {
     assert_eq!(sim.offices[0].delivered.get(&id), Some(&1));
     check(&sim).unwrap();
 }
+
+/// Pyongyang signs a message washington must refuse for good (its first
+/// ROUTINE numbers, a language over the limit); then its own core sends
+/// three ROUTINE messages numbered from 1, the first colliding with the
+/// refused number. Neither refusal blocks anything: the collision is
+/// settled as refused at the sender, the next two are delivered in order,
+/// and washington's own traffic still flows the other way.
+#[test]
+fn a_refusal_never_blocks_later_messages_in_either_direction() {
+    let mut sim = Sim::new(3, Faults::clean(10));
+    sim.connect();
+    sim.run_for(500);
+    let bad = Message {
+        id: MessageId::new(hotline::sim::WALL_BASE, [9; 10]).to_string(),
+        sequence: 1,
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        precedence: Precedence::Routine as i32,
+        body: "refused for good".into(),
+        language: "x".repeat(100),
+        precedence_sequence: 1,
+        ..Default::default()
+    };
+    let env = envelope::seal_proto(Domain::Message, &bad, sim.signing_key(1));
+    sim.inject(
+        1,
+        Frame {
+            body: Some(Body::Message(env)),
+        },
+    );
+    let ids: Vec<MessageId> = (0..3)
+        .map(|n| sim.submit(1, draft(n, Precedence::Routine)).unwrap())
+        .collect();
+    sim.run_for(10_000);
+    let p = sim.offices[1].core.as_ref().unwrap();
+    let states: Vec<OutState> = ids
+        .iter()
+        .map(|id| p.find_sent(id).unwrap().state)
+        .collect();
+    assert_eq!(
+        states,
+        [OutState::Refused, OutState::Delivered, OutState::Delivered]
+    );
+    assert_eq!(p.status()[0].outbox_len, 0, "nothing left to retransmit");
+    let w = sim.offices[0].core.as_ref().unwrap();
+    let st = &w.status()[0];
+    assert_eq!((st.received_through, st.held), (3, 0));
+    let subjects: Vec<&str> = w
+        .inbox()
+        .iter()
+        .map(|m| m.message.subject.as_str())
+        .collect();
+    assert_eq!(subjects, ["message 1", "message 2"]);
+    // The other way.
+    let id = sim.submit(0, draft(9, Precedence::Routine)).unwrap();
+    sim.run_for(5_000);
+    let w = sim.offices[0].core.as_ref().unwrap();
+    assert_eq!(w.find_sent(&id).unwrap().state, OutState::Delivered);
+}

@@ -755,3 +755,148 @@ async fn a_core_panic_is_restarted_from_the_log_reported_and_bounded() {
     let report = hotline::audit::verify::verify(&a.log(), &office.card, &office.peers).unwrap();
     assert!(report.ok(), "{:?}", report.failure);
 }
+
+/// The next message frame, opened with `key`, and its payload hash.
+async fn next_message(
+    rx: &mut tokio::sync::mpsc::Receiver<Frame>,
+    key: &ed25519_dalek::VerifyingKey,
+) -> (Message, [u8; 32]) {
+    next_matching(rx, |f| match f.body {
+        Some(Body::Message(env)) => {
+            let m: Message = envelope::open(&env, Domain::Message, key).unwrap();
+            Some((m, hotline::wire::sha256(&env.payload)))
+        }
+        _ => None,
+    })
+    .await
+}
+
+/// The other side of a refusal, through a real node: pyongyang (played by
+/// the test) refuses washington's first message for good, receipts the
+/// rest, and a message sent after the refusal is delivered too. The
+/// refused one is settled, never retransmitted, and counted in the next
+/// hello's receipted_through.
+#[tokio::test]
+async fn a_node_whose_message_was_refused_keeps_delivering_the_later_ones() {
+    use prost::Message as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, a, b) = washington_alone(tmp.path()).await;
+    let me = b.load().unwrap();
+    let wash_key = a.load().unwrap().message_key.verifying_key();
+    let conn = dial(&me, node.quic_addr, b"hotline/1").await.unwrap();
+    let mut rx = frames(&conn);
+    let mut control = conn.open_uni().await.unwrap();
+    let hello = |receipted_through: u64| {
+        frame::encode(&Frame {
+            body: Some(Body::Hello(Hello {
+                protocol_version: 1,
+                office: "pyongyang".into(),
+                receipted_through,
+                received_through: 0,
+                ..Default::default()
+            })),
+        })
+    };
+    control.write_all(&hello(0)).await.unwrap();
+    let send = |n: u32| hotline::control::api::SendRequest {
+        to: "pyongyang".into(),
+        precedence: Some("routine".into()),
+        subject: format!("routine {n}"),
+        body: "b".into(),
+        ..Default::default()
+    };
+    let refuse = |m: &Message, hash: [u8; 32]| NegativeReceipt {
+        payload_hash: hash.to_vec(),
+        message_id: m.id.clone(),
+        sequence: m.sequence,
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        time_unix_ms: 1,
+        reason: NackReason::Malformed as i32,
+        detail: "refused for the test".into(),
+        settles: true,
+        precedence: m.precedence,
+        precedence_sequence: m.precedence_sequence,
+    };
+    let receipt = |m: &Message, hash: [u8; 32]| Receipt {
+        message_id: m.id.clone(),
+        message_hash: hash.to_vec(),
+        sequence: m.sequence,
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        received_unix_ms: 1,
+        log_index: m.sequence,
+        log_size: m.sequence + 1,
+        log_root: vec![0; 32],
+    };
+    let mut answers = conn.open_uni().await.unwrap();
+    let first = node.handle.send(send(1)).await.unwrap();
+    let (m1, h1) = next_message(&mut rx, &wash_key).await;
+    assert_eq!(m1.id, first.id);
+    let nack = envelope::seal_proto(Domain::NegativeReceipt, &refuse(&m1, h1), &me.message_key);
+    answers
+        .write_all(&frame::encode(&Frame {
+            body: Some(Body::NegativeReceipt(nack)),
+        }))
+        .await
+        .unwrap();
+    for n in 2..=3 {
+        let sent = node.handle.send(send(n)).await.unwrap();
+        let (m, h) = next_message(&mut rx, &wash_key).await;
+        assert_eq!(
+            (m.id.as_str(), m.sequence),
+            (sent.id.as_str(), u64::from(n))
+        );
+        let r = envelope::seal_proto(Domain::Receipt, &receipt(&m, h), &me.message_key);
+        answers
+            .write_all(&frame::encode(&Frame {
+                body: Some(Body::Receipt(r)),
+            }))
+            .await
+            .unwrap();
+    }
+    let mut states = Vec::new();
+    for _ in 0..200 {
+        let out = node.handle.outbox().await.unwrap();
+        states = out
+            .iter()
+            .map(|o| format!("{} {:?}", o.subject, o.state))
+            .collect();
+        if states.iter().filter(|s| s.ends_with("Delivered")).count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            "routine 1 Refused",
+            "routine 2 Delivered",
+            "routine 3 Delivered"
+        ]
+    );
+    // A new connection: washington's hello counts the refused one as settled.
+    conn.close(0u32.into(), b"again");
+    let conn = dial(&me, node.quic_addr, b"hotline/1").await.unwrap();
+    let mut rx = frames(&conn);
+    let mut control = conn.open_uni().await.unwrap();
+    control.write_all(&hello(3)).await.unwrap();
+    let h: Hello = next_matching(&mut rx, |f| match f.body {
+        Some(Body::Hello(h)) => Some(h),
+        _ => None,
+    })
+    .await;
+    assert_eq!(h.receipted_through, 3, "{h:?}");
+    // Nothing is retransmitted: no message frame follows.
+    let again = tokio::time::timeout(Duration::from_millis(1500), async {
+        next_matching(&mut rx, |f| match f.body {
+            Some(Body::Message(env)) => Some(Message::decode(env.payload.as_slice()).unwrap()),
+            _ => None,
+        })
+        .await
+    })
+    .await;
+    assert!(again.is_err(), "retransmitted {again:?}");
+    node.stop().await.unwrap();
+}
