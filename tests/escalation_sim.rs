@@ -5,7 +5,11 @@
 
 use hotline::core::{CoreEvent, Draft, Health};
 use hotline::sim::{Faults, Sim, WALL_BASE};
-use hotline::wire::proto::{log_entry::Event, AlertLevel, LogEntry, Precedence, Response};
+use hotline::wire::envelope::{self, Domain};
+use hotline::wire::proto::{
+    frame::Body, log_entry::Event, AlertLevel, AlertLevelNotice, Frame, LogEntry, Precedence,
+    Response,
+};
 use hotline::wire::MessageId;
 
 const S: u64 = 1_000;
@@ -267,4 +271,104 @@ fn an_operators_alert_level_reaches_the_peer_and_speeds_up_line_checks() {
         (18..=22).contains(&sent),
         "{sent} line-check frames in 10 s"
     );
+}
+
+fn level_of(sim: &Sim, i: usize) -> (AlertLevel, AlertLevel, AlertLevel) {
+    let st = &sim.offices[i].core.as_ref().unwrap().status()[0];
+    (st.alert_level, st.own_alert_level, st.peer_alert_level)
+}
+
+fn set_level(sim: &mut Sim, i: usize, level: AlertLevel) {
+    let peer = sim.offices[1 - i].name.clone();
+    sim.with_core(i, |core, now| {
+        core.set_alert_level(now, &peer, level, "operator").unwrap()
+    });
+}
+
+/// Each office owns its level. The peer's level can raise how closely we
+/// watch the line, never lower it below what our operator set, and the two
+/// never latch each other at the higher one.
+#[test]
+fn the_peer_can_raise_our_watch_on_the_line_but_never_lower_it() {
+    use AlertLevel::{Crisis, Elevated, Normal};
+    let mut sim = Sim::new(27, Faults::clean(10));
+    sim.connect();
+    sim.run_for(5 * S);
+    set_level(&mut sim, 0, Crisis);
+    sim.run_for(S);
+    // Pyongyang watches at CRISIS too, because washington's level raised
+    // its effective one; its own stays NORMAL.
+    assert_eq!(level_of(&sim, 0), (Crisis, Crisis, Normal));
+    assert_eq!(level_of(&sim, 1), (Crisis, Normal, Crisis));
+    // Pyongyang's operator goes to ELEVATED and back to NORMAL, and a
+    // signed notice from pyongyang says NORMAL: washington stays at CRISIS
+    // and keeps checking every second.
+    set_level(&mut sim, 1, Elevated);
+    sim.run_for(S);
+    set_level(&mut sim, 1, Normal);
+    let notice = AlertLevelNotice {
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        level: Normal as i32,
+        time_unix_ms: 1,
+        reason: "stand down".into(),
+    };
+    let env = envelope::seal_proto(Domain::AlertLevel, &notice, sim.signing_key(1));
+    sim.inject(
+        1,
+        Frame {
+            body: Some(Body::AlertLevel(env)),
+        },
+    );
+    let before = sim.offices[0].line_check_frames_sent;
+    sim.run_for(10 * S);
+    assert_eq!(level_of(&sim, 0), (Crisis, Crisis, Normal));
+    let sent = sim.offices[0].line_check_frames_sent - before;
+    assert!(sent >= 18, "{sent} line-check frames in 10 s at CRISIS");
+    // Washington stands down: both sides are at NORMAL, nothing latched.
+    set_level(&mut sim, 0, Normal);
+    sim.run_for(S);
+    assert_eq!(level_of(&sim, 0), (Normal, Normal, Normal));
+    assert_eq!(level_of(&sim, 1), (Normal, Normal, Normal));
+    // Now pyongyang raises: washington's watch follows, its own level does
+    // not change, and its operator cannot talk the peer's level down.
+    set_level(&mut sim, 1, Crisis);
+    sim.run_for(S);
+    assert_eq!(level_of(&sim, 0), (Crisis, Normal, Crisis));
+    // A reconnection restates levels without logging them again.
+    let logged = |sim: &Sim, i: usize| {
+        entries(sim, i)
+            .into_iter()
+            .filter(|e| matches!(e.event, Some(Event::AlertLevelChanged(_))))
+            .count()
+    };
+    let (w, p) = (logged(&sim, 0), logged(&sim, 1));
+    sim.cut();
+    sim.run_for(S);
+    sim.connect();
+    sim.run_for(5 * S);
+    assert_eq!((logged(&sim, 0), logged(&sim, 1)), (w, p));
+    assert_eq!(level_of(&sim, 0), (Crisis, Normal, Crisis));
+    // Both levels come back from the log after a restart.
+    sim.crash(0);
+    sim.restart(0);
+    assert_eq!(level_of(&sim, 0), (Crisis, Normal, Crisis));
+}
+
+/// With `peer_raises_level = false`, the peer's level is shown and logged
+/// but changes nothing here.
+#[test]
+fn a_policy_can_keep_the_peers_level_from_raising_ours() {
+    use AlertLevel::{Crisis, Normal};
+    let mut sim = Sim::new(28, Faults::clean(10));
+    sim.with_core(0, |core, _| {
+        let mut p = core.policy().clone();
+        p.peer_raises_level = false;
+        core.set_policy(p);
+    });
+    sim.connect();
+    sim.run_for(5 * S);
+    set_level(&mut sim, 1, Crisis);
+    sim.run_for(S);
+    assert_eq!(level_of(&sim, 0), (Normal, Normal, Crisis));
 }

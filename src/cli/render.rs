@@ -186,7 +186,11 @@ pub fn status(s: &StatusResponse) {
                     } else {
                         p.health.to_uppercase()
                     },
-                    p.alert_level.to_uppercase(),
+                    if p.alert_level != p.own_alert_level && !p.own_alert_level.is_empty() {
+                        format!("{} (peer's)", p.alert_level.to_uppercase())
+                    } else {
+                        p.alert_level.to_uppercase()
+                    },
                     p.rtt_ms
                         .map(|r| format!("{r:.1} ms"))
                         .unwrap_or_else(|| "-".into()),

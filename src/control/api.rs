@@ -332,8 +332,16 @@ pub struct PeerStatus {
     pub delivered: u64,
     /// Messages received from the peer.
     pub received: u64,
-    /// Channel alert level: normal, elevated, crisis.
+    /// The channel's effective alert level (line checks follow it):
+    /// normal, elevated, crisis.
     pub alert_level: String,
+    /// Our own level, set by our operator and ladders.
+    #[serde(default)]
+    pub own_alert_level: String,
+    /// The level the peer last said it set; it may raise the effective
+    /// level, never lower it below ours.
+    #[serde(default)]
+    pub peer_alert_level: String,
     /// Line-check health: up, degraded, silent.
     pub health: String,
     /// Consecutive line checks unanswered.

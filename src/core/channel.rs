@@ -109,8 +109,12 @@ pub struct ChannelStatus {
     pub peer_cosigned_size: u64,
     /// Size of the peer's latest checkpoint we cosigned.
     pub we_cosigned_size: u64,
-    /// Channel alert level.
+    /// The channel's effective alert level (line checks follow it).
     pub alert_level: AlertLevel,
+    /// Our own level (operator and ladders).
+    pub own_alert_level: AlertLevel,
+    /// The peer's level, as it last told us.
+    pub peer_alert_level: AlertLevel,
     /// Line-check health.
     pub health: Health,
     /// Consecutive line checks unanswered.
@@ -243,8 +247,13 @@ pub(crate) struct Channel {
     /// The peer's X25519 seal key and the relays that may carry to it.
     pub seal_key: [u8; 32],
     pub relays: Vec<OfficeName>,
-    /// Channel alert level (shared with the peer).
+    /// The channel's effective alert level (what line checks follow):
+    /// `own_level`, raised to `peer_level` if the policy allows.
     pub level: AlertLevel,
+    /// Our own level: set by our operator and our ladders only.
+    pub own_level: AlertLevel,
+    /// The level the peer last told us it set.
+    pub peer_level: AlertLevel,
     /// Line-check health.
     pub health: Health,
     pub lc_seq: u64,
@@ -306,6 +315,8 @@ impl Channel {
             seal_key: [0; 32],
             relays: Vec::new(),
             level: AlertLevel::Normal,
+            own_level: AlertLevel::Normal,
+            peer_level: AlertLevel::Normal,
             health: Health::Up,
             lc_seq: 0,
             lc_outstanding: None,
@@ -372,6 +383,8 @@ impl Channel {
             peer_cosigned_size: self.peer_cosigned,
             we_cosigned_size: self.i_cosigned.as_ref().map(|c| c.size).unwrap_or(0),
             alert_level: self.level,
+            own_alert_level: self.own_level,
+            peer_alert_level: self.peer_level,
             health: self.health,
             missed_line_checks: self.lc_missed,
             line_check_rtt_ms: self.last_rtt_ms,

@@ -226,10 +226,11 @@ impl Core {
             waiting: step.waiting,
         });
         if step.action == Action::RaiseAlertLevel {
+            // The ladder raises our own level, from our own level.
             let current = self
                 .channels
                 .get(peer)
-                .map_or(AlertLevel::Normal, |c| c.level);
+                .map_or(AlertLevel::Normal, |c| c.own_level);
             let next = match current {
                 AlertLevel::Normal | AlertLevel::Unspecified => AlertLevel::Elevated,
                 _ => AlertLevel::Crisis,
@@ -379,7 +380,7 @@ impl Core {
             sequence: ch.lc_seq,
             reply: false,
             time_unix_ms: now.wall_ms,
-            level: ch.level as i32,
+            level: ch.own_level as i32,
             log_size: size,
             log_root: root,
         };
@@ -492,6 +493,10 @@ impl Core {
         Ok(())
     }
 
+    /// Sets our own level (`by` operator or ladder) or records the peer's
+    /// (`by` "peer"), logs the change, and recomputes the effective level:
+    /// a peer's notice can raise it (if the policy allows), never lower it
+    /// below ours. Only a change of our own level is told to the peer.
     pub(super) fn change_alert_level(
         &mut self,
         now: Now,
@@ -503,17 +508,27 @@ impl Core {
         let Some(ch) = self.channels.get_mut(peer) else {
             return;
         };
-        if ch.level == level {
+        let from_peer = by == "peer";
+        let slot = if from_peer {
+            &mut ch.peer_level
+        } else {
+            &mut ch.own_level
+        };
+        if *slot == level {
             return;
         }
-        ch.level = level;
-        // A shorter interval takes effect now, not after the old one runs out.
-        let interval = self.policy.line_check_interval(level);
-        ch.next_check_at = Some(
-            ch.next_check_at
-                .map_or(now.mono_ms + interval, |t| t.min(now.mono_ms + interval)),
-        );
-        let notify = by != "peer" && ch.connected && ch.resumed;
+        *slot = level;
+        let effective = self.policy.effective_level(ch.own_level, ch.peer_level);
+        if effective != ch.level {
+            ch.level = effective;
+            // A shorter interval takes effect now, not after the old one runs out.
+            let interval = self.policy.line_check_interval(effective);
+            ch.next_check_at = Some(
+                ch.next_check_at
+                    .map_or(now.mono_ms + interval, |t| t.min(now.mono_ms + interval)),
+            );
+        }
+        let notify = !from_peer && ch.connected && ch.resumed;
         self.persist(
             now,
             Event::AlertLevelChanged(AlertLevelChanged {
@@ -533,8 +548,10 @@ impl Core {
         }
     }
 
+    /// Tells the peer our own level (never the effective one: echoing the
+    /// peer's level back as ours would latch both sides at the higher one).
     pub(super) fn send_alert_level(&mut self, now: Now, peer: &OfficeName, reason: &str) {
-        let Some(level) = self.channels.get(peer).map(|c| c.level) else {
+        let Some(level) = self.channels.get(peer).map(|c| c.own_level) else {
             return;
         };
         let n = AlertLevelNotice {
@@ -569,7 +586,10 @@ impl Core {
             return self.report(now, peer, detail);
         }
         let level = AlertLevel::try_from(n.level).unwrap_or(AlertLevel::Normal);
-        let unchanged = self.channels.get(peer).is_none_or(|c| c.level == level);
+        let unchanged = self
+            .channels
+            .get(peer)
+            .is_none_or(|c| c.peer_level == level);
         // A change is a log entry: within the peer's notice budget.
         if unchanged || self.spend(now, peer, Spend::Notice) != Verdict::Allowed {
             return;
@@ -633,7 +653,13 @@ impl Core {
             Event::AlertLevelChanged(a) => {
                 if let Ok(name) = OfficeName::new(a.peer.clone()) {
                     if let Some(ch) = self.channels.get_mut(&name) {
-                        ch.level = AlertLevel::try_from(a.level).unwrap_or(AlertLevel::Normal);
+                        let level = AlertLevel::try_from(a.level).unwrap_or(AlertLevel::Normal);
+                        if a.by == "peer" {
+                            ch.peer_level = level;
+                        } else {
+                            ch.own_level = level;
+                        }
+                        ch.level = self.policy.effective_level(ch.own_level, ch.peer_level);
                     }
                 }
             }

@@ -986,7 +986,7 @@ impl Core {
         if self
             .channels
             .get(peer)
-            .is_some_and(|c| c.level != AlertLevel::Normal)
+            .is_some_and(|c| c.own_level != AlertLevel::Normal)
         {
             self.send_alert_level(now, peer, "restated on reconnection");
         }

@@ -110,6 +110,10 @@ pub struct Policy {
     pub routine: Ladder,
     /// Line checks.
     pub line_checks: LineChecks,
+    /// Whether the peer's alert level may raise the channel's effective
+    /// level above ours (never lower it): on by default, so that an office
+    /// that sees a crisis makes both ends watch the line closely.
+    pub peer_raises_level: bool,
 }
 
 const S: u64 = 1_000;
@@ -181,6 +185,7 @@ impl Default for Policy {
                 crisis_ms: S,
                 silent_after: 3,
             },
+            peer_raises_level: true,
         }
     }
 }
@@ -243,6 +248,24 @@ impl Policy {
                 crisis_ms: f(self.line_checks.crisis_ms),
                 silent_after: self.line_checks.silent_after.max(1),
             },
+            peer_raises_level: self.peer_raises_level,
+        }
+    }
+
+    /// The channel's effective level: ours, raised to the peer's when the
+    /// policy lets the peer raise it; never below ours.
+    pub fn effective_level(&self, own: AlertLevel, peer: AlertLevel) -> AlertLevel {
+        let rank = |l: AlertLevel| match l {
+            AlertLevel::Crisis => 3,
+            AlertLevel::Elevated => 2,
+            AlertLevel::Normal | AlertLevel::Unspecified => 1,
+        };
+        if self.peer_raises_level && rank(peer) > rank(own) {
+            peer
+        } else if own == AlertLevel::Unspecified {
+            AlertLevel::Normal
+        } else {
+            own
         }
     }
 

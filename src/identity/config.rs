@@ -162,4 +162,21 @@ mod tests {
         let back: Config = toml::from_str(&fresh.to_toml()).unwrap();
         assert_eq!(back, fresh);
     }
+
+    /// The peer-level switch of docs/operations.md parses; it is on when
+    /// left out.
+    #[test]
+    fn the_peer_level_switch_parses_and_defaults_to_on() {
+        let doc = include_str!("../../docs/operations.md");
+        let start = doc
+            .find("```toml\n[escalation.policy]\npeer_raises_level")
+            .expect("example")
+            + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("closed");
+        let head = "office = \"washington\"\nlisten = \"127.0.0.1:7701\"\n";
+        let cfg: Config = toml::from_str(&format!("{head}{}", &doc[start..end])).unwrap();
+        assert!(!cfg.escalation.policy.peer_raises_level);
+        let cfg: Config = toml::from_str(head).unwrap();
+        assert!(cfg.escalation.policy.peer_raises_level);
+    }
 }

@@ -934,16 +934,16 @@ impl Actor {
                     );
                 }
                 CoreEvent::AlertLevelChanged { peer, level, by } => {
-                    tracing::warn!(%peer, "alert level for {peer} is now {} (set by {by})", api::alert_level_name(level));
-                    self.push_event(
-                        "alert-level",
-                        Some(&peer),
-                        None,
-                        format!(
-                            "{} (set by {by})",
-                            api::alert_level_name(level).to_uppercase()
-                        ),
-                    );
+                    let name = api::alert_level_name(level).to_uppercase();
+                    // Ours is ours; the peer's is only the peer's (it can
+                    // raise our watch on the line, never lower it).
+                    let detail = if by == "peer" {
+                        format!("{peer} set its level to {name}")
+                    } else {
+                        format!("our level is now {name} (set by {by})")
+                    };
+                    tracing::warn!(%peer, "alert level: {detail}");
+                    self.push_event("alert-level", Some(&peer), None, detail);
                 }
                 CoreEvent::RelayReceipt {
                     relay,
@@ -1026,6 +1026,8 @@ impl Actor {
                             delivered: c.delivered,
                             received: c.received,
                             alert_level: api::alert_level_name(c.alert_level).into(),
+                            own_alert_level: api::alert_level_name(c.own_alert_level).into(),
+                            peer_alert_level: api::alert_level_name(c.peer_alert_level).into(),
                             health: c.health.as_str().into(),
                             missed_line_checks: c.missed_line_checks,
                             line_check_rtt_ms: c.line_check_rtt_ms,
