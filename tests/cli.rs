@@ -135,3 +135,73 @@ async fn operator_commands_render_and_act() {
     let (_, text) = run(vec!["audit", "timeline", &w, &p]).await;
     assert!(text.contains("receipt from pyongyang"), "{text}");
 }
+
+/// `send --wait` waits in bounded requests: with the peer up it reports
+/// the receipt; with the peer down it prints the id and exits 4 when its
+/// own timeout passes; if the node goes away while it waits it still
+/// prints the id, says the message is durable, and exits 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_always_leaves_the_id_and_exit_4_without_a_receipt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = demo::start_pair(tmp.path(), "washington", "pyongyang")
+        .await
+        .unwrap();
+    let w = tmp.path().join("washington").to_str().unwrap().to_string();
+    let send = |timeout: &str| {
+        let args: Vec<String> = [
+            "send",
+            "--dir",
+            &w,
+            "--to",
+            "pyongyang",
+            "--subject",
+            "s",
+            "--wait",
+            "--timeout",
+            timeout,
+            "b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+                .args(&args)
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        })
+    };
+    let is_id = |s: &str| s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit());
+    let (code, id, err) = send("20").await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(is_id(&id), "{id:?}");
+    assert!(err.contains("signed receipt from pyongyang"), "{err}");
+
+    b.stop().await.unwrap();
+    let (code, id, err) = send("2").await.unwrap();
+    assert_eq!(code, 4, "{err}");
+    assert!(is_id(&id), "{id:?}");
+    assert!(
+        err.contains(&format!("no receipt for {id} within 2 s")),
+        "{err}"
+    );
+    let out = a.handle.outbox().await.unwrap();
+    assert!(out.iter().any(|o| o.id == id), "the message is durable");
+
+    // The node stops while the CLI waits.
+    let waiting = send("60");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    a.stop().await.unwrap();
+    let (code, id, err) = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the CLI gives up once the node is gone")
+        .unwrap();
+    assert_eq!(code, 4, "{err}");
+    assert!(is_id(&id), "{id:?}");
+    assert!(err.contains("is durable"), "{err}");
+}

@@ -274,35 +274,69 @@ fn send(a: super::SendArgs) -> Res {
         exercise: a.exercise,
         response: a.response.clone(),
         via: a.via.clone(),
-        wait: a.wait,
-        wait_ms: Some(a.timeout * 1000),
+        // The node answers once the message is durable; the receipt is
+        // waited for below, in bounded requests, so that no HTTP timeout
+        // can lose the id of a message the node already holds.
+        wait: false,
+        wait_ms: None,
     };
     let c = ControlClient::from_dir(&OfficeDir::new(&a.dir)).map_err(client_failure)?;
-    let resp = c.send(&req).map_err(client_failure)?;
-    let missing = a.wait && resp.delivered.is_none();
-    if a.json {
-        print_json(&resp);
-    } else {
+    let mut resp = c.send(&req).map_err(client_failure)?;
+    if !a.json {
         println!("{}", resp.id);
         eprintln!(
             "accepted (durable) as sequence {} in {}",
             resp.sequence,
             render::micros(resp.accepted_us)
         );
-        if let Some(d) = &resp.delivered {
-            eprintln!(
-                "signed receipt from {} in {} (their log entry {})",
-                a.to,
-                d.elapsed_us
-                    .map(render::micros)
-                    .unwrap_or_else(|| "?".into()),
-                d.receiver_log_index
-            );
+    }
+    let mut lost = None;
+    if a.wait {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.timeout);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let chunk = left.min(std::time::Duration::from_secs(20));
+            match c.delivery(&resp.id, chunk.as_millis() as u64) {
+                Ok(Some(d)) => {
+                    resp.delivered = Some(d);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    lost = Some(e);
+                    break;
+                }
+            }
         }
     }
-    if missing {
+    if a.json {
+        print_json(&resp);
+    } else if let Some(d) = &resp.delivered {
         eprintln!(
-            "no receipt within {} s; the message stays queued and will be retransmitted (check `hotline status --dir {}`)",
+            "signed receipt from {} in {} (their log entry {})",
+            a.to,
+            d.elapsed_us
+                .map(render::micros)
+                .unwrap_or_else(|| "?".into()),
+            d.receiver_log_index
+        );
+    }
+    if let Some(e) = lost {
+        eprintln!(
+            "lost contact with the node while waiting for the receipt ({e}); message {} is durable \
+             and will be retransmitted: do not send it again (check `hotline outbox --dir {}`)",
+            resp.id,
+            a.dir.display()
+        );
+        return Ok(exit::NO_RECEIPT);
+    }
+    if a.wait && resp.delivered.is_none() {
+        eprintln!(
+            "no receipt for {} within {} s; the message stays queued and will be retransmitted (check `hotline status --dir {}`)",
+            resp.id,
             a.timeout,
             a.dir.display()
         );

@@ -254,7 +254,10 @@ struct SendArgs {
     /// Wait for the signed delivery receipt and print how long it took.
     #[arg(long)]
     wait: bool,
-    /// Seconds to wait with --wait.
+    /// Seconds to wait with --wait (any length: the CLI asks the node again
+    /// every 20 s). Without a receipt by then, or if the node goes away
+    /// meanwhile, it exits 4; the id is already printed and the message
+    /// stays queued.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
     /// Read the body from a file ("-" for stdin).

@@ -190,6 +190,14 @@ pub struct Delivery {
     pub receipt_hex: String,
 }
 
+/// `GET /v1/delivery`: the delivery, or `None` while the receipt is not
+/// yet held.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryWait {
+    /// The delivery, once the receipt is held.
+    pub delivered: Option<Delivery>,
+}
+
 /// A message in `GET /v1/inbox`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InboxEntry {

@@ -152,6 +152,17 @@ impl ControlClient {
     ) -> Result<Vec<super::api::WatchEvent>, ClientError> {
         self.get(&format!("/v1/events?after={after}&wait_ms={wait_ms}"))
     }
+    /// `GET /v1/delivery?id=ID&wait_ms=M`: the delivery of a message this
+    /// office sent, waiting up to `wait_ms` (the node caps it at 30 s).
+    pub fn delivery(
+        &self,
+        id: &str,
+        wait_ms: u64,
+    ) -> Result<Option<super::api::Delivery>, ClientError> {
+        let w: super::api::DeliveryWait =
+            self.get(&format!("/v1/delivery?id={id}&wait_ms={wait_ms}"))?;
+        Ok(w.delivered)
+    }
     /// `POST /v1/shutdown`.
     pub fn shutdown(&self) -> Result<serde_json::Value, ClientError> {
         self.post("/v1/shutdown", &serde_json::json!({}))

@@ -26,6 +26,7 @@ use axum::{Json, Router};
 use tokio::sync::{oneshot, Notify};
 
 use super::{NodeError, NodeHandle, SendError};
+use crate::control::api;
 use crate::control::api::{AckRequest, AlertLevelRequest, ErrorBody, SendRequest};
 use crate::core::SubmitError;
 
@@ -79,6 +80,7 @@ pub async fn serve(
         .route("/v1/ack", post(ack))
         .route("/v1/alert-level", post(alert_level))
         .route("/v1/events", get(events))
+        .route("/v1/delivery", get(delivery))
         .route("/v1/shutdown", post(shutdown))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
@@ -221,6 +223,42 @@ struct EventsQuery {
 async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
     let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(25_000).min(60_000));
     Json(s.node.events(q.after, wait).await).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct DeliveryQuery {
+    id: String,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// `GET /v1/delivery?id=ID&wait_ms=N`: the message's delivery once its
+/// receipt is held, waiting up to N ms (at most 30 s: a client that wants
+/// longer asks again, so no HTTP timeout ever hides the id).
+async fn delivery(State(s): State<AppState>, Query(q): Query<DeliveryQuery>) -> Response {
+    let Some(id) = crate::wire::MessageId::parse(&q.id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} is not a message id (32 lowercase hex digits)",
+                crate::text::quote(&q.id, 40)
+            ),
+        );
+    };
+    let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(20_000).min(30_000));
+    if let Some(d) = s.node.wait_delivered(id, wait).await {
+        return Json(api::DeliveryWait { delivered: Some(d) }).into_response();
+    }
+    match s.node.outbox().await {
+        Some(out) if out.iter().any(|o| o.id == q.id) => {
+            Json(api::DeliveryWait { delivered: None }).into_response()
+        }
+        Some(_) => error(
+            StatusCode::NOT_FOUND,
+            format!("no message {id} was sent from this office"),
+        ),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
+    }
 }
 
 async fn shutdown(State(s): State<AppState>) -> Response {
