@@ -372,3 +372,25 @@ fn a_policy_can_keep_the_peers_level_from_raising_ours() {
     sim.run_for(S);
     assert_eq!(level_of(&sim, 0), (Normal, Normal, Crisis));
 }
+
+/// A node restarted while its line is cut does not claim the line is up:
+/// it shows CHECKING until a line check is answered, and counts misses
+/// from there as usual.
+#[test]
+fn a_restart_during_a_cut_starts_checking_not_up() {
+    let mut sim = Sim::new(29, Faults::clean(10));
+    sim.connect();
+    sim.run_for(5 * S);
+    let health = |sim: &Sim| sim.offices[0].core.as_ref().unwrap().status()[0].health;
+    assert_eq!(health(&sim), Health::Up);
+    sim.cut();
+    sim.crash(0);
+    sim.restart(0);
+    assert_eq!(health(&sim), Health::Checking);
+    // At NORMAL the first check falls due after 60 s: a miss.
+    sim.run_for(61 * S);
+    assert_eq!(health(&sim), Health::Degraded);
+    sim.connect();
+    sim.run_for(5 * S);
+    assert_eq!(health(&sim), Health::Up);
+}

@@ -199,6 +199,10 @@ pub(crate) struct Pending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
+    /// Not known yet: no line check has been answered since this node
+    /// started (a node restarted during a cut must not claim the line is
+    /// up).
+    Checking,
     /// Line checks answered.
     Up,
     /// One or more missed, fewer than the silence threshold.
@@ -211,6 +215,7 @@ impl Health {
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Health::Checking => "checking",
             Health::Up => "up",
             Health::Degraded => "degraded",
             Health::Silent => "silent",
@@ -317,7 +322,7 @@ impl Channel {
             level: AlertLevel::Normal,
             own_level: AlertLevel::Normal,
             peer_level: AlertLevel::Normal,
-            health: Health::Up,
+            health: Health::Checking,
             lc_seq: 0,
             lc_outstanding: None,
             lc_missed: 0,

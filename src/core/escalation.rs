@@ -438,6 +438,8 @@ impl Core {
             return;
         };
         let health = match ch.lc_missed {
+            // Up only on evidence: an answer since start.
+            0 if ch.last_rtt_ms.is_none() => Health::Checking,
             0 => Health::Up,
             m if m >= k => Health::Silent,
             _ => Health::Degraded,
@@ -445,7 +447,12 @@ impl Core {
         if health == ch.health {
             return;
         }
+        let first_answer = ch.health == Health::Checking && health == Health::Up;
         ch.health = health;
+        if first_answer {
+            // The expected news after a start: shown, not logged or alerted.
+            return;
+        }
         let missed = ch.lc_missed;
         let detail = match (health, ch.connected) {
             (Health::Up, _) => "line checks answered".to_string(),
