@@ -394,3 +394,38 @@ fn a_restart_during_a_cut_starts_checking_not_up() {
     sim.run_for(5 * S);
     assert_eq!(health(&sim), Health::Up);
 }
+
+/// Replies to our line checks are lost, but the peer's other frames keep
+/// arriving (its own checks, receipts): that is proof of life, and the line
+/// stays UP instead of crying wolf. Without any frame it goes SILENT.
+#[test]
+fn any_frame_from_the_peer_answers_a_line_check() {
+    let mut sim = Sim::new(30, Faults::clean(10));
+    sim.connect();
+    sim.run_for(5 * S);
+    set_level(&mut sim, 0, AlertLevel::Crisis);
+    // Every line-check reply from pyongyang to washington is lost.
+    sim.set_tamper(Box::new(|from, to, f: &mut Frame| {
+        if (from, to) == (1, 0) {
+            if let Some(Body::LineCheck(env)) = &f.body {
+                let lc: hotline::wire::proto::LineCheck =
+                    prost::Message::decode(env.payload.as_slice()).unwrap();
+                if lc.reply {
+                    f.body = None;
+                }
+            }
+        }
+    }));
+    let health = |sim: &Sim| {
+        let st = &sim.offices[0].core.as_ref().unwrap().status()[0];
+        (st.health, st.missed_line_checks)
+    };
+    for _ in 0..30 {
+        sim.run_for(S);
+        assert_eq!(health(&sim), (Health::Up, 0));
+    }
+    // Pyongyang stops altogether: silence is still caught within seconds.
+    sim.crash(1);
+    sim.run_for(5 * S);
+    assert_eq!(health(&sim).0, Health::Silent);
+}

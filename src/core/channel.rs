@@ -291,6 +291,12 @@ pub(crate) struct Channel {
     /// how many times it was sent (hellos can be lost like any frame).
     pub hello_retry: Option<(u64, u32)>,
     pub last_heard_wall: Option<u64>,
+    /// When we last received any frame from the peer (monotonic ms): proof
+    /// of life, which answers a line check as well as its reply does.
+    pub last_heard_mono: Option<u64>,
+    /// Whether the line has been shown alive since start (a reply or proof
+    /// of life); until then health is CHECKING.
+    pub alive_since_start: bool,
     // Outgoing.
     pub next_seq: u64,
     pub pending: BTreeMap<u64, Pending>,
@@ -340,6 +346,8 @@ impl Channel {
             resumed: false,
             hello_retry: None,
             last_heard_wall: None,
+            last_heard_mono: None,
+            alive_since_start: false,
             next_seq: 1,
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),

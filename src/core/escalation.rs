@@ -353,7 +353,18 @@ impl Core {
             if ch.next_check_at.is_none_or(|t| t > now.mono_ms) {
                 continue;
             }
-            let answered = ch.lc_outstanding.is_none() && ch.connected && ch.resumed;
+            // Answered by its reply, or by any frame from the peer since the
+            // check left (proof of life: bulk traffic or loss may delay the
+            // reply itself past the next check).
+            let proof_of_life = ch
+                .lc_outstanding
+                .is_some_and(|(_, sent)| ch.last_heard_mono.is_some_and(|h| h >= sent));
+            let answered =
+                (ch.lc_outstanding.is_none() || proof_of_life) && ch.connected && ch.resumed;
+            if answered && proof_of_life {
+                ch.lc_missed = 0;
+                ch.alive_since_start = true;
+            }
             if !answered {
                 ch.lc_missed += 1;
             }
@@ -427,6 +438,7 @@ impl Core {
                 ch.last_rtt_ms = Some(now.mono_ms.saturating_sub(sent));
                 ch.lc_outstanding = None;
                 ch.lc_missed = 0;
+                ch.alive_since_start = true;
                 self.update_health(now, peer);
             }
         }
@@ -439,7 +451,7 @@ impl Core {
         };
         let health = match ch.lc_missed {
             // Up only on evidence: an answer since start.
-            0 if ch.last_rtt_ms.is_none() => Health::Checking,
+            0 if !ch.alive_since_start => Health::Checking,
             0 => Health::Up,
             m if m >= k => Health::Silent,
             _ => Health::Degraded,

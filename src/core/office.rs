@@ -774,6 +774,7 @@ impl Core {
             return;
         };
         ch.last_heard_wall = Some(now.wall_ms);
+        ch.last_heard_mono = Some(now.mono_ms);
         match frame.body {
             Some(Body::Hello(h)) => self.on_hello(now, peer, h),
             Some(Body::Message(env)) => self.on_message(now, peer, env),
