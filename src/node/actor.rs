@@ -791,12 +791,29 @@ impl Actor {
             let Some(link) = self.links.get(&t.peer) else {
                 continue;
             };
+            // Our own message: at most one copy waits in the queues.
+            let seq = match &t.frame.body {
+                Some(Body::Message(env)) => {
+                    crate::wire::proto::Message::decode(env.payload.as_slice())
+                        .ok()
+                        .map(|m| m.sequence)
+                }
+                _ => None,
+            };
+            if let Some(seq) = seq {
+                if !link.queued.claim(seq) {
+                    continue; // a copy already waits to go out
+                }
+            }
             let bytes = frame::encode(&t.frame);
             let sent = link
                 .streams
                 .get(t.class.index())
-                .is_some_and(|s| s.try_send(bytes).is_ok());
+                .is_some_and(|s| s.try_send((seq, bytes)).is_ok());
             if !sent {
+                if let Some(seq) = seq {
+                    link.queued.release(seq);
+                }
                 // Queue full or stream gone: the core retransmits on timeout.
                 tracing::debug!(peer = %t.peer, "stream queue full; frame dropped for retransmission");
             }
@@ -814,6 +831,10 @@ impl Actor {
         for ev in out.events {
             match ev {
                 CoreEvent::Delivered { peer, id, sequence } => {
+                    // A copy still waiting to go out need not.
+                    if let Some(link) = self.links.get(&peer) {
+                        link.queued.release(sequence);
+                    }
                     let elapsed = self
                         .accepted_at
                         .remove(&id)
@@ -877,6 +898,14 @@ impl Actor {
                     reason,
                     detail,
                 } => {
+                    // Refused for good: a waiting copy need not go out.
+                    let refused = id
+                        .and_then(|i| self.core.find_sent(&i))
+                        .filter(|o| o.state == crate::core::OutState::Refused)
+                        .map(|o| o.sequence);
+                    if let (Some(seq), Some(link)) = (refused, self.links.get(&peer)) {
+                        link.queued.release(seq);
+                    }
                     let id = id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
                     tracing::warn!(%peer, %id, ?reason, "{peer} refused message {id}: {detail}");
                     self.push_event(

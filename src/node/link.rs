@@ -33,6 +33,54 @@ pub mod close_code {
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Which of our messages have a copy waiting in this connection's send
+/// queues, shared by the actor (which queues) and the stream writers (which
+/// send). At most one copy of a message waits at a time, so a slow line
+/// does not fill with retransmissions of one message, and a copy whose
+/// message was settled (receipt or refusal) while it waited is not sent.
+#[derive(Debug, Default)]
+pub struct QueuedMessages(std::sync::Mutex<std::collections::HashSet<u64>>);
+
+impl QueuedMessages {
+    fn with<R>(&self, f: impl FnOnce(&mut std::collections::HashSet<u64>) -> R) -> R {
+        // A poisoned lock only means a writer panicked mid-insert: the set
+        // is still a set.
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    /// Claims the queue slot of message `seq`; false when a copy already
+    /// waits (the caller then queues nothing).
+    pub fn claim(&self, seq: u64) -> bool {
+        self.with(|q| q.insert(seq))
+    }
+
+    /// Message `seq` was settled, or its copy was not queued after all: a
+    /// waiting copy is not sent.
+    pub fn release(&self, seq: u64) {
+        self.with(|q| q.remove(&seq));
+    }
+
+    /// The writer takes the waiting copy of `seq`: whether to send it.
+    pub fn take(&self, seq: u64) -> bool {
+        self.with(|q| q.remove(&seq))
+    }
+
+    /// Copies waiting.
+    pub fn len(&self) -> usize {
+        self.with(|q| q.len())
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A frame for a stream writer: its bytes, and the sequence of the message
+/// it carries, if it is one of ours.
+pub type Outgoing = (Option<u64>, Vec<u8>);
+
 /// The actor's handle on a live connection.
 #[derive(Debug, Clone)]
 pub struct LinkHandle {
@@ -45,7 +93,9 @@ pub struct LinkHandle {
     /// The connection (for rtt and close).
     pub conn: Connection,
     /// Encoded frames per stream class.
-    pub streams: Vec<mpsc::Sender<Vec<u8>>>,
+    pub streams: Vec<mpsc::Sender<Outgoing>>,
+    /// Our messages with a copy waiting in `streams`.
+    pub queued: std::sync::Arc<QueuedMessages>,
     /// When it came up.
     pub established: std::time::Instant,
 }
@@ -55,9 +105,10 @@ pub struct LinkHandle {
 pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, actor: ActorTx) {
     let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let mut streams = Vec::new();
+    let queued = std::sync::Arc::new(QueuedMessages::default());
     for class in StreamClass::ALL {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(write_stream(conn.clone(), class, rx));
+        tokio::spawn(write_stream(conn.clone(), class, rx, queued.clone()));
         streams.push(tx);
     }
     let handle = LinkHandle {
@@ -66,6 +117,7 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
         remote: conn.remote_address(),
         conn: conn.clone(),
         streams,
+        queued,
         established: std::time::Instant::now(),
     };
     if actor
@@ -103,9 +155,19 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
         .await;
 }
 
-async fn write_stream(conn: Connection, class: StreamClass, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn write_stream(
+    conn: Connection,
+    class: StreamClass,
+    mut rx: mpsc::Receiver<Outgoing>,
+    queued: std::sync::Arc<QueuedMessages>,
+) {
     let mut send = None;
-    while let Some(bytes) = rx.recv().await {
+    while let Some((seq, bytes)) = rx.recv().await {
+        if let Some(seq) = seq {
+            if !queued.take(seq) {
+                continue; // settled while it waited: QUIC need not carry it
+            }
+        }
         if send.is_none() {
             match conn.open_uni().await {
                 Ok(s) => {
@@ -172,5 +234,26 @@ async fn read_stream(
             }
             Ok(None) | Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod queued_tests {
+    use super::QueuedMessages;
+
+    #[test]
+    fn one_copy_waits_per_message_and_a_settled_one_is_not_sent() {
+        let q = QueuedMessages::default();
+        assert!(q.claim(7));
+        assert!(!q.claim(7), "a second copy is not queued");
+        assert!(q.claim(8));
+        q.release(8); // receipt arrived while 8 waited
+        assert!(q.take(7), "7 is sent");
+        assert!(!q.take(8), "8 is not");
+        assert!(q.is_empty());
+        assert!(
+            q.claim(7),
+            "after it left, a retransmission may queue again"
+        );
     }
 }
