@@ -217,6 +217,26 @@ async fn next_matching<T>(
     .expect("expected frame within 20 s")
 }
 
+/// Writes one frame carrying `body` on `stream`.
+async fn write_body(stream: &mut quinn::SendStream, body: Body) {
+    stream
+        .write_all(&frame::encode(&Frame { body: Some(body) }))
+        .await
+        .unwrap();
+}
+
+/// The next receipt, opened with washington's `key`.
+async fn next_receipt(
+    rx: &mut tokio::sync::mpsc::Receiver<Frame>,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Receipt {
+    next_matching(rx, |f| match f.body {
+        Some(Body::Receipt(env)) => Some(envelope::open(&env, Domain::Receipt, key).unwrap()),
+        _ => None,
+    })
+    .await
+}
+
 #[tokio::test]
 async fn forged_message_gets_a_signed_negative_receipt_and_the_line_stays_up() {
     let tmp = tempfile::tempdir().unwrap();
@@ -247,12 +267,7 @@ async fn forged_message_gets_a_signed_negative_receipt_and_the_line_stays_up() {
     let mut forged = good.clone();
     forged.payload[5] ^= 0x20;
     let mut flash = conn.open_uni().await.unwrap();
-    flash
-        .write_all(&frame::encode(&Frame {
-            body: Some(Body::Message(forged)),
-        }))
-        .await
-        .unwrap();
+    write_body(&mut flash, Body::Message(forged)).await;
     let nack: NegativeReceipt = next_matching(&mut rx, |f| match f.body {
         Some(Body::NegativeReceipt(env)) => {
             Some(envelope::open(&env, Domain::NegativeReceipt, &wash_key).unwrap())
@@ -265,19 +280,8 @@ async fn forged_message_gets_a_signed_negative_receipt_and_the_line_stays_up() {
     // Same connection: the genuine message (twice: a replay) gets receipts,
     // and lands in the inbox once.
     for _ in 0..2 {
-        flash
-            .write_all(&frame::encode(&Frame {
-                body: Some(Body::Message(good.clone())),
-            }))
-            .await
-            .unwrap();
-        let r: Receipt = next_matching(&mut rx, |f| match f.body {
-            Some(Body::Receipt(env)) => {
-                Some(envelope::open(&env, Domain::Receipt, &wash_key).unwrap())
-            }
-            _ => None,
-        })
-        .await;
+        write_body(&mut flash, Body::Message(good.clone())).await;
+        let r: Receipt = next_receipt(&mut rx, &wash_key).await;
         assert_eq!(r.message_id, msg.id);
     }
     assert_eq!(conn.close_reason(), None, "the line stays up");
@@ -644,11 +648,7 @@ async fn signed_hostile_frames_neither_stop_the_node_nor_stall_a_precedence() {
     ))))
     .await
     .unwrap();
-    let r: Receipt = next_matching(&mut rx, |f| match f.body {
-        Some(Body::Receipt(env)) => Some(envelope::open(&env, Domain::Receipt, &wash_key).unwrap()),
-        _ => None,
-    })
-    .await;
+    let r: Receipt = next_receipt(&mut rx, &wash_key).await;
     assert_eq!(r.sequence, 4);
     assert_eq!(conn.close_reason(), None, "the line stays up");
     let st = node.handle.status().await.unwrap();
@@ -707,19 +707,8 @@ async fn a_core_panic_is_restarted_from_the_log_reported_and_bounded() {
             node.handle.inject_core_panic("injected fault").await;
         }
         let env = envelope::seal_proto(Domain::Message, &msg(seq), &me.message_key);
-        flash
-            .write_all(&frame::encode(&Frame {
-                body: Some(Body::Message(env)),
-            }))
-            .await
-            .unwrap();
-        let r: Receipt = next_matching(&mut rx, |f| match f.body {
-            Some(Body::Receipt(env)) => {
-                Some(envelope::open(&env, Domain::Receipt, &wash_key).unwrap())
-            }
-            _ => None,
-        })
-        .await;
+        write_body(&mut flash, Body::Message(env)).await;
+        let r: Receipt = next_receipt(&mut rx, &wash_key).await;
         assert_eq!(r.sequence, seq);
     }
     let st = node.handle.status().await.unwrap();
@@ -834,12 +823,7 @@ async fn a_node_whose_message_was_refused_keeps_delivering_the_later_ones() {
     let (m1, h1) = next_message(&mut rx, &wash_key).await;
     assert_eq!(m1.id, first.id);
     let nack = envelope::seal_proto(Domain::NegativeReceipt, &refuse(&m1, h1), &me.message_key);
-    answers
-        .write_all(&frame::encode(&Frame {
-            body: Some(Body::NegativeReceipt(nack)),
-        }))
-        .await
-        .unwrap();
+    write_body(&mut answers, Body::NegativeReceipt(nack)).await;
     for n in 2..=3 {
         let sent = node.handle.send(send(n)).await.unwrap();
         let (m, h) = next_message(&mut rx, &wash_key).await;
@@ -848,12 +832,7 @@ async fn a_node_whose_message_was_refused_keeps_delivering_the_later_ones() {
             (sent.id.as_str(), u64::from(n))
         );
         let r = envelope::seal_proto(Domain::Receipt, &receipt(&m, h), &me.message_key);
-        answers
-            .write_all(&frame::encode(&Frame {
-                body: Some(Body::Receipt(r)),
-            }))
-            .await
-            .unwrap();
+        write_body(&mut answers, Body::Receipt(r)).await;
     }
     let mut states = Vec::new();
     for _ in 0..200 {

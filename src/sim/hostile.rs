@@ -76,9 +76,9 @@ pub struct HostileOffice {
     ps: [u64; 5],
     /// Frames it sent, for replays.
     sent: Vec<Frame>,
-    /// Message envelopes, receipts and checkpoint notes the target sent it.
-    seen_messages: Vec<Message>,
-    seen_payload_hashes: Vec<[u8; 32]>,
+    /// Messages the target sent it (with their payload hashes), and the
+    /// checkpoint notes it offered.
+    seen_messages: Vec<(Message, [u8; 32])>,
     seen_notes: Vec<Vec<u8>>,
 }
 
@@ -104,7 +104,6 @@ impl HostileOffice {
             ps: [0; 5],
             sent: Vec::new(),
             seen_messages: Vec::new(),
-            seen_payload_hashes: Vec::new(),
             seen_notes: Vec::new(),
         }
     }
@@ -115,8 +114,7 @@ impl HostileOffice {
         match &frame.body {
             Some(Body::Message(env)) => {
                 if let Ok(m) = Message::decode(env.payload.as_slice()) {
-                    remember(&mut self.seen_payload_hashes, sha256(&env.payload));
-                    remember(&mut self.seen_messages, m);
+                    remember(&mut self.seen_messages, (m, sha256(&env.payload)));
                 }
             }
             Some(Body::CheckpointOffer(env)) => {
@@ -268,11 +266,7 @@ impl HostileOffice {
         if n == 0 {
             return None;
         }
-        let i = c.below(n as u64) as usize;
-        Some((
-            self.seen_messages.get(i)?.clone(),
-            *self.seen_payload_hashes.get(i)?,
-        ))
+        self.seen_messages.get(c.below(n as u64) as usize).cloned()
     }
 
     fn receipt(&mut self, c: &mut dyn Choices, wall_ms: u64) -> SignedEnvelope {

@@ -574,19 +574,8 @@ impl Sim {
                     // The connection lived through the cut: QUIC sends what
                     // it holds once the path works again.
                     let held = std::mem::take(&mut self.lines[l].held);
-                    let epoch = self.lines[l].epoch;
                     for (from, to, frame) in held {
-                        let at = self.now + q.delay_ms;
-                        self.schedule(
-                            at,
-                            Job::Frame {
-                                from,
-                                to,
-                                line: l,
-                                epoch,
-                                frame,
-                            },
-                        );
+                        self.schedule_frame(self.now + q.delay_ms, l, from, to, frame);
                     }
                 } else {
                     let backoff = self.rng.gen_range(0..=q.reconnect_max_ms);
@@ -867,20 +856,25 @@ impl Sim {
                 return;
             }
         }
-        let epoch = self.lines[l].epoch;
         for at in self.arrivals(l, from, &frame) {
-            let frame = frame.clone();
-            self.schedule(
-                at,
-                Job::Frame {
-                    from,
-                    to,
-                    line: l,
-                    epoch,
-                    frame,
-                },
-            );
+            self.schedule_frame(at, l, from, to, frame.clone());
         }
+    }
+
+    /// A frame arrives at `at` over line `l`'s current connection (lost if
+    /// the connection is replaced meanwhile).
+    fn schedule_frame(&mut self, at: u64, l: usize, from: usize, to: usize, frame: Frame) {
+        let epoch = self.lines[l].epoch;
+        self.schedule(
+            at,
+            Job::Frame {
+                from,
+                to,
+                line: l,
+                epoch,
+                frame,
+            },
+        );
     }
 
     /// When the copies of a frame put on line `l` now arrive: none (lost),
