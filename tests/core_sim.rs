@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use hotline::core::{CoreEvent, Draft, OutState};
-use hotline::sim::{Faults, Sim};
+use hotline::sim::{Faults, LineModel, QuicLine, Sim};
 use hotline::wire::envelope::{self, Domain};
 use hotline::wire::proto::{
     frame::Body, log_entry::Event, Frame, Message, NackReason, Precedence, Receipt, SignedEnvelope,
@@ -951,4 +951,189 @@ fn a_refusal_never_blocks_later_messages_in_either_direction() {
     sim.run_for(5_000);
     let w = sim.offices[0].core.as_ref().unwrap();
     assert_eq!(w.find_sent(&id).unwrap().state, OutState::Delivered);
+}
+
+// ----------------------------------------------------------------------
+// Within a connection delivery is the transport's job (docs/protocol.md §8).
+
+/// The emulated satellite hop: 100±30 ms each way, 10 % loss, 1 %
+/// duplication, 5 % reordering.
+fn lossy_quic() -> LineModel {
+    quic(100, 30, 0.10, 0.01, 0.05, 0)
+}
+
+/// A QUIC line: one-way delay and jitter (ms), loss, duplication and
+/// reordering rates, bandwidth cap (kbit/s, 0: none).
+fn quic(delay_ms: u64, jitter_ms: u64, loss: f64, dup: f64, reorder: f64, kbps: u64) -> LineModel {
+    LineModel::Quic(QuicLine {
+        delay_ms,
+        jitter_ms,
+        loss,
+        duplicate: dup,
+        reorder,
+        bandwidth_kbps: kbps,
+        idle_timeout_ms: 30_000,
+        reconnect_min_ms: 200,
+        reconnect_max_ms: 2_000,
+    })
+}
+
+fn long_draft(n: u64, precedence: Precedence) -> Draft {
+    Draft {
+        body: "x".repeat(1_500),
+        ..draft(n, precedence)
+    }
+}
+
+#[test]
+fn on_a_lossy_live_connection_each_message_is_handed_to_the_transport_once() {
+    let mut sim = Sim::new(21, Faults::clean(10));
+    sim.set_line_model(0, 1, lossy_quic());
+    sim.connect();
+    for n in 0..300 {
+        sim.submit(0, long_draft(n, Precedence::Priority)).unwrap();
+        sim.submit(0, long_draft(n, Precedence::Routine)).unwrap();
+        if n % 3 == 0 {
+            sim.submit(1, long_draft(n, Precedence::Routine)).unwrap();
+        }
+    }
+    sim.run_for(120_000);
+    check(&sim).unwrap();
+    for i in 0..2 {
+        let core = sim.offices[i].core.as_ref().unwrap();
+        let copies: Vec<u32> = core.outbox().map(|o| o.attempts).collect();
+        assert!(
+            core.outbox().all(|o| o.state == OutState::Delivered),
+            "office {i}: everything delivered"
+        );
+        assert!(
+            copies.iter().all(|&a| a == 1),
+            "office {i}: one copy per message on a connection that lived, got up to {:?}",
+            copies.iter().max()
+        );
+    }
+}
+
+/// Blanks the first message frame `from` sends to `to` (the receiver's
+/// core then never sees it: as if its round was lost in a panic).
+fn lose_first_message(sim: &mut Sim, from: usize, to: usize) {
+    let mut armed = true;
+    sim.set_tamper(Box::new(move |f, t, frame| {
+        if armed && f == from && t == to && matches!(frame.body, Some(Body::Message(_))) {
+            armed = false;
+            frame.body = None;
+        }
+    }));
+}
+
+#[test]
+fn a_message_lost_within_a_connection_is_resent_only_when_the_peer_asks() {
+    let mut sim = Sim::new(22, Faults::clean(10));
+    sim.connect();
+    sim.run_for(1_000);
+    lose_first_message(&mut sim, 0, 1);
+    let id = sim.submit(0, draft(1, Precedence::Routine)).unwrap();
+    sim.run_for(120_000);
+    let attempts = |sim: &Sim| {
+        let core = sim.offices[0].core.as_ref().unwrap();
+        let o = core.find_sent(&id).unwrap();
+        (o.state, o.attempts)
+    };
+    // No timer copies on a live connection, even past the ladder's
+    // "retransmit" step: the transport owns the one it carries.
+    assert_eq!(attempts(&sim), (OutState::Sent, 1));
+    // The receiver's core is rebuilt (as after a panic): its hello asks the
+    // sender to resynchronise, and the sender hands the message over again.
+    let washington = sim.offices[0].name.clone();
+    sim.with_core(1, |c, now| c.link_up(now, &washington, "core restarted"));
+    sim.run_for(5_000);
+    assert_eq!(attempts(&sim), (OutState::Delivered, 2));
+    check(&sim).unwrap();
+}
+
+#[test]
+fn a_refusal_that_settles_nothing_brings_one_more_copy_after_a_back_off() {
+    let mut sim = Sim::new(23, Faults::clean(10));
+    sim.connect();
+    sim.run_for(1_000);
+    lose_first_message(&mut sim, 0, 1);
+    let id = sim.submit(0, draft(1, Precedence::Priority)).unwrap();
+    sim.run_for(2_000);
+    let (hash, seq) = {
+        let o = sim.offices[0]
+            .core
+            .as_ref()
+            .unwrap()
+            .find_sent(&id)
+            .unwrap();
+        (o.envelope_hash(), o.sequence)
+    };
+    let nack = hotline::wire::proto::NegativeReceipt {
+        payload_hash: hash.to_vec(),
+        message_id: id.to_string(),
+        sequence: seq,
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        reason: NackReason::OutOfWindow as i32,
+        detail: "try later".into(),
+        settles: false,
+        ..Default::default()
+    };
+    let env = envelope::seal_proto(Domain::NegativeReceipt, &nack, sim.signing_key(1));
+    sim.inject(
+        1,
+        Frame {
+            body: Some(Body::NegativeReceipt(env)),
+        },
+    );
+    sim.run_for(10_000);
+    let o = sim.offices[0]
+        .core
+        .as_ref()
+        .unwrap()
+        .find_sent(&id)
+        .unwrap();
+    assert_eq!((o.state, o.attempts), (OutState::Delivered, 2));
+}
+
+#[test]
+fn after_a_backlog_drains_a_new_message_meets_its_first_deadline() {
+    // The narrowband backup circuit: 64 kbit/s, 300 ms each way, 2 % loss.
+    let mut sim = Sim::new(24, Faults::clean(10));
+    sim.set_line_model(0, 1, quic(300, 0, 0.02, 0.0, 0.0, 64));
+    sim.connect();
+    for n in 0..100 {
+        sim.submit(0, long_draft(n, Precedence::Priority)).unwrap();
+        sim.submit(0, long_draft(n, Precedence::Routine)).unwrap();
+    }
+    let drained = |sim: &Sim| {
+        let core = sim.offices[0].core.as_ref().unwrap();
+        core.outbox().all(|o| o.state == OutState::Delivered)
+    };
+    let deadline = sim.now + 600_000;
+    while !drained(&sim) && sim.now < deadline {
+        sim.run_for(1_000);
+    }
+    assert!(drained(&sim), "the backlog drained");
+    for p in PRECEDENCES {
+        let sent_at = sim.now;
+        let id = sim.submit(0, long_draft(999, p)).unwrap();
+        let mut took = None;
+        while sim.now < sent_at + 120_000 {
+            sim.run_for(100);
+            if sim.offices[0].delivered.contains_key(&id) {
+                took = Some(sim.now - sent_at);
+                break;
+            }
+        }
+        let first = hotline::core::policy::Policy::default()
+            .ladder(p)
+            .receipt_deadline_ms;
+        let took = took.expect("delivered");
+        assert!(
+            took <= first,
+            "{p:?} took {took} ms, its deadline is {first} ms"
+        );
+    }
+    check(&sim).unwrap();
 }

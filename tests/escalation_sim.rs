@@ -184,12 +184,13 @@ fn line_check_health_goes_degraded_then_silent_at_the_right_count_and_back_up() 
     sim.run_for(4 * MIN);
     let h = health(&sim, 0);
     assert_eq!(h.len(), 2, "{h:?}");
-    assert_eq!((h[0].0.as_str(), h[0].1), ("degraded", 1));
+    // One miss is no news (hysteresis); two make it DEGRADED.
+    assert_eq!((h[0].0.as_str(), h[0].1), ("degraded", 2));
     assert_eq!((h[1].0.as_str(), h[1].1), ("silent", 3));
     assert_eq!(
         h[1].2 - h[0].2,
-        2 * MIN,
-        "two more intervals from degraded to silent"
+        MIN,
+        "one more interval from degraded to silent"
     );
     sim.connect();
     sim.run_for(5 * S);
@@ -387,8 +388,11 @@ fn a_restart_during_a_cut_starts_checking_not_up() {
     sim.crash(0);
     sim.restart(0);
     assert_eq!(health(&sim), Health::Checking);
-    // At NORMAL the first check falls due after 60 s: a miss.
+    // At NORMAL the first check falls due after 60 s: one miss is not yet
+    // news, the second is.
     sim.run_for(61 * S);
+    assert_eq!(health(&sim), Health::Checking);
+    sim.run_for(60 * S);
     assert_eq!(health(&sim), Health::Degraded);
     sim.connect();
     sim.run_for(5 * S);

@@ -650,3 +650,57 @@ fn a_signed_flood_of_every_kind_stays_within_the_stated_log_bound() {
         "{replies} line-check replies"
     );
 }
+
+#[test]
+fn a_flood_of_resynchronisation_hellos_resends_each_message_at_most_once_a_second() {
+    // Pyongyang (the core under test) has 20 messages out that washington
+    // never receipts; washington then floods it with hellos asking to
+    // resynchronise. Each request that is acted on re-sends the messages
+    // once; requests are acted on at most once per resend timeout (1 s),
+    // and answered within the answer budget.
+    let mut b = Bench::new();
+    b.take_sent();
+    let now = b.at();
+    for n in 1..=20u8 {
+        let d = Draft {
+            to: "washington".into(),
+            precedence: Precedence::Routine,
+            subject: format!("m{n}"),
+            body: "b".into(),
+            ..Default::default()
+        };
+        b.core
+            .submit(now, MessageId::new(WALL, [n; 10]), d)
+            .unwrap();
+    }
+    b.flush();
+    let count = |frames: &[Frame]| {
+        let m = frames
+            .iter()
+            .filter(|f| matches!(f.body, Some(Body::Message(_))))
+            .count();
+        let h = frames
+            .iter()
+            .filter(|f| matches!(f.body, Some(Body::Hello(_))))
+            .count();
+        (m, h)
+    };
+    assert_eq!(count(&b.take_sent()), (20, 0), "each message once");
+    // 500 requests within half a second (b.frame advances 1 ms each).
+    for _ in 0..500 {
+        b.hello(0, 0);
+    }
+    let (messages, replies) = count(&b.take_sent());
+    assert_eq!(messages, 20, "one resynchronisation acted on");
+    // The answer budget: a burst of 64, then one per 50 ms of the 500 ms.
+    assert!(
+        (1..=75).contains(&replies),
+        "{replies} replies: within the answer budget"
+    );
+    // A second later a request is acted on again, once.
+    b.now += 1_000;
+    b.hello(0, 0);
+    b.hello(0, 0);
+    assert_eq!(count(&b.take_sent()).0, 20);
+    assert!(b.core.outbox().all(|o| o.attempts == 3));
+}

@@ -197,6 +197,20 @@ impl Budgets {
         }
     }
 
+    /// Whether `kind`'s bucket holds at least half its burst at `now_ms`
+    /// (counting refills not yet credited), without spending.
+    pub fn refilled(&self, kind: Spend, now_ms: u64) -> bool {
+        let (burst, per) = kind.rate();
+        let Some(b) = self.buckets.get(kind as usize) else {
+            return false;
+        };
+        let earned = now_ms
+            .saturating_sub(b.credited_to)
+            .checked_div(per)
+            .unwrap_or(0);
+        u64::from(b.tokens).saturating_add(earned) >= u64::from(burst / 2).max(1)
+    }
+
     /// Inputs dropped over budget of `kind` since start.
     pub fn dropped(&self, kind: Spend) -> u64 {
         self.dropped.get(kind as usize).copied().unwrap_or(0)

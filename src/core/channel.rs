@@ -191,7 +191,12 @@ pub(crate) struct Pending {
     pub hash: [u8; 32],
     pub precedence: Precedence,
     pub attempts: u32,
-    /// Monotonic deadline for the next retransmission, when transmitted.
+    /// A copy was handed to the transport on the current connection: QUIC
+    /// owns its delivery until that connection ends (docs/protocol.md §8).
+    pub on_link: bool,
+    /// Monotonic time to hand it to the transport again, when the peer
+    /// showed it lacks the message (a refusal that settles nothing) or may
+    /// lack its answer (resumption); never while `on_link`.
     pub deadline: Option<u64>,
 }
 
@@ -287,9 +292,11 @@ pub(crate) struct Channel {
     pub budgets: Budgets,
     pub connected: bool,
     pub resumed: bool,
-    /// While connected but not resumed: when to send our hello again, and
-    /// how many times it was sent (hellos can be lost like any frame).
-    pub hello_retry: Option<(u64, u32)>,
+    /// We dropped the peer's input unanswered (over the refusal budget):
+    /// ask it to resynchronise once the budget allows (§8).
+    pub resync_wanted: bool,
+    /// When we last acted on the peer's resynchronisation request.
+    pub last_resync_mono: Option<u64>,
     pub last_heard_wall: Option<u64>,
     /// When we last received any frame from the peer (monotonic ms): proof
     /// of life, which answers a line check as well as its reply does.
@@ -344,7 +351,8 @@ impl Channel {
             budgets: Budgets::default(),
             connected: false,
             resumed: false,
-            hello_retry: None,
+            resync_wanted: false,
+            last_resync_mono: None,
             last_heard_wall: None,
             last_heard_mono: None,
             alive_since_start: false,

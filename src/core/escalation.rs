@@ -14,14 +14,14 @@
 use super::budget::{Spend, Verdict};
 use super::channel::{Channel, Health, Track};
 use super::office::Core;
-use super::output::{CoreEvent, StreamClass, Transmit};
+use super::output::{CoreEvent, Transmit};
 use super::policy::{Action, Policy, Waiting};
 use super::{Now, SubmitError, MAX_DETAIL_LEN};
 use crate::identity::OfficeName;
 use crate::wire::envelope::{self, Domain};
 use crate::wire::proto::{
     frame::Body, log_entry::Event, AlertLevel, AlertLevelChanged, AlertLevelNotice, EscalationStep,
-    Frame, LineCheck, LinkHealth, Precedence, SignedEnvelope,
+    LineCheck, LinkHealth, Precedence, SignedEnvelope,
 };
 use crate::wire::MessageId;
 
@@ -160,9 +160,13 @@ impl Core {
         let mut detail = String::new();
         match step.action {
             Action::Retransmit => {
-                if ch.connected && ch.resumed && ch.pending.contains_key(&seq) {
-                    super::office::retransmit_now(&mut self.out, ch, seq, now, self.timing);
+                let on_link = ch.pending.get(&seq).is_some_and(|p| p.on_link);
+                if super::office::transmit_message(&mut self.out, ch, seq) {
                     detail = "resent now".into();
+                } else if on_link {
+                    // QUIC still owns the copy this connection carries: a
+                    // second one would only compete with it (§8).
+                    detail = "the connection carries it; the transport resends it".into();
                 } else {
                     detail = "line down: queued for the next connection".into();
                 }
@@ -372,6 +376,12 @@ impl Core {
             ch.next_check_at = Some(now.mono_ms + interval);
             ch.lc_outstanding = None;
             if ch.connected && ch.resumed {
+                if ch.resync_wanted && ch.budgets.refilled(Spend::Refusal, now.mono_ms) {
+                    // We dropped the peer's input unanswered; with room to
+                    // answer again, ask it to resend what we lack (§7).
+                    ch.resync_wanted = false;
+                    super::office::send_hello(&mut self.out, &self.me, ch, false);
+                }
                 self.send_line_check(now, &peer);
             }
             self.update_health(now, &peer);
@@ -396,7 +406,9 @@ impl Core {
             log_root: root,
         };
         let env = envelope::seal_proto(Domain::LineCheck, &lc, &self.key);
-        self.out.transmit.push(control(peer, Body::LineCheck(env)));
+        self.out
+            .transmit
+            .push(Transmit::control(peer, Body::LineCheck(env)));
     }
 
     pub(super) fn on_line_check(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
@@ -427,7 +439,9 @@ impl Core {
                 log_root: self.tree.root().0.to_vec(),
             };
             let env = envelope::seal_proto(Domain::LineCheck, &reply, &self.key);
-            self.out.transmit.push(control(peer, Body::LineCheck(env)));
+            self.out
+                .transmit
+                .push(Transmit::control(peer, Body::LineCheck(env)));
             return;
         }
         let Some(ch) = self.channels.get_mut(peer) else {
@@ -446,6 +460,7 @@ impl Core {
 
     fn update_health(&mut self, now: Now, peer: &OfficeName) {
         let k = self.policy.line_checks.silent_after;
+        let d = self.policy.line_checks.degraded_after.min(k);
         let Some(ch) = self.channels.get_mut(peer) else {
             return;
         };
@@ -454,7 +469,9 @@ impl Core {
             0 if !ch.alive_since_start => Health::Checking,
             0 => Health::Up,
             m if m >= k => Health::Silent,
-            _ => Health::Degraded,
+            m if m >= d => Health::Degraded,
+            // Fewer misses than the threshold: no news yet (hysteresis).
+            _ => ch.health,
         };
         if health == ch.health {
             return;
@@ -581,7 +598,9 @@ impl Core {
             reason: reason.into(),
         };
         let env = envelope::seal_proto(Domain::AlertLevel, &n, &self.key);
-        self.out.transmit.push(control(peer, Body::AlertLevel(env)));
+        self.out
+            .transmit
+            .push(Transmit::control(peer, Body::AlertLevel(env)));
     }
 
     pub(super) fn on_alert_level(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
@@ -684,14 +703,6 @@ impl Core {
             }
             _ => {}
         }
-    }
-}
-
-fn control(peer: &OfficeName, body: Body) -> Transmit {
-    Transmit {
-        peer: peer.clone(),
-        class: StreamClass::Control,
-        frame: Frame { body: Some(body) },
     }
 }
 

@@ -355,6 +355,7 @@ impl Core {
                         hash: sha256(&env.payload),
                         precedence: msg.precedence(),
                         attempts: 0,
+                        on_link: false,
                         deadline: None,
                     },
                 );
@@ -619,6 +620,7 @@ impl Core {
         };
         let env = envelope::seal_proto(Domain::CheckpointOffer, &offer, &self.log_key);
         self.out.transmit.push(Transmit {
+            message: None,
             peer: peer.clone(),
             class: StreamClass::Control,
             frame: Frame {
@@ -703,6 +705,7 @@ impl Core {
                 hash: sha256(&env.payload),
                 precedence,
                 attempts: 0,
+                on_link: false,
                 deadline: None,
             },
         );
@@ -714,7 +717,7 @@ impl Core {
         self.mark_inbox_acknowledged(&peer, &msg.reply_to);
         if let Some(ch) = self.channels.get_mut(&peer) {
             if ch.connected && ch.resumed {
-                transmit_message(&mut self.out, ch, seq, now, self.timing);
+                transmit_message(&mut self.out, ch, seq);
             }
         }
         self.maybe_checkpoint(now);
@@ -731,7 +734,17 @@ impl Core {
         };
         ch.connected = true;
         ch.resumed = false;
-        ch.hello_retry = Some((now.mono_ms.saturating_add(self.timing.rto_ms), 0));
+        // A connection that replaced another: what the old one carried is
+        // lost with it, as on `link_down`.
+        let seqs: Vec<u64> = ch.pending.keys().copied().collect();
+        for s in seqs {
+            ch.set_timer(s, None);
+            if let Some(p) = ch.pending.get_mut(&s) {
+                p.on_link = false;
+            }
+        }
+        // The transport delivers this hello or ends the connection, so it
+        // is sent once per connection (§7).
         send_hello(&mut self.out, &self.me, ch, false);
         self.persist(
             now,
@@ -753,10 +766,14 @@ impl Core {
         }
         ch.connected = false;
         ch.resumed = false;
-        ch.hello_retry = None;
+        // What this connection carried is lost with it: the next one's
+        // resumption decides what to send again.
         let seqs: Vec<u64> = ch.pending.keys().copied().collect();
         for s in seqs {
             ch.set_timer(s, None);
+            if let Some(p) = ch.pending.get_mut(&s) {
+                p.on_link = false;
+            }
         }
         self.persist(
             now,
@@ -800,25 +817,13 @@ impl Core {
         self.maybe_checkpoint(now);
     }
 
-    /// Fires due retransmissions, hello retries and checkpoints.
+    /// Fires due resends, escalation steps, line checks and checkpoints.
     pub fn handle_timeout(&mut self, now: Now) {
         self.maybe_checkpoint(now);
         self.expire_spooled(now);
         self.fire_due_steps(now);
         self.line_checks_due(now);
         for ch in self.channels.values_mut() {
-            if let Some((at, n)) = ch.hello_retry {
-                if at <= now.mono_ms {
-                    let n = n.saturating_add(1);
-                    let wait = self
-                        .timing
-                        .rto_ms
-                        .saturating_mul(1 << n.min(16))
-                        .min(self.timing.rto_max_ms);
-                    ch.hello_retry = Some((now.mono_ms.saturating_add(wait), n));
-                    send_hello(&mut self.out, &self.me, ch, false);
-                }
-            }
             if !(ch.connected && ch.resumed) {
                 continue;
             }
@@ -830,7 +835,8 @@ impl Core {
                 .map(|(_, s)| *s)
                 .collect();
             for seq in due {
-                transmit_message(&mut self.out, ch, seq, now, self.timing);
+                ch.set_timer(seq, None);
+                transmit_message(&mut self.out, ch, seq);
             }
         }
     }
@@ -842,10 +848,6 @@ impl Core {
             .values()
             .filter(|c| c.connected && c.resumed)
             .filter_map(|c| c.timers.first().map(|(d, _)| *d));
-        let hello = self
-            .channels
-            .values()
-            .filter_map(|c| c.hello_retry.map(|h| h.0));
         let steps = self.channels.values().filter_map(|c| {
             c.esc_timers
                 .first()
@@ -853,7 +855,6 @@ impl Core {
         });
         let checks = self.channels.values().filter_map(|c| c.next_check_at);
         retransmit
-            .chain(hello)
             .chain(steps)
             .chain(checks)
             .chain(self.next_checkpoint_at)
@@ -892,6 +893,14 @@ impl Core {
         self.channels.get(peer)?.history.get(seq)
     }
 
+    /// Our message `seq` to `peer`, while it is unsettled: what a shell that
+    /// held a transmission back (its send queue was full) hands over later.
+    pub fn pending_envelope(&self, peer: &OfficeName, seq: u64) -> Option<&SignedEnvelope> {
+        let ch = self.channels.get(peer)?;
+        ch.pending.get(&seq)?;
+        Some(&ch.history.get(&seq)?.envelope)
+    }
+
     /// Per-peer status.
     pub fn status(&self) -> Vec<ChannelStatus> {
         self.channels.values().map(Channel::status).collect()
@@ -909,32 +918,56 @@ impl Core {
             );
             return self.report(now, peer, detail);
         }
-        let Some(ch) = self.channels.get(peer) else {
+        let Some(ch) = self.channels.get_mut(peer) else {
             return;
         };
-        if ch.resumed {
-            // A retried or answering hello on a line already resumed: the
-            // retransmission timers cover anything still outstanding. A
-            // retry still gets its answer, within the peer's budget.
-            if !h.reply && self.spend(now, peer, Spend::Answer) == Verdict::Allowed {
-                if let Some(ch) = self.channels.get(peer) {
-                    send_hello(&mut self.out, &self.me, ch, true);
-                }
+        if !ch.resumed {
+            if !h.reply {
+                send_hello(&mut self.out, &self.me, ch, true);
             }
+            ch.resumed = true;
+            return self.resume(now, peer, &h, false);
+        }
+        if h.reply {
+            return; // the answer to our hello on a line already resumed
+        }
+        // A hello with reply = false on a resumed connection asks us to
+        // resynchronise (§7): the peer lost frames this connection carried
+        // (its core was rebuilt, or it dropped our input over its budget).
+        // It is answered within the peer's budget, and acted on at most once
+        // per resend timeout, so a hostile peer cannot make us hand our
+        // whole outbox to the transport at will.
+        if self.spend(now, peer, Spend::Answer) != Verdict::Allowed {
             return;
         }
         let Some(ch) = self.channels.get_mut(peer) else {
             return;
         };
-        if !h.reply {
-            send_hello(&mut self.out, &self.me, ch, true);
+        send_hello(&mut self.out, &self.me, ch, true);
+        let due = ch
+            .last_resync_mono
+            .is_none_or(|t| now.mono_ms >= t.saturating_add(self.timing.rto_ms));
+        if !due {
+            return;
         }
-        ch.resumed = true;
-        ch.hello_retry = None;
+        ch.last_resync_mono = Some(now.mono_ms);
+        for p in ch.pending.values_mut() {
+            p.on_link = false;
+        }
+        self.resume(now, peer, &h, true);
+    }
+
+    /// Resumption (§7) from the peer's hello `h`: our answers it lacks, our
+    /// messages it lacks, and, on a new connection, what a line that came
+    /// up needs (checkpoint offer, relay work, a line check, our level).
+    fn resume(&mut self, now: Now, peer: &OfficeName, h: &Hello, resync: bool) {
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         // The peer lacks our answers above its receipted_through: resend the
         // receipts and settling refusals we signed, oldest first, at most a
         // burst (a hostile hello of 0 must not make us resend all history;
-        // the rest come back as answers to the sender's retransmissions).
+        // the rest come back as answers to the sender's resends).
         if let Some(from) = h.receipted_through.checked_add(1) {
             let mut answers: Vec<(u64, SignedEnvelope, bool)> = ch
                 .receipts
@@ -956,23 +989,30 @@ impl Core {
                 } else {
                     Body::NegativeReceipt(env)
                 };
-                self.out.transmit.push(Transmit {
-                    peer: peer.clone(),
-                    class: StreamClass::Control,
-                    frame: Frame { body: Some(body) },
-                });
+                self.out.transmit.push(Transmit::control(peer, body));
             }
         }
-        // Resume: send what the peer does not hold, in sequence order; for
-        // what it holds, its receipts are on their way, so only arm timers.
+        // Our messages. The peer answers (as above) every sequence it settled
+        // from our receipted_through + 1, at least the next 1,024: those
+        // answers are on their way, so such a message waits for its answer
+        // (a backstop timer sends it once if none comes). Any other pending
+        // message is handed to the transport now, in sequence order.
+        let answered_through = h.received_through.min(
+            ch.receipted
+                .through
+                .saturating_add(MAX_RETRANSMIT_BURST as u64),
+        );
         let seqs: Vec<u64> = ch.pending.keys().copied().collect();
         for seq in seqs {
-            if seq > h.received_through {
-                transmit_message(&mut self.out, ch, seq, now, self.timing);
+            if seq > answered_through {
+                transmit_message(&mut self.out, ch, seq);
             } else {
-                let rto = self.timing.rto_ms;
-                ch.set_timer(seq, Some(now.mono_ms.saturating_add(rto)));
+                let wait = self.timing.rto_max_ms;
+                ch.set_timer(seq, Some(now.mono_ms.saturating_add(wait)));
             }
+        }
+        if resync {
+            return;
         }
         // Offer our latest checkpoint from the size the peer says it last
         // cosigned. That is only where to start the proof: what the peer has
@@ -1108,7 +1148,7 @@ fn outbox_item(peer: &OfficeName, msg: &Message, env: SignedEnvelope) -> OutboxI
     }
 }
 
-fn send_hello(out: &mut Output, me: &OfficeName, ch: &Channel, reply: bool) {
+pub(super) fn send_hello(out: &mut Output, me: &OfficeName, ch: &Channel, reply: bool) {
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         office: me.to_string(),
@@ -1118,6 +1158,7 @@ fn send_hello(out: &mut Output, me: &OfficeName, ch: &Channel, reply: bool) {
         cosigned_size: ch.i_cosigned.as_ref().map(|c| c.size).unwrap_or(0),
     };
     out.transmit.push(Transmit {
+        message: None,
         peer: ch.peer.clone(),
         class: StreamClass::Control,
         frame: Frame {
@@ -1126,41 +1167,39 @@ fn send_hello(out: &mut Output, me: &OfficeName, ch: &Channel, reply: bool) {
     });
 }
 
-/// Sends `seq` now (an escalation step asked for it).
-pub(super) fn retransmit_now(
-    out: &mut Output,
-    ch: &mut Channel,
-    seq: u64,
-    now: Now,
-    timing: Timing,
-) {
-    transmit_message(out, ch, seq, now, timing);
-}
-
-fn transmit_message(out: &mut Output, ch: &mut Channel, seq: u64, now: Now, timing: Timing) {
+/// Hands our message `seq` to the transport, unless the current connection
+/// already carries it: within a live QUIC connection delivery is QUIC's
+/// job, and a second copy would only compete with the first for the line
+/// (docs/protocol.md §8). Nothing is sent on a line not resumed. Returns
+/// whether it was handed over now.
+pub(super) fn transmit_message(out: &mut Output, ch: &mut Channel, seq: u64) -> bool {
+    if !(ch.connected && ch.resumed) {
+        return false;
+    }
     let Some(p) = ch.pending.get_mut(&seq) else {
-        return;
+        return false;
     };
+    if p.on_link {
+        return false;
+    }
     let class = StreamClass::for_precedence(p.precedence);
-    p.attempts = p.attempts.saturating_add(1);
-    let shift = p.attempts.saturating_sub(1).min(16);
-    let rto = timing
-        .rto_ms
-        .saturating_mul(1 << shift)
-        .min(timing.rto_max_ms);
     let Some(item) = ch.history.get_mut(&seq) else {
-        return; // the history holds every pending message
+        return false; // the history holds every pending message
     };
+    p.on_link = true;
+    p.attempts = p.attempts.saturating_add(1);
     item.attempts = p.attempts;
     if item.state == OutState::Queued {
         item.state = OutState::Sent;
     }
     out.transmit.push(Transmit {
+        message: Some(seq),
         peer: ch.peer.clone(),
         class,
         frame: Frame {
             body: Some(Body::Message(item.envelope.clone())),
         },
     });
-    ch.set_timer(seq, Some(now.mono_ms.saturating_add(rto)));
+    ch.set_timer(seq, None);
+    true
 }

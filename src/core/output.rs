@@ -2,7 +2,7 @@
 
 use crate::audit::Persisted;
 use crate::identity::OfficeName;
-use crate::wire::proto::{Frame, NackReason, Precedence};
+use crate::wire::proto::{frame::Body, Frame, NackReason, Precedence};
 use crate::wire::MessageId;
 
 /// QUIC stream a frame travels on. Each class is its own stream so that a
@@ -42,14 +42,15 @@ impl StreamClass {
         }
     }
 
-    /// QUIC send priority (higher is sent first).
+    /// QUIC send priority (higher is sent first). Control (receipts, line
+    /// checks) and FLASH go strictly first; the other three share a
+    /// priority, so QUIC's fair scheduler gives each backlogged class an
+    /// equal share and a backlog of one never starves another (§8).
     pub fn priority(self) -> i32 {
         match self {
-            StreamClass::Control => 5,
-            StreamClass::Flash => 4,
-            StreamClass::Immediate => 3,
-            StreamClass::Priority => 2,
-            StreamClass::Routine => 1,
+            StreamClass::Control => 3,
+            StreamClass::Flash => 2,
+            StreamClass::Immediate | StreamClass::Priority | StreamClass::Routine => 1,
         }
     }
 
@@ -68,6 +69,22 @@ pub struct Transmit {
     pub class: StreamClass,
     /// The frame.
     pub frame: Frame,
+    /// The channel sequence of our own message the frame carries, if it is
+    /// one, so the shell keeps one copy of it in its queues and drops a copy
+    /// whose message was settled while it waited.
+    pub message: Option<u64>,
+}
+
+impl Transmit {
+    /// A frame for `peer`'s control stream.
+    pub fn control(peer: &OfficeName, body: Body) -> Transmit {
+        Transmit {
+            message: None,
+            peer: peer.clone(),
+            class: StreamClass::Control,
+            frame: Frame { body: Some(body) },
+        }
+    }
 }
 
 /// Something the caller may want to tell an operator or a waiter.

@@ -92,7 +92,10 @@ pub struct LineChecks {
     pub elevated_ms: u64,
     /// Interval at CRISIS.
     pub crisis_ms: u64,
-    /// Consecutive misses that make a line SILENT (one makes it DEGRADED).
+    /// Consecutive misses that make a line DEGRADED: more than one, so
+    /// that one check delayed by loss on a working line is not news.
+    pub degraded_after: u32,
+    /// Consecutive misses that make a line SILENT.
     pub silent_after: u32,
 }
 
@@ -183,6 +186,7 @@ impl Default for Policy {
                 normal_ms: 60 * S,
                 elevated_ms: 10 * S,
                 crisis_ms: S,
+                degraded_after: 2,
                 silent_after: 3,
             },
             peer_raises_level: true,
@@ -246,6 +250,7 @@ impl Policy {
                 normal_ms: f(self.line_checks.normal_ms),
                 elevated_ms: f(self.line_checks.elevated_ms),
                 crisis_ms: f(self.line_checks.crisis_ms),
+                degraded_after: self.line_checks.degraded_after.max(1),
                 silent_after: self.line_checks.silent_after.max(1),
             },
             peer_raises_level: self.peer_raises_level,

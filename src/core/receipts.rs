@@ -102,7 +102,23 @@ impl Core {
                 }
                 return; // the same refusal again: nothing new
             }
-        } else if self.spend(now, peer, Spend::Notice) != Verdict::Allowed {
+        } else {
+            // The peer says it does not hold this message: hand it to the
+            // transport again after a back-off (§8), whatever our notice
+            // budget says about logging the refusal.
+            let (rto, cap) = (self.timing.rto_ms, self.timing.rto_max_ms);
+            if let Some(p) = ch
+                .pending
+                .get_mut(&n.sequence)
+                .filter(|p| p.hash.as_slice() == n.payload_hash.as_slice())
+            {
+                p.on_link = false;
+                let shift = p.attempts.saturating_sub(1).min(16);
+                let wait = rto.saturating_mul(1 << shift).min(cap);
+                ch.set_timer(n.sequence, Some(now.mono_ms.saturating_add(wait)));
+            }
+        }
+        if !n.settles && self.spend(now, peer, Spend::Notice) != Verdict::Allowed {
             // A refusal that settles nothing changes nothing here: our
             // message (if it names one) stays pending and is retransmitted.
             return;

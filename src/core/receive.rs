@@ -132,6 +132,7 @@ impl Core {
             };
             if let Some(body) = again {
                 self.out.transmit.push(Transmit {
+                    message: None,
                     peer: peer.clone(),
                     class: StreamClass::Control,
                     frame: Frame { body: Some(body) },
@@ -362,6 +363,7 @@ impl Core {
                 .insert(msg.precedence_sequence);
         }
         self.out.transmit.push(Transmit {
+            message: None,
             peer: peer.clone(),
             class: StreamClass::Control,
             frame: Frame {
@@ -410,7 +412,15 @@ impl Core {
         text::truncate(&mut detail, MAX_DETAIL_LEN);
         match self.spend(now, peer, Spend::Refusal) {
             Verdict::Allowed => {}
-            Verdict::FirstDropped | Verdict::Dropped => return,
+            Verdict::FirstDropped | Verdict::Dropped => {
+                // Unanswered, the sender would wait for good (it does not
+                // resend within a connection): ask it to resynchronise once
+                // the budget has refilled (§8).
+                if let Some(ch) = self.channels.get_mut(peer) {
+                    ch.resync_wanted = true;
+                }
+                return;
+            }
         }
         let (msg, settles, precedence_sequence) = match what {
             Refusal::Unread => (None, false, 0),
@@ -453,6 +463,7 @@ impl Core {
             }
         }
         self.out.transmit.push(Transmit {
+            message: None,
             peer: peer.clone(),
             class: StreamClass::Control,
             frame: Frame {

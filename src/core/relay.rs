@@ -15,7 +15,7 @@
 use prost::Message as _;
 
 use super::office::Core;
-use super::output::{CoreEvent, StreamClass, Transmit};
+use super::output::{CoreEvent, Transmit};
 use super::Now;
 use crate::identity::OfficeName;
 use crate::wire::envelope::{self, Domain};
@@ -44,14 +44,6 @@ pub struct Spooled {
     pub sealed: Option<Sealed>,
     /// When it was accepted (relay's wall clock).
     pub accepted_unix_ms: u64,
-}
-
-fn control(peer: &OfficeName, body: Body) -> Transmit {
-    Transmit {
-        peer: peer.clone(),
-        class: StreamClass::Control,
-        frame: Frame { body: Some(body) },
-    }
 }
 
 /// What a relay logs about a frame: everything but its content.
@@ -107,7 +99,7 @@ impl Core {
         }) else {
             return false;
         };
-        self.out.transmit.push(control(
+        self.out.transmit.push(Transmit::control(
             relay,
             Body::Sealed(Sealed {
                 header: Some(header),
@@ -246,7 +238,9 @@ impl Core {
         }
         self.relay_receipt(now, submitter, &hash, &header, RelayState::Accepted, "");
         if self.is_resumed(&to) {
-            self.out.transmit.push(control(&to, Body::Sealed(sealed)));
+            self.out
+                .transmit
+                .push(Transmit::control(&to, Body::Sealed(sealed)));
         }
     }
 
@@ -270,7 +264,9 @@ impl Core {
             time_unix_ms: now.wall_ms,
         };
         let env = envelope::seal_proto(Domain::RelayReceipt, &r, &self.key);
-        self.out.transmit.push(control(to, Body::RelayReceipt(env)));
+        self.out
+            .transmit
+            .push(Transmit::control(to, Body::RelayReceipt(env)));
     }
 
     /// Relay side: everything spooled for `peer`, on resumption.
@@ -285,7 +281,9 @@ impl Core {
             .filter_map(|s| s.sealed.clone())
             .collect();
         for s in frames {
-            self.out.transmit.push(control(peer, Body::Sealed(s)));
+            self.out
+                .transmit
+                .push(Transmit::control(peer, Body::Sealed(s)));
         }
     }
 
@@ -392,7 +390,7 @@ impl Core {
                 }
             }
         }
-        self.out.transmit.push(control(
+        self.out.transmit.push(Transmit::control(
             relay,
             Body::RelayTaken(RelayTaken {
                 sealed_hash: hash.to_vec(),
@@ -439,7 +437,7 @@ impl Core {
         if self.is_resumed(from) {
             self.out
                 .transmit
-                .push(control(from, Body::NegativeReceipt(env)));
+                .push(Transmit::control(from, Body::NegativeReceipt(env)));
         } else {
             let frame = Frame {
                 body: Some(Body::NegativeReceipt(env)),
@@ -448,7 +446,7 @@ impl Core {
             self.send_sealed(from, relay, &id, &frame);
         }
         // The relay may drop it: it was delivered, if not intact.
-        self.out.transmit.push(control(
+        self.out.transmit.push(Transmit::control(
             relay,
             Body::RelayTaken(RelayTaken {
                 sealed_hash: hash.to_vec(),

@@ -7,7 +7,7 @@
 
 use super::budget::{Spend, Verdict};
 use super::office::Core;
-use super::output::{CoreEvent, StreamClass, Transmit};
+use super::output::{CoreEvent, Transmit};
 use super::{Now, MAX_NOTE_LEN, MAX_PROOF_HASHES};
 use crate::audit::checkpoint::{self, SignedCheckpoint};
 use crate::audit::evidence::Evidence;
@@ -16,16 +16,8 @@ use crate::identity::OfficeName;
 use crate::wire::envelope::{self, Domain};
 use crate::wire::proto::{
     frame::Body, log_entry::Event, CheckpointOffer, CheckpointRefused, Cosignature, Equivocation,
-    Frame, PeerNote, SignedEnvelope,
+    PeerNote, SignedEnvelope,
 };
-
-fn control(peer: &OfficeName, body: Body) -> Transmit {
-    Transmit {
-        peer: peer.clone(),
-        class: StreamClass::Control,
-        frame: Frame { body: Some(body) },
-    }
-}
 
 impl Core {
     /// Witnessing: check a peer's checkpoint against the last one we
@@ -75,7 +67,7 @@ impl Core {
                     if cp.root == old_root
                         && self.spend(now, peer, Spend::Answer) == Verdict::Allowed =>
                 {
-                    self.out.transmit.push(control(
+                    self.out.transmit.push(Transmit::control(
                         peer,
                         Body::Cosignature(Cosignature { note: prev.note }),
                     ));
@@ -98,7 +90,7 @@ impl Core {
         }
         if offer.old_size != old_size {
             if self.spend(now, peer, Spend::Answer) == Verdict::Allowed {
-                self.out.transmit.push(control(
+                self.out.transmit.push(Transmit::control(
                     peer,
                     Body::CheckpointRefused(CheckpointRefused {
                         want_old_size: old_size,
@@ -155,7 +147,7 @@ impl Core {
                 note: cosigned.clone(),
             }),
         );
-        self.out.transmit.push(control(
+        self.out.transmit.push(Transmit::control(
             peer,
             Body::Cosignature(Cosignature { note: cosigned }),
         ));

@@ -114,6 +114,14 @@ pub enum Input {
         /// Why.
         reason: String,
     },
+    /// A stream writer of connection `conn_id` drained its queue: messages
+    /// held in the link's overflow may go.
+    LinkRoom {
+        /// Peer.
+        peer: OfficeName,
+        /// Which connection.
+        conn_id: u64,
+    },
     /// A frame arrived.
     Frame {
         /// Peer.
@@ -533,6 +541,7 @@ impl Actor {
             Input::Frame { peer, frame, .. } => {
                 self.core.handle_frame(now, &peer, frame);
             }
+            Input::LinkRoom { peer, conn_id } => self.refill(&peer, conn_id),
             Input::BadFrame { peer, detail } => {
                 self.push_refusal(Refusal {
                     unix_ms: now.wall_ms,
@@ -747,6 +756,72 @@ impl Actor {
         self.core.link_up(now, &peer, &detail);
     }
 
+    /// Gives a frame of the core's to its connection's stream. Our message
+    /// has at most one copy waiting, and waits in the overflow, in order,
+    /// when its stream's queue is full; a control frame that does not fit
+    /// closes the connection (the next one resumes, §7).
+    fn hand_over(&mut self, t: crate::core::Transmit) {
+        let Some(link) = self.links.get_mut(&t.peer) else {
+            return; // no connection: the next one's resumption sends it
+        };
+        let class = t.class.index();
+        let (Some(stream), Some(overflow)) =
+            (link.streams.get(class), link.overflow.get_mut(class))
+        else {
+            return;
+        };
+        match t.message {
+            Some(seq) => {
+                if !link.queued.claim(seq) {
+                    return; // a copy already waits to go out
+                }
+                if !overflow.is_empty() || !stream.push(Some(seq), frame::encode(&t.frame)) {
+                    overflow.push_back(seq);
+                }
+            }
+            None => {
+                if !stream.push(None, frame::encode(&t.frame)) {
+                    tracing::warn!(
+                        peer = %t.peer,
+                        queued = stream.bytes(),
+                        "closing the line to {}: its control queue is full; the next connection resumes",
+                        t.peer
+                    );
+                    link.conn
+                        .close(VarInt::from_u32(close_code::RESET), b"control queue full");
+                }
+            }
+        }
+    }
+
+    /// Moves messages from connection `conn_id`'s overflow into its stream
+    /// queues, in order, while they fit.
+    fn refill(&mut self, peer: &OfficeName, conn_id: u64) {
+        let Some(link) = self.links.get_mut(peer).filter(|l| l.conn_id == conn_id) else {
+            return;
+        };
+        for (stream, overflow) in link.streams.iter().zip(link.overflow.iter_mut()) {
+            while let Some(&seq) = overflow.front() {
+                if !link.queued.contains(seq) {
+                    overflow.pop_front(); // settled meanwhile
+                    continue;
+                }
+                let Some(env) = self.core.pending_envelope(peer, seq) else {
+                    link.queued.release(seq);
+                    overflow.pop_front();
+                    continue;
+                };
+                let frame = Frame {
+                    body: Some(Body::Message(env.clone())),
+                };
+                if !stream.push(Some(seq), frame::encode(&frame)) {
+                    break;
+                }
+                overflow.pop_front();
+            }
+        }
+    }
+
     fn publish_links(&self) {
         let up: BTreeSet<OfficeName> = self.links.keys().cloned().collect();
         self.links_up.send_replace(up);
@@ -788,35 +863,7 @@ impl Actor {
             }
         }
         for t in out.transmit {
-            let Some(link) = self.links.get(&t.peer) else {
-                continue;
-            };
-            // Our own message: at most one copy waits in the queues.
-            let seq = match &t.frame.body {
-                Some(Body::Message(env)) => {
-                    crate::wire::proto::Message::decode(env.payload.as_slice())
-                        .ok()
-                        .map(|m| m.sequence)
-                }
-                _ => None,
-            };
-            if let Some(seq) = seq {
-                if !link.queued.claim(seq) {
-                    continue; // a copy already waits to go out
-                }
-            }
-            let bytes = frame::encode(&t.frame);
-            let sent = link
-                .streams
-                .get(t.class.index())
-                .is_some_and(|s| s.try_send((seq, bytes)).is_ok());
-            if !sent {
-                if let Some(seq) = seq {
-                    link.queued.release(seq);
-                }
-                // Queue full or stream gone: the core retransmits on timeout.
-                tracing::debug!(peer = %t.peer, "stream queue full; frame dropped for retransmission");
-            }
+            self.hand_over(t);
         }
         let now = Instant::now();
         for a in self.accepting.drain(..) {

@@ -1,9 +1,22 @@
 //! One QUIC connection to a peer: five unidirectional streams out (one per
-//! [`StreamClass`], with QUIC priorities so FLASH overtakes ROUTINE), every
-//! stream the peer opens read frame by frame into the actor.
+//! [`StreamClass`]), every stream the peer opens read frame by frame into
+//! the actor.
+//!
+//! Control and FLASH go first (QUIC priority); IMMEDIATE, PRIORITY and
+//! ROUTINE share one priority, so QUIC's fair scheduler gives each
+//! backlogged class an equal share of the line and none waits on another's
+//! backlog (docs/protocol.md §8). Each stream's queue is bounded in bytes:
+//! a message that does not fit waits by sequence number in the link's
+//! overflow (no bytes held twice) until its writer has room again; a
+//! control frame that does not fit closes the connection, and the next one
+//! resumes (§7). A writer that fails closes the connection for the same
+//! reason: within a connection nothing is sent twice, so nothing may be
+//! dropped either.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use quinn::{Connection, VarInt};
 use tokio::sync::mpsc;
@@ -13,9 +26,12 @@ use crate::core::StreamClass;
 use crate::identity::OfficeName;
 use crate::wire::FrameBuf;
 
-/// Frames queued per outgoing stream before the actor starts dropping
-/// (the core retransmits what is dropped).
-pub const STREAM_QUEUE: usize = 4096;
+/// Bytes queued per outgoing message stream before messages wait in the
+/// overflow (a few seconds of a fast line; QUIC holds its own window more).
+pub const STREAM_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes queued on the control stream before the connection is closed as
+/// overloaded (receipts, hellos, line checks: small, and never dropped).
+pub const CONTROL_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Streams a peer may have open towards us at once.
 pub const MAX_PEER_STREAMS: u32 = 8;
 
@@ -29,6 +45,9 @@ pub mod close_code {
     pub const PROTOCOL_VIOLATION: u32 = 2;
     /// The certificate belongs to no pinned office.
     pub const UNKNOWN_PEER: u32 = 3;
+    /// The closing side could not carry a frame on this connection (a send
+    /// queue over its bound, a stream that failed): reconnect and resume.
+    pub const RESET: u32 = 4;
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -66,6 +85,11 @@ impl QueuedMessages {
         self.with(|q| q.remove(&seq))
     }
 
+    /// Whether a copy of `seq` still waits (in a queue or the overflow).
+    pub fn contains(&self, seq: u64) -> bool {
+        self.with(|q| q.contains(&seq))
+    }
+
     /// Copies waiting.
     pub fn len(&self) -> usize {
         self.with(|q| q.len())
@@ -81,8 +105,42 @@ impl QueuedMessages {
 /// it carries, if it is one of ours.
 pub type Outgoing = (Option<u64>, Vec<u8>);
 
+/// One outgoing stream's queue, bounded in bytes.
+#[derive(Debug)]
+pub struct StreamQueue {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    bytes: Arc<AtomicUsize>,
+    /// A push was refused: the writer reports room once it has drained half.
+    starved: Arc<AtomicBool>,
+    limit: usize,
+}
+
+impl StreamQueue {
+    /// Queues a frame if it fits within the byte bound (an empty queue
+    /// takes any one frame); false when it does not, or the writer is gone.
+    pub fn push(&self, seq: Option<u64>, bytes: Vec<u8>) -> bool {
+        let len = bytes.len();
+        let held = self.bytes.load(Ordering::Acquire);
+        if held > 0 && held.saturating_add(len) > self.limit {
+            self.starved.store(true, Ordering::Release);
+            return false;
+        }
+        self.bytes.fetch_add(len, Ordering::AcqRel);
+        if self.tx.send((seq, bytes)).is_err() {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Bytes waiting for the writer.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
 /// The actor's handle on a live connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LinkHandle {
     /// Unique per process.
     pub conn_id: u64,
@@ -93,9 +151,12 @@ pub struct LinkHandle {
     /// The connection (for rtt and close).
     pub conn: Connection,
     /// Encoded frames per stream class.
-    pub streams: Vec<mpsc::Sender<Outgoing>>,
-    /// Our messages with a copy waiting in `streams`.
-    pub queued: std::sync::Arc<QueuedMessages>,
+    pub streams: Vec<StreamQueue>,
+    /// Per stream class, our messages handed over while its queue was full,
+    /// by sequence, in order (their bytes stay in the core's history).
+    pub overflow: Vec<VecDeque<u64>>,
+    /// Our messages with a copy waiting in `streams` or `overflow`.
+    pub queued: Arc<QueuedMessages>,
     /// When it came up.
     pub established: std::time::Instant,
 }
@@ -105,11 +166,32 @@ pub struct LinkHandle {
 pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, actor: ActorTx) {
     let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let mut streams = Vec::new();
-    let queued = std::sync::Arc::new(QueuedMessages::default());
+    let queued = Arc::new(QueuedMessages::default());
     for class in StreamClass::ALL {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(write_stream(conn.clone(), class, rx, queued.clone()));
-        streams.push(tx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let q = StreamQueue {
+            tx,
+            bytes: Arc::new(AtomicUsize::new(0)),
+            starved: Arc::new(AtomicBool::new(false)),
+            limit: if class == StreamClass::Control {
+                CONTROL_QUEUE_BYTES
+            } else {
+                STREAM_QUEUE_BYTES
+            },
+        };
+        let writer = Writer {
+            conn: conn.clone(),
+            class,
+            bytes: q.bytes.clone(),
+            starved: q.starved.clone(),
+            limit: q.limit,
+            queued: queued.clone(),
+            actor: actor.clone(),
+            peer: peer.clone(),
+            conn_id,
+        };
+        tokio::spawn(writer.run(rx));
+        streams.push(q);
     }
     let handle = LinkHandle {
         conn_id,
@@ -117,6 +199,7 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
         remote: conn.remote_address(),
         conn: conn.clone(),
         streams,
+        overflow: vec![VecDeque::new(); StreamClass::ALL.len()],
         queued,
         established: std::time::Instant::now(),
     };
@@ -155,37 +238,66 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
         .await;
 }
 
-async fn write_stream(
+/// One outgoing stream's writer.
+struct Writer {
     conn: Connection,
     class: StreamClass,
-    mut rx: mpsc::Receiver<Outgoing>,
-    queued: std::sync::Arc<QueuedMessages>,
-) {
-    let mut send = None;
-    while let Some((seq, bytes)) = rx.recv().await {
-        if let Some(seq) = seq {
-            if !queued.take(seq) {
-                continue; // settled while it waited: QUIC need not carry it
-            }
-        }
-        if send.is_none() {
-            match conn.open_uni().await {
-                Ok(s) => {
-                    let _ = s.set_priority(class.priority());
-                    send = Some(s);
+    bytes: Arc<AtomicUsize>,
+    starved: Arc<AtomicBool>,
+    limit: usize,
+    queued: Arc<QueuedMessages>,
+    actor: ActorTx,
+    peer: OfficeName,
+    conn_id: u64,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+        let mut send = None;
+        while let Some((seq, bytes)) = rx.recv().await {
+            self.bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
+            if self.starved.load(Ordering::Acquire)
+                && self.bytes.load(Ordering::Acquire) <= self.limit / 2
+            {
+                self.starved.store(false, Ordering::Release);
+                let room = Input::LinkRoom {
+                    peer: self.peer.clone(),
+                    conn_id: self.conn_id,
+                };
+                if self.actor.send(room).await.is_err() {
+                    return;
                 }
-                Err(_) => return,
+            }
+            if let Some(seq) = seq {
+                if !self.queued.take(seq) {
+                    continue; // settled while it waited: QUIC need not carry it
+                }
+            }
+            if send.is_none() {
+                match self.conn.open_uni().await {
+                    Ok(s) => {
+                        let _ = s.set_priority(self.class.priority());
+                        send = Some(s);
+                    }
+                    Err(_) => return, // the connection is closing
+                }
+            }
+            let Some(s) = send.as_mut() else {
+                return; // opened just above
+            };
+            if let Err(e) = s.write_all(&bytes).await {
+                // What this stream would still have carried is lost: end
+                // the connection so the next one resumes (§7).
+                self.conn.close(
+                    VarInt::from_u32(close_code::RESET),
+                    format!("{:?} stream failed: {e}", self.class).as_bytes(),
+                );
+                return;
             }
         }
-        let Some(s) = send.as_mut() else {
-            return; // opened just above
-        };
-        if s.write_all(&bytes).await.is_err() {
-            return;
+        if let Some(mut s) = send {
+            let _ = s.finish();
         }
-    }
-    if let Some(mut s) = send {
-        let _ = s.finish();
     }
 }
 

@@ -34,7 +34,7 @@ use ed25519_dalek::SigningKey;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::audit::Persisted;
-use crate::core::{Core, CoreEvent, Draft, Now, OfficeKeys, PeerKeys, Timing};
+use crate::core::{Core, CoreEvent, Draft, Now, OfficeKeys, PeerKeys, StreamClass, Timing};
 use crate::identity::OfficeName;
 use crate::wire::proto::{frame::Body, Frame};
 use crate::wire::MessageId;
@@ -44,7 +44,10 @@ use hostile::HostileOffice;
 /// Network fault probabilities and delays.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Faults {
-    /// Probability a frame is lost.
+    /// Probability a frame's packet is lost. As on a QUIC connection, the
+    /// transport sends it again (it arrives a probe timeout later, perhaps
+    /// after others), and one loss in [`RESET_PER_LOSSES`] breaks the
+    /// connection instead, losing everything it carried.
     pub drop: f64,
     /// Probability a frame is delivered twice.
     pub duplicate: f64,
@@ -55,6 +58,9 @@ pub struct Faults {
     /// One-way latency.
     pub latency_ms: u64,
 }
+
+/// On a datagram line, one packet loss in this many ends the connection.
+pub const RESET_PER_LOSSES: f64 = 16.0;
 
 impl Faults {
     /// A perfect line with `latency_ms` one-way delay.
@@ -181,6 +187,8 @@ enum Job {
         frame: Frame,
     },
     Connect(usize),
+    /// A datagram line's connection `epoch` breaks; a new one comes up.
+    Reset(usize, u64),
     IdleTimeout(usize, u64),
     PeerTimeout(usize, u64),
 }
@@ -205,6 +213,9 @@ struct Line {
     stale_side: Option<usize>,
     /// QUIC: when each direction's wire is free again (bandwidth cap).
     busy_until: [u64; 2],
+    /// QUIC: per direction and stream class, when the last frame arrives
+    /// (streams deliver in order).
+    stream_tail: [[u64; 5]; 2],
 }
 
 /// A Byzantine office: its generators (one per target) and how much of its
@@ -391,6 +402,7 @@ impl Sim {
                 held: Vec::new(),
                 stale_side: None,
                 busy_until: [0; 2],
+                stream_tail: [[0; 5]; 2],
             })
             .collect();
         let mut sim = Sim {
@@ -539,6 +551,16 @@ impl Sim {
         }
     }
 
+    /// Gives the line between `i` and `j` another model (before it comes
+    /// up: a live connection keeps the model it was made with).
+    pub fn set_line_model(&mut self, i: usize, j: usize, model: LineModel) {
+        if let Some(l) = self.line_of(i, j) {
+            if !self.lines[l].up {
+                self.lines[l].model = model;
+            }
+        }
+    }
+
     /// Restores the line between `i` and `j`.
     pub fn restore_line(&mut self, i: usize, j: usize) {
         if let Some(l) = self.line_of(i, j) {
@@ -624,6 +646,7 @@ impl Sim {
         line.up = true;
         line.epoch += 1;
         line.held.clear();
+        line.stream_tail = [[0; 5]; 2];
         self.link_event(a, b, true, detail);
         self.link_event(b, a, true, detail);
     }
@@ -636,6 +659,7 @@ impl Sim {
         line.up = false;
         line.epoch += 1;
         line.held.clear();
+        line.stream_tail = [[0; 5]; 2];
         let (a, b) = (line.a, line.b);
         self.link_event(a, b, false, why);
         self.link_event(b, a, false, why);
@@ -756,16 +780,27 @@ impl Sim {
         for (t, gen) in byz.targets.iter_mut() {
             for _ in 0..n {
                 let f = gen.frame(&mut self.rng, wall);
-                self.put_on_line(byz.office, *t, f);
+                self.put_on_line(byz.office, *t, StreamClass::Control, f);
             }
         }
         self.byzantine = Some(byz);
     }
 
     /// The Byzantine office turns honest again: no more hostile frames, and
-    /// its honest core's frames all go out.
+    /// its honest core's frames all go out. It leaves its connections and
+    /// comes back on new ones: what it withheld on the old ones is resumed
+    /// there, as after any reconnection.
     pub fn end_hostility(&mut self) {
-        self.byzantine = None;
+        let Some(byz) = self.byzantine.take() else {
+            return;
+        };
+        for l in 0..self.lines.len() {
+            let line = &self.lines[l];
+            if (line.a == byz.office || line.b == byz.office) && line.up {
+                self.line_down(l, "connection lost");
+                self.line_wanted(l);
+            }
+        }
     }
 
     /// Sets a hook that may alter any frame on the wire.
@@ -832,13 +867,13 @@ impl Sim {
                     }
                 }
             }
-            self.put_on_line(i, to, t.frame);
+            self.put_on_line(i, to, t.class, t.frame);
         }
         true
     }
 
     /// Puts a frame from `from` to `to` on their line.
-    fn put_on_line(&mut self, from: usize, to: usize, mut frame: Frame) {
+    fn put_on_line(&mut self, from: usize, to: usize, class: StreamClass, mut frame: Frame) {
         let Some(l) = self.line_of(from, to) else {
             return;
         };
@@ -856,7 +891,7 @@ impl Sim {
                 return;
             }
         }
-        for at in self.arrivals(l, from, &frame) {
+        for at in self.arrivals(l, from, class, &frame) {
             self.schedule_frame(at, l, from, to, frame.clone());
         }
     }
@@ -879,17 +914,25 @@ impl Sim {
 
     /// When the copies of a frame put on line `l` now arrive: none (lost),
     /// one, or two (duplicated).
-    fn arrivals(&mut self, l: usize, from: usize, frame: &Frame) -> Vec<u64> {
+    fn arrivals(&mut self, l: usize, from: usize, class: StreamClass, frame: &Frame) -> Vec<u64> {
         let mut out = Vec::new();
         match self.lines[l].model {
             LineModel::Datagram => {
                 let f = self.faults;
                 let copies = if self.rng.gen_bool(f.duplicate) { 2 } else { 1 };
+                let pto = 2 * f.latency_ms + 20;
                 for _ in 0..copies {
-                    if self.rng.gen_bool(f.drop) {
-                        continue;
-                    }
                     let mut at = self.now + f.latency_ms;
+                    let mut tries = 0;
+                    while tries < 8 && self.rng.gen_bool(f.drop.clamp(0.0, 0.95)) {
+                        if self.rng.gen_bool((1.0 / RESET_PER_LOSSES).clamp(0.0, 1.0)) {
+                            let epoch = self.lines[l].epoch;
+                            self.schedule(self.now + f.latency_ms, Job::Reset(l, epoch));
+                            return Vec::new();
+                        }
+                        at += pto << tries.min(3);
+                        tries += 1;
+                    }
                     if self.rng.gen_bool(f.reorder) {
                         at += self.rng.gen_range(0..=f.reorder_ms);
                     }
@@ -920,6 +963,11 @@ impl Sim {
                     if self.rng.gen_bool(q.reorder) {
                         at += self.rng.gen_range(0..=q.delay_ms + q.jitter_ms + 20);
                     }
+                    // A QUIC stream delivers in order: a late frame holds
+                    // back the ones behind it on its stream, not on others.
+                    let tail = &mut self.lines[l].stream_tail[dir][class.index()];
+                    at = at.max(*tail);
+                    *tail = at;
                     out.push(at);
                 }
             }
@@ -992,6 +1040,12 @@ impl Sim {
                 }
             }
             Job::Connect(l) => self.line_up(l, "sim"),
+            Job::Reset(l, epoch) => {
+                if self.lines[l].epoch == epoch && self.lines[l].up {
+                    self.line_down(l, "connection lost");
+                    self.line_up(l, "sim");
+                }
+            }
             Job::IdleTimeout(l, gen) => {
                 let line = &self.lines[l];
                 if !line.wanted && line.cut_gen == gen && line.up {
