@@ -4,173 +4,18 @@
 //! in the receiver's inbox exactly once, and the sender holds a signed
 //! receipt for each that verifies against the receiver's card.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hotline::control::{ControlClient, SendRequest};
+use common::{hotline, listen_addr, log_ids, setup, setup_with, Node};
+use hotline::control::SendRequest;
 use hotline::core::OutState;
-use hotline::identity::{OfficeCard, OfficeDir};
+use hotline::identity::OfficeCard;
 use hotline::wire::envelope::{self, Domain};
 use hotline::wire::proto::{Receipt, SignedEnvelope};
 use prost::Message as _;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hotline");
-
-fn hotline(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run hotline")
-}
-
-/// A UDP port the OS picked for us (bound to port 0, then released).
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn start(dir: &Path) -> Node {
-        let _ = std::fs::remove_file(OfficeDir::new(dir).control_addr());
-        let log = std::fs::File::create(dir.join(format!(
-            "node-{}.log",
-            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_suffix()
-        )))
-        .unwrap();
-        let child = Command::new(BIN)
-            .args(["node", "run", "--dir", dir.to_str().unwrap()])
-            .env("RUST_LOG", "hotline=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn node");
-        let node = Node {
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        };
-        node.wait_ready();
-        node
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(c) = ControlClient::from_dir(&OfficeDir::new(&self.dir)) {
-                if c.status().is_ok() {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("node in {} did not come up", self.dir.display());
-    }
-
-    fn client(&self) -> ControlClient {
-        ControlClient::from_dir(&OfficeDir::new(&self.dir)).unwrap()
-    }
-
-    fn kill9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("node did not stop on SIGTERM within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn rand_suffix() -> u128 {
-    rand::random::<u32>() as u128
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn setup(root: &Path) -> (PathBuf, PathBuf) {
-    setup_with(root, None)
-}
-
-/// As [`setup`]; with `via`, each office dials the other through the given
-/// proxy address instead of the card's (`via` = (washington's, pyongyang's)).
-fn setup_with(root: &Path, via: Option<(String, String)>) -> (PathBuf, PathBuf) {
-    let a = root.join("washington");
-    let b = root.join("pyongyang");
-    for (name, dir) in [("washington", &a), ("pyongyang", &b)] {
-        let listen = format!("127.0.0.1:{}", free_udp_port());
-        let out = hotline(&[
-            "init",
-            "--office",
-            name,
-            "--dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let addrs = match via {
-        Some((wa, pa)) => [Some(wa), Some(pa)],
-        None => [None, None],
-    };
-    for ((dir, card), addr) in [
-        (&a, b.join("office-card.toml")),
-        (&b, a.join("office-card.toml")),
-    ]
-    .into_iter()
-    .zip(addrs)
-    {
-        let mut args = vec![
-            "peer".to_string(),
-            "add".into(),
-            "--dir".into(),
-            dir.to_str().unwrap().into(),
-            card.to_str().unwrap().into(),
-        ];
-        if let Some(addr) = addr {
-            args.extend(["--addr".into(), addr]);
-        }
-        let out = hotline(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (a, b)
-}
 
 const PRECEDENCES: [&str; 4] = ["flash", "immediate", "priority", "routine"];
 
@@ -265,27 +110,6 @@ fn thousand_messages_survive_sigkill_of_receiver_then_sender() {
     assert!(out.status.success());
     let offline: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(offline.len(), 1000);
-}
-
-fn listen_addr(dir: &Path) -> std::net::SocketAddr {
-    let card = OfficeCard::load(&dir.join("office-card.toml")).unwrap();
-    card.address.parse().unwrap()
-}
-
-fn log_ids(dir: &Path, sent: bool) -> Vec<String> {
-    use hotline::wire::proto::{log_entry::Event, Message};
-    let mut ids = Vec::new();
-    hotline::audit::scan(&OfficeDir::new(dir).log(), |e| {
-        let pe = match (&e.entry.event, sent) {
-            (Some(Event::MessageSent(pe)), true) => pe,
-            (Some(Event::MessageReceived(pe)), false) => pe,
-            _ => return,
-        };
-        let env = pe.envelope.as_ref().unwrap();
-        ids.push(Message::decode(env.payload.as_slice()).unwrap().id);
-    })
-    .unwrap();
-    ids
 }
 
 /// Messages over a line that loses 10 % of datagrams both ways (through the

@@ -40,6 +40,8 @@ struct LineState {
     busy_until: [Instant; 2],
     passed: u64,
     dropped: u64,
+    /// UDP payload bytes passed (each copy counted), per direction.
+    bytes: [u64; 2],
 }
 
 /// A line shared by its two proxies.
@@ -57,6 +59,7 @@ impl Line {
             busy_until: [now; 2],
             passed: 0,
             dropped: 0,
+            bytes: [0; 2],
         })))
     }
 
@@ -69,6 +72,12 @@ impl Line {
     pub fn counts(&self) -> (u64, u64) {
         let s = self.0.lock().expect("line lock");
         (s.passed, s.dropped)
+    }
+
+    /// UDP payload bytes passed so far, (dialler → target, back).
+    pub fn bytes(&self) -> (u64, u64) {
+        let s = self.0.lock().expect("line lock");
+        (s.bytes[0], s.bytes[1])
     }
 
     /// When copies of a `len`-byte datagram going in direction `dir`
@@ -102,6 +111,9 @@ impl Line {
                 at += Duration::from_micros(s.rng.gen_range(0..=spread));
             }
             s.passed += 1;
+            if let Some(b) = s.bytes.get_mut(dir) {
+                *b = b.saturating_add(len as u64);
+            }
             out.push(at);
         }
         out
