@@ -30,7 +30,8 @@
 //! - [`text`]: peer text made safe: character-boundary cuts and terminal
 //!   escapes, one home for both.
 //! - [`bench`], [`bench_audit`] and [`demo`]: in-process runs for
-//!   measurement and for a first look.
+//!   measurement and for a first look; [`bench_line`]: two node processes
+//!   beside a raw QUIC stream on an emulated lossy line.
 //!
 //! The binary (`src/main.rs` and `src/cli/`) is a thin layer over these.
 
@@ -40,6 +41,7 @@
 pub mod audit;
 pub mod bench;
 pub mod bench_audit;
+pub mod bench_line;
 pub mod control;
 pub mod core;
 pub mod demo;

@@ -488,10 +488,32 @@ fn bench(a: super::BenchArgs) -> Res {
         }
         return Ok(exit::OK);
     }
+    if a.scenario == "line" {
+        use hotline::bench_line::{LineBenchOptions, LineProfile};
+        let profile = LineProfile::parse(&a.profile).unwrap_or(LineProfile::Satellite);
+        let messages = a.messages.unwrap_or(match profile {
+            LineProfile::Satellite => 600,
+            LineProfile::Narrowband => 100,
+        });
+        let opts = LineBenchOptions {
+            profile,
+            messages,
+            size: a.size.unwrap_or(1_500),
+            runs: a.runs.max(1),
+            progress: !a.json,
+        };
+        let report = hotline::bench_line::run(&opts, &hotline::bench_line::current_exe()?)?;
+        if a.json {
+            print_json(&report);
+        } else {
+            render::bench_line(&report);
+        }
+        return Ok(exit::OK);
+    }
     let rt = runtime();
     let report = rt.block_on(hotline::bench::run(hotline::bench::BenchOptions {
-        messages: a.messages,
-        size: a.size,
+        messages: a.messages.unwrap_or(2_000),
+        size: a.size.unwrap_or(256),
         progress: !a.json,
     }))?;
     if a.json {

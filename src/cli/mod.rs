@@ -283,19 +283,29 @@ struct DemoArgs {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// What to measure: `link` (two nodes: throughput, latency) or `audit`
-    /// (`audit verify` throughput and peak memory as the log grows).
-    #[arg(default_value = "link", value_parser = ["link", "audit"])]
+    /// What to measure: `link` (two nodes: throughput, latency), `audit`
+    /// (`audit verify` throughput and peak memory as the log grows) or
+    /// `line` (two node processes beside a raw QUIC stream on an emulated
+    /// lossy line: goodput and bytes on the wire).
+    #[arg(default_value = "link", value_parser = ["link", "audit", "line"])]
     scenario: String,
+    /// line: `satellite` (100±30 ms, 10 % loss, 1 % duplication, 5 %
+    /// reordering) or `narrowband` (64 kbit/s, 300 ms, 2 % loss).
+    #[arg(long, default_value = "satellite", value_parser = ["satellite", "narrowband"])]
+    profile: String,
+    /// line: runs, each measuring hotline and raw QUIC (min/median/max).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// audit: log sizes in entries, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     entries: Vec<u64>,
-    /// link: messages for the throughput run.
-    #[arg(long, default_value_t = 2000)]
-    messages: usize,
-    /// link: body size in bytes.
-    #[arg(long, default_value_t = 256)]
-    size: usize,
+    /// link: messages for the throughput run (default 2000); line: messages
+    /// per run (default 600 satellite, 100 narrowband).
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Body size in bytes (default: link 256, line 1500).
+    #[arg(long)]
+    size: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     json: bool,

@@ -477,6 +477,49 @@ pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
     );
 }
 
+pub fn bench_line(r: &hotline::bench_line::LineBenchReport) {
+    println!(
+        "hotline bench line: {:?} line, {} messages of {} B per run, hotline (two node \
+         processes, control API) beside a raw QUIC stream with the same TLS\n",
+        r.profile, r.messages, r.size
+    );
+    table(
+        &[
+            "RUN",
+            "HOTLINE",
+            "HOTLINE WIRE",
+            "COPIES",
+            "RAW QUIC",
+            "RAW WIRE",
+            "GOODPUT ÷ RAW",
+            "WIRE ÷ RAW",
+        ],
+        r.runs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                vec![
+                    (i + 1).to_string(),
+                    format!("{:.1} s", x.hotline_s),
+                    format!("{} B", x.hotline_wire_bytes),
+                    x.hotline_max_copies.to_string(),
+                    format!("{:.1} s", x.raw_s),
+                    format!("{} B", x.raw_wire_bytes),
+                    format!("{:.2}", x.goodput_ratio),
+                    format!("{:.2}", x.wire_ratio),
+                ]
+            })
+            .collect(),
+    );
+    let g = r.goodput_ratio;
+    let w = r.wire_ratio;
+    println!(
+        "\ngoodput ÷ raw QUIC: min {:.2}, median {:.2}, max {:.2} (target ≥ 0.5)\n\
+         wire ÷ raw QUIC:    min {:.2}, median {:.2}, max {:.2} (target ≤ 1.5)",
+        g.min, g.median, g.max, w.min, w.median, w.max
+    );
+}
+
 pub fn watch_event(e: &hotline::control::WatchEvent) {
     println!("{}", watch_line(e));
 }
