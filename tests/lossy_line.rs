@@ -19,16 +19,9 @@ use hotline::control::SendRequest;
 use hotline::core::OutState;
 use hotline::drill::proxy::{Faults, Line, Proxy};
 
-/// The satellite hop of the issue.
+/// The satellite hop of the issue (the bench's `satellite` profile).
 fn satellite() -> Faults {
-    Faults {
-        loss: 0.10,
-        delay: Duration::from_millis(100),
-        jitter: Duration::from_millis(30),
-        duplicate: 0.01,
-        reorder: 0.05,
-        bandwidth_kbps: 0,
-    }
+    hotline::bench_line::LineProfile::Satellite.faults()
 }
 
 /// Two offices joined only through the emulated line (both dial through
