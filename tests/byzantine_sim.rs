@@ -134,8 +134,40 @@ fn dump(sim: &Sim) {
             }
         }
     }
-    for ev in &sim.offices[P].events {
-        eprintln!("pyongyang event {ev:?}");
+    for p in &sim.offices[W].disk {
+        if let Some(Event::NegativeReceiptSent(e)) = &p.entry.event {
+            if let Some(Ok(n)) = e
+                .envelope
+                .as_ref()
+                .map(|env| NegativeReceipt::decode(env.payload.as_slice()))
+            {
+                if n.sequence <= 10 {
+                    eprintln!(
+                        "washington refused {}'s {}: reason {} settles {} ps {} {}",
+                        e.peer, n.sequence, n.reason, n.settles, n.precedence_sequence, n.detail
+                    );
+                }
+            }
+        }
+    }
+    if let Some(c) = sim.offices[P].core.as_ref() {
+        for id in &sim.offices[P].accepted {
+            if let Some(i) = c.find_sent(id) {
+                if i.peer.as_str() == NAMES[W] {
+                    let m = Message::decode(i.envelope.payload.as_slice()).ok();
+                    eprintln!(
+                        "pyongyang sent seq {} {:?} ps {:?} {:?}",
+                        i.sequence,
+                        i.precedence,
+                        m.map(|m| m.precedence_sequence),
+                        i.state
+                    );
+                }
+            }
+        }
+    }
+    for (id, prec, ps) in received(sim, W, P) {
+        eprintln!("washington received {id} prec {prec} ps {ps}");
     }
 }
 
@@ -330,10 +362,14 @@ fn check(sim: &Sim, duration_ms: u64) -> Result<(), String> {
             .is_some_and(|h| *h != item.envelope_hash());
         if !hijacked {
             return Err(format!(
-                "pyongyang's {id} (seq {}) is {:?}: washington settled {:?}",
+                "pyongyang's {id} (seq {}) is {:?} after {} attempts: washington settled {:?}; \
+                 pyongyang: {:?}; washington: {:?}",
                 item.sequence,
                 item.state,
-                settled.get(&item.sequence)
+                item.attempts,
+                settled.get(&item.sequence),
+                p.status().iter().find(|s| s.peer.as_str() == NAMES[W]),
+                w.status().iter().find(|s| s.peer.as_str() == NAMES[P]),
             ));
         }
     }

@@ -281,6 +281,41 @@ fn a_settling_refusal_releases_what_was_held_behind_it() {
 }
 
 #[test]
+fn two_payloads_with_one_precedence_number_are_both_refused_and_later_ones_flow_after_a_restart() {
+    let mut b = Bench::new();
+    b.take_sent();
+    // Held: ROUTINE 1 is not here yet.
+    let mut first = routine(2, 2);
+    first.body = "first claim on precedence sequence 2".into();
+    b.send(&first);
+    // The peer signs a second message with the same precedence sequence.
+    b.send(&routine(3, 2));
+    let nacks = Bench::nacks(&b.take_sent(), &b.keys.message);
+    let mut got: Vec<(u64, u64, bool, i32)> = nacks
+        .iter()
+        .map(|n| (n.sequence, n.precedence_sequence, n.settles, n.reason))
+        .collect();
+    got.sort();
+    let conflict = NackReason::SequenceConflict as i32;
+    // Both are refused for good; the number is settled once, by the second.
+    assert_eq!(got, vec![(2, 0, true, conflict), (3, 2, true, conflict)]);
+    assert_eq!(b.core.status()[0].held, 0);
+    // ROUTINE 3 is held behind 1, then this node restarts: what was held is
+    // gone, and the sender's next connection brings 1 and 3 again. The
+    // refusals in the log keep precedence sequence 2 settled, so nothing
+    // waits for a message the peer will never send again.
+    b.send(&routine(4, 3));
+    assert!(b.logged_messages().is_empty());
+    b.core = b.replayed();
+    b.core.link_up(b.at(), &office("washington"), "restart");
+    b.hello(0, 0);
+    b.send(&routine(1, 1));
+    b.send(&routine(4, 3));
+    assert_eq!(b.logged_messages(), vec![1, 4]);
+    assert_eq!(b.core.status()[0].received_through, 4);
+}
+
+#[test]
 fn refusals_that_settle_nothing_leave_the_numbers_open() {
     let mut b = Bench::new();
     b.take_sent();

@@ -145,7 +145,7 @@ impl Core {
             // the peer's later messages of that precedence are not held
             // behind it for good: the same rule as for a held message whose
             // number was taken meanwhile (`release_held`).
-            let ps = settleable_precedence_sequence(ch, &msg, &hash);
+            let ps = settleable_precedence_sequence(ch, &msg);
             self.refuse(
                 now,
                 peer,
@@ -157,9 +157,7 @@ impl Core {
                 NackReason::SequenceConflict,
                 format!("sequence {seq} already holds a different message"),
             );
-            if ps != 0 {
-                self.release_held(now, peer, msg.precedence);
-            }
+            self.after_settling_refusal(now, peer, &msg, ps, hash);
             return;
         }
         // 5. The window.
@@ -177,7 +175,7 @@ impl Core {
         // 6. The fields. A message with a bad field is refused for good, and
         //    that settles its numbers.
         if let Err(detail) = check_fields(&msg) {
-            let ps = settleable_precedence_sequence(ch, &msg, &hash);
+            let ps = settleable_precedence_sequence(ch, &msg);
             self.refuse(
                 now,
                 peer,
@@ -189,9 +187,7 @@ impl Core {
                 NackReason::Malformed,
                 detail,
             );
-            if ps != 0 {
-                self.release_held(now, peer, msg.precedence);
-            }
+            self.after_settling_refusal(now, peer, &msg, ps, hash);
             return;
         }
         // 7. Order within a precedence: a message ahead of an earlier one of
@@ -219,17 +215,25 @@ impl Core {
                 let size = env.payload.len();
                 match ch.held.get(&(pi, ps)) {
                     Some(h) if h.hash != hash => {
-                        return self.refuse(
+                        // The peer signed two messages with this precedence
+                        // sequence. Neither can be accepted: this refusal
+                        // settles the number, and the held one is refused
+                        // too. Leaving the number to the held message would
+                        // block the precedence for good if that one were
+                        // lost in a restart and never sent again.
+                        let ps = settleable_precedence_sequence(ch, &msg);
+                        self.refuse(
                             now,
                             peer,
                             hash,
                             Refusal::Settles {
                                 msg: &msg,
-                                precedence_sequence: 0,
+                                precedence_sequence: ps,
                             },
                             NackReason::SequenceConflict,
                             format!("precedence sequence {ps} already holds a different message"),
-                        )
+                        );
+                        return self.after_settling_refusal(now, peer, &msg, ps, hash);
                     }
                     Some(_) => {}
                     None if ch.held.len() >= MAX_HELD
@@ -270,6 +274,44 @@ impl Core {
         if ps != 0 {
             self.release_held(now, peer, precedence);
         }
+    }
+
+    /// After a refusal of `msg` that was to settle its precedence sequence
+    /// `ps` (0: none): once `ps` is settled, a message held with it can
+    /// never be accepted. Another payload is refused (settling its channel
+    /// sequence); a copy of `msg` was answered by the refusal. Then the
+    /// messages behind `ps` follow.
+    fn after_settling_refusal(
+        &mut self,
+        now: Now,
+        peer: &OfficeName,
+        msg: &Message,
+        ps: u64,
+        hash: [u8; 32],
+    ) {
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
+        if ps == 0 || !ch.prec_received.get(msg.precedence).contains(ps) {
+            return; // over budget: nothing was settled
+        }
+        if let Some(h) = ch.held.remove(&(prec_index(msg.precedence), ps)) {
+            ch.held_bytes = ch.held_bytes.saturating_sub(h.env.payload.len());
+            if h.hash != hash {
+                self.refuse(
+                    now,
+                    peer,
+                    h.hash,
+                    Refusal::Settles {
+                        msg: &h.msg,
+                        precedence_sequence: 0,
+                    },
+                    NackReason::SequenceConflict,
+                    format!("precedence sequence {ps} was signed for another message"),
+                );
+            }
+        }
+        self.release_held(now, peer, msg.precedence);
     }
 
     /// Accepts, in order, every held message of `precedence` that is now
@@ -503,9 +545,10 @@ pub(super) fn settle_refused(
 }
 
 /// The precedence sequence a refusal of `msg` may settle: its own, if its
-/// precedence is known, the number is not settled yet, within the window,
-/// and no other message is held with it; else 0.
-fn settleable_precedence_sequence(ch: &Channel, msg: &Message, hash: &[u8; 32]) -> u64 {
+/// precedence is known, the number is not settled yet and within the
+/// window; else 0. A message held with that number is refused with it
+/// (`after_settling_refusal`).
+fn settleable_precedence_sequence(ch: &Channel, msg: &Message) -> u64 {
     let ps = msg.precedence_sequence;
     if ps == 0 || !known_precedence(msg.precedence) {
         return 0;
@@ -514,10 +557,7 @@ fn settleable_precedence_sequence(ch: &Channel, msg: &Message, hash: &[u8; 32]) 
     if settled.contains(ps) || ps > settled.through.saturating_add(RECEIVE_WINDOW) {
         return 0;
     }
-    match ch.held.get(&(prec_index(msg.precedence), ps)) {
-        Some(h) if h.hash != *hash => 0,
-        _ => ps,
-    }
+    ps
 }
 
 fn known_precedence(p: i32) -> bool {
