@@ -121,7 +121,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(mut v: Vec<f64>) -> Spread {
+    pub(crate) fn of(mut v: Vec<f64>) -> Spread {
         v.sort_by(f64::total_cmp);
         let at = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
         Spread {
@@ -201,7 +201,7 @@ pub fn run(opts: &LineBenchOptions, exe: &Path) -> Result<LineBenchReport, DemoE
 }
 
 /// A node process, killed on drop.
-struct NodeProcess(Child);
+pub(crate) struct NodeProcess(Child);
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
@@ -217,7 +217,7 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// Two offices that dial each other only through `line`'s proxies.
-fn offices(
+pub(crate) fn offices(
     rt: &tokio::runtime::Runtime,
     root: &Path,
     line: &Line,
@@ -248,7 +248,7 @@ fn offices(
     Ok((dirs, proxies))
 }
 
-fn wait_until<T>(
+pub(crate) fn wait_until<T>(
     bound: Duration,
     what: &str,
     mut f: impl FnMut() -> Option<T>,
@@ -274,27 +274,8 @@ fn hotline_run(
 ) -> Result<(f64, u64, u32), DemoError> {
     let line = Line::new(opts.profile.faults(), seed, false);
     let (dirs, _proxies) = offices(rt, root, &line)?;
-    let mut nodes = Vec::new();
-    for d in &dirs {
-        let _ = std::fs::remove_file(d.control_addr());
-        let log = std::fs::File::create(d.root().join("node.log"))?;
-        let child = Command::new(exe)
-            .args(["node", "run", "--dir"])
-            .arg(d.root())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        nodes.push(NodeProcess(child));
-    }
-    let client = wait_until(Duration::from_secs(60), "node control API", || {
-        let c = ControlClient::from_dir(&dirs[0]).ok()?;
-        c.status().ok()?;
-        Some(c)
-    })?;
-    wait_until(Duration::from_secs(120), "the line resumed", || {
-        let s = client.status().ok()?;
-        s.peers.first().filter(|p| p.resumed).map(|_| ())
-    })?;
+    let nodes = start_nodes(exe, &dirs)?;
+    let client = wait_resumed(&dirs[0])?;
     let (up0, down0) = line.bytes();
     let body = "x".repeat(opts.size);
     let t0 = Instant::now();
@@ -323,6 +304,38 @@ fn hotline_run(
     Ok((took, (up1 - up0) + (down1 - down0), max_copies))
 }
 
+/// Starts a node process of `exe` for each office, its stderr in
+/// `node.log` in the office directory.
+pub(crate) fn start_nodes(exe: &Path, dirs: &[OfficeDir]) -> Result<Vec<NodeProcess>, DemoError> {
+    let mut nodes = Vec::new();
+    for d in dirs {
+        let _ = std::fs::remove_file(d.control_addr());
+        let log = std::fs::File::create(d.root().join("node.log"))?;
+        let child = Command::new(exe)
+            .args(["node", "run", "--dir"])
+            .arg(d.root())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        nodes.push(NodeProcess(child));
+    }
+    Ok(nodes)
+}
+
+/// The control client of the node for `dir`, once its line has resumed.
+pub(crate) fn wait_resumed(dir: &OfficeDir) -> Result<ControlClient, DemoError> {
+    let client = wait_until(Duration::from_secs(60), "node control API", || {
+        let c = ControlClient::from_dir(dir).ok()?;
+        c.status().ok()?;
+        Some(c)
+    })?;
+    wait_until(Duration::from_secs(120), "the line resumed", || {
+        let s = client.status().ok()?;
+        s.peers.first().filter(|p| p.resumed).map(|_| ())
+    })?;
+    Ok(client)
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn raw_run(opts: &LineBenchOptions, root: &Path, seed: u64) -> Result<(f64, u64), BoxError> {
@@ -340,15 +353,20 @@ async fn raw_run(opts: &LineBenchOptions, root: &Path, seed: u64) -> Result<(f64
     proxy.set_target(server_ep.local_addr()?);
     let total = opts.messages.saturating_mul(opts.size);
     let accept_ep = server_ep.clone();
+    // The count read goes back on a channel as soon as it is known: the
+    // server then holds the connection open until the client closes it (a
+    // lost close frame costs the idle timeout, which must not count).
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel();
     let server_task = tokio::spawn(async move {
         let conn = accept_ep.accept().await?.await.ok()?;
         let mut recv = conn.accept_uni().await.ok()?;
         let data = recv.read_to_end(total + 1).await.ok()?;
+        let _ = read_tx.send(data.len());
         let mut back = conn.open_uni().await.ok()?;
         back.write_all(&[1]).await.ok()?;
         back.finish().ok()?;
         conn.closed().await;
-        Some(data.len())
+        Some(())
     });
     let client_tls = tls::client_config(b.node_cert.clone(), b.node_key.clone_key(), &pin_a)?;
     let client = quinn::ClientConfig::new(Arc::new(
@@ -371,11 +389,11 @@ async fn raw_run(opts: &LineBenchOptions, root: &Path, seed: u64) -> Result<(f64
     answer.read_to_end(8).await?;
     let took = t0.elapsed().as_secs_f64();
     conn.close(0u32.into(), b"done");
-    let got = tokio::time::timeout(Duration::from_secs(10), server_task)
+    let got = tokio::time::timeout(Duration::from_secs(10), read_rx)
         .await
         .ok()
-        .and_then(|r| r.ok())
-        .flatten();
+        .and_then(|r| r.ok());
+    server_task.abort();
     if got != Some(total) {
         return Err(format!("the server read {got:?} of {total} bytes").into());
     }

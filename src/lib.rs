@@ -31,7 +31,8 @@
 //!   escapes, one home for both.
 //! - [`bench`], [`bench_audit`] and [`demo`]: in-process runs for
 //!   measurement and for a first look; [`bench_line`]: two node processes
-//!   beside a raw QUIC stream on an emulated lossy line.
+//!   beside a raw QUIC stream on an emulated lossy line; [`bench_health`]:
+//!   false health alarms on a working lossy line, and cut detection.
 //!
 //! The binary (`src/main.rs` and `src/cli/`) is a thin layer over these.
 
@@ -41,6 +42,7 @@
 pub mod audit;
 pub mod bench;
 pub mod bench_audit;
+pub mod bench_health;
 pub mod bench_line;
 pub mod control;
 pub mod core;

@@ -160,13 +160,15 @@ fn drill_list_names_every_bundled_drill() {
         "kaesong-2020",
         "missile-notification",
         "war-remains-2018",
+        "tangier-1963",
     ] {
         assert!(names.contains(&want), "{names:?}");
     }
 }
 
 /// Live: real node processes, real QUIC through the proxies, real clock.
-/// Each drill takes 7–12 s of real time at its own scale.
+/// Each drill takes 7–12 s of real time at its own scale; tangier-1963
+/// runs at real speed, 30 s.
 #[test]
 fn every_bundled_drill_passes_live_and_a_replay_agrees() {
     let tmp = tempfile::tempdir().unwrap();

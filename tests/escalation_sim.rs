@@ -433,3 +433,37 @@ fn any_frame_from_the_peer_answers_a_line_check() {
     sim.run_for(5 * S);
     assert_eq!(health(&sim).0, Health::Silent);
 }
+
+/// At CRISIS (a check every second, SILENT after three) a cut is seen three
+/// intervals after the last frame heard, wherever in the check rhythm it
+/// falls: not up to a further interval later, when the next check would
+/// have fallen due, and never before two intervals of real silence.
+#[test]
+fn a_cut_at_crisis_is_seen_three_intervals_after_the_last_frame_wherever_it_falls() {
+    let mut worst = 0;
+    for offset in (0..1_000).step_by(100) {
+        let mut sim = Sim::new(31, Faults::clean(10));
+        sim.connect();
+        sim.run_for(5 * S);
+        set_level(&mut sim, 0, AlertLevel::Crisis);
+        sim.run_for(5 * S + offset);
+        let health = |sim: &Sim| sim.offices[0].core.as_ref().unwrap().status()[0].health;
+        assert_eq!(health(&sim), Health::Up);
+        sim.cut();
+        let mut waited = 0;
+        while health(&sim) != Health::Silent {
+            assert!(
+                waited < 10 * S,
+                "no SILENT within 10 s of a cut at +{offset} ms"
+            );
+            sim.run_for(10);
+            waited += 10;
+        }
+        assert!(
+            (2 * S..=3 * S + 30).contains(&waited),
+            "cut at +{offset} ms seen after {waited} ms"
+        );
+        worst = worst.max(waited);
+    }
+    eprintln!("worst cut-to-SILENT at CRISIS over the check rhythm: {worst} ms");
+}

@@ -9,7 +9,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{hotline, listen_addr, log_ids, setup, setup_with, Node};
+use common::{
+    assert_each_delivered_once, assert_logs_verify_and_agree, hotline, listen_addr, setup,
+    setup_with, Node,
+};
 use hotline::control::SendRequest;
 use hotline::core::OutState;
 use hotline::identity::OfficeCard;
@@ -196,49 +199,7 @@ fn lossy_line_and_random_sigkills_lose_nothing() {
         "the line lost datagrams: {passed} passed, {dropped} dropped"
     );
 
-    let sent = log_ids(&a_dir, true);
-    let received = log_ids(&b_dir, false);
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for id in &received {
-        *counts.entry(id.as_str()).or_default() += 1;
-    }
-    for id in &accepted {
-        assert!(
-            sent.contains(id),
-            "{id} accepted but not in the sender's log"
-        );
-    }
-    for id in &sent {
-        assert_eq!(
-            counts.get(id.as_str()),
-            Some(&1),
-            "{id} received {:?} times",
-            counts.get(id.as_str())
-        );
-    }
-    assert_eq!(
-        received.len(),
-        sent.len(),
-        "nothing received that was not sent"
-    );
-    for dir in [&a_dir, &b_dir] {
-        let out = hotline(&["audit", "verify", dir.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    let out = hotline(&[
-        "audit",
-        "cross-check",
-        a_dir.to_str().unwrap(),
-        b_dir.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_each_delivered_once(&accepted, &a_dir, &b_dir);
+    assert_logs_verify_and_agree(&a_dir, &b_dir);
     eprintln!("{messages} messages, {kills} kills, datagrams passed {passed}, dropped {dropped}");
 }

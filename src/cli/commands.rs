@@ -488,6 +488,24 @@ fn bench(a: super::BenchArgs) -> Res {
         }
         return Ok(exit::OK);
     }
+    if a.scenario == "health" {
+        use hotline::bench_health::HealthBenchOptions;
+        use hotline::bench_line::LineProfile;
+        let opts = HealthBenchOptions {
+            profile: LineProfile::parse(&a.profile).unwrap_or(LineProfile::Satellite),
+            minutes: a.minutes,
+            cuts: a.cuts,
+            level: a.level.clone(),
+            progress: !a.json,
+        };
+        let report = hotline::bench_health::run(&opts, &hotline::bench_line::current_exe()?)?;
+        if a.json {
+            print_json(&report);
+        } else {
+            render::bench_health(&report);
+        }
+        return Ok(exit::OK);
+    }
     if a.scenario == "line" {
         use hotline::bench_line::{LineBenchOptions, LineProfile};
         let profile = LineProfile::parse(&a.profile).unwrap_or(LineProfile::Satellite);

@@ -284,15 +284,26 @@ struct DemoArgs {
 #[derive(Args, Debug)]
 struct BenchArgs {
     /// What to measure: `link` (two nodes: throughput, latency), `audit`
-    /// (`audit verify` throughput and peak memory as the log grows) or
-    /// `line` (two node processes beside a raw QUIC stream on an emulated
-    /// lossy line: goodput and bytes on the wire).
-    #[arg(default_value = "link", value_parser = ["link", "audit", "line"])]
+    /// (`audit verify` throughput and peak memory as the log grows), `line`
+    /// (two node processes beside a raw QUIC stream on an emulated lossy
+    /// line: goodput and bytes on the wire) or `health` (false DEGRADED and
+    /// SILENT alarms on a working lossy line, then how fast cuts are seen).
+    #[arg(default_value = "link", value_parser = ["link", "audit", "line", "health"])]
     scenario: String,
-    /// line: `satellite` (100±30 ms, 10 % loss, 1 % duplication, 5 %
-    /// reordering) or `narrowband` (64 kbit/s, 300 ms, 2 % loss).
+    /// line, health: `satellite` (100±30 ms, 10 % loss, 1 % duplication,
+    /// 5 % reordering) or `narrowband` (64 kbit/s, 300 ms, 2 % loss).
     #[arg(long, default_value = "satellite", value_parser = ["satellite", "narrowband"])]
     profile: String,
+    /// health: minutes of watching the working line.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// health: cuts to time after the watch.
+    #[arg(long, default_value_t = 5)]
+    cuts: usize,
+    /// health: both operators' alert level (crisis checks the line every
+    /// second).
+    #[arg(long, default_value = "crisis", value_parser = ["normal", "elevated", "crisis"])]
+    level: String,
     /// line: runs, each measuring hotline and raw QUIC (min/median/max).
     #[arg(long, default_value_t = 3)]
     runs: usize,

@@ -477,6 +477,51 @@ pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
     );
 }
 
+pub fn bench_health(r: &hotline::bench_health::HealthBenchReport) {
+    println!(
+        "hotline bench health: {:?} line, both operators at {}, {:.1} minutes watched, \
+         {} messages ({} not receipted)\n",
+        r.profile,
+        r.level.to_uppercase(),
+        r.minutes,
+        r.messages,
+        r.undelivered
+    );
+    table(
+        &["OFFICE", "DEGRADED", "SILENT", "RECONNECTIONS"],
+        r.offices
+            .iter()
+            .map(|o| {
+                vec![
+                    o.office.clone(),
+                    o.degraded.to_string(),
+                    o.silent.to_string(),
+                    o.reconnections.to_string(),
+                ]
+            })
+            .collect(),
+    );
+    println!(
+        "\nfalse alarms per hour (both offices): {:.1} DEGRADED, {:.1} SILENT",
+        r.degraded_per_hour, r.silent_per_hour
+    );
+    if !r.cut_detection_s.is_empty() {
+        let c = r.cut_detection;
+        let each: Vec<String> = r
+            .cut_detection_s
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect();
+        println!(
+            "cut to SILENT: {} s (min {:.2}, median {:.2}, max {:.2})",
+            each.join(", "),
+            c.min,
+            c.median,
+            c.max
+        );
+    }
+}
+
 pub fn bench_line(r: &hotline::bench_line::LineBenchReport) {
     println!(
         "hotline bench line: {:?} line, {} messages of {} B per run, hotline (two node \

@@ -269,7 +269,15 @@ pub(crate) struct Channel {
     pub lc_seq: u64,
     /// Outstanding line check: (sequence, sent at mono ms).
     pub lc_outstanding: Option<(u64, u64)>,
+    /// Checks that fell due unanswered, counted at each check (§8b).
     pub lc_missed: u32,
+    /// Misses as health last judged them: the larger of `lc_missed` and
+    /// the check intervals passed with nothing heard (what status shows).
+    pub missed_judged: u32,
+    /// When the effective level (and so the check interval) last changed,
+    /// monotonic ms: silence is not counted in the new interval from
+    /// before it.
+    pub level_since_mono: u64,
     pub next_check_at: Option<u64>,
     pub last_rtt_ms: Option<u64>,
     /// Sent messages not yet acknowledged, by sequence.
@@ -339,6 +347,8 @@ impl Channel {
             lc_seq: 0,
             lc_outstanding: None,
             lc_missed: 0,
+            missed_judged: 0,
+            level_since_mono: 0,
             next_check_at: None,
             last_rtt_ms: None,
             tracks: BTreeMap::new(),
@@ -407,7 +417,7 @@ impl Channel {
             own_alert_level: self.own_level,
             peer_alert_level: self.peer_level,
             health: self.health,
-            missed_line_checks: self.lc_missed,
+            missed_line_checks: self.missed_judged,
             line_check_rtt_ms: self.last_rtt_ms,
             awaiting_ack: self.tracks.len(),
             refusals_suppressed: self.budgets.dropped(Spend::Refusal),

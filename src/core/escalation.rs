@@ -458,13 +458,40 @@ impl Core {
         }
     }
 
+    /// Judges health for channels whose silence has just reached a
+    /// threshold between two checks (see [`Core::silence_deadline`]).
+    pub(super) fn silence_due(&mut self, now: Now) {
+        let due: Vec<OfficeName> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| silence_deadline(&self.policy, ch).is_some_and(|t| t <= now.mono_ms))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in due {
+            self.update_health(now, &peer);
+        }
+    }
+
     fn update_health(&mut self, now: Now, peer: &OfficeName) {
         let k = self.policy.line_checks.silent_after;
         let d = self.policy.line_checks.degraded_after.min(k);
-        let Some(ch) = self.channels.get_mut(peer) else {
+        let interval = self
+            .channels
+            .get(peer)
+            .map(|c| self.policy.line_check_interval(c.level));
+        let (Some(ch), Some(interval)) = (self.channels.get_mut(peer), interval) else {
             return;
         };
-        let health = match ch.lc_missed {
+        // Misses as counted at each check, or as many check intervals as
+        // have passed with nothing at all heard from the peer: silence is
+        // seen `k` intervals after the last frame, not up to one interval
+        // later when the next check falls due. Below the DEGRADED
+        // threshold the checks' own count stands (a frame a little over
+        // one interval ago is the ordinary rhythm of replies).
+        let quiet = quiet_intervals(ch, interval, now.mono_ms);
+        let quiet = if quiet >= d { quiet } else { 0 };
+        ch.missed_judged = ch.lc_missed.max(quiet);
+        let health = match ch.missed_judged {
             // Up only on evidence: an answer since start.
             0 if !ch.alive_since_start => Health::Checking,
             0 => Health::Up,
@@ -482,7 +509,7 @@ impl Core {
             // The expected news after a start: shown, not logged or alerted.
             return;
         }
-        let missed = ch.lc_missed;
+        let missed = ch.missed_judged;
         let detail = match (health, ch.connected) {
             (Health::Up, _) => "line checks answered".to_string(),
             (_, false) => format!("{missed} line checks missed: no transport to {peer}"),
@@ -557,6 +584,7 @@ impl Core {
         let effective = self.policy.effective_level(ch.own_level, ch.peer_level);
         if effective != ch.level {
             ch.level = effective;
+            ch.level_since_mono = now.mono_ms;
             // A shorter interval takes effect now, not after the old one runs out.
             let interval = self.policy.line_check_interval(effective);
             ch.next_check_at = Some(
@@ -729,4 +757,29 @@ fn schedule(policy: &Policy, ch: &mut Channel, seq: u64) {
         ch.esc_timers.insert((due, seq));
         return;
     }
+}
+
+/// Whole check intervals since the peer was last heard (or since the
+/// interval last changed, if later); 0 before anything was heard since
+/// start (a node restarted during a cut counts misses at its checks).
+fn quiet_intervals(ch: &Channel, interval: u64, now_ms: u64) -> u32 {
+    let Some(heard) = ch.last_heard_mono else {
+        return 0;
+    };
+    let from = heard.max(ch.level_since_mono);
+    let quiet = now_ms.saturating_sub(from) / interval.max(1);
+    u32::try_from(quiet).unwrap_or(u32::MAX)
+}
+
+/// When the channel's silence next reaches the DEGRADED or SILENT
+/// threshold without a check falling due, if it can.
+pub(super) fn silence_deadline(policy: &Policy, ch: &Channel) -> Option<u64> {
+    let heard = ch.last_heard_mono?;
+    let k = policy.line_checks.silent_after;
+    let d = policy.line_checks.degraded_after.min(k);
+    let next = [d, k].into_iter().find(|&t| t > ch.missed_judged)?;
+    let interval = policy.line_check_interval(ch.level).max(1);
+    heard
+        .max(ch.level_since_mono)
+        .checked_add(interval.checked_mul(u64::from(next))?)
 }

@@ -823,6 +823,7 @@ impl Core {
         self.expire_spooled(now);
         self.fire_due_steps(now);
         self.line_checks_due(now);
+        self.silence_due(now);
         for ch in self.channels.values_mut() {
             if !(ch.connected && ch.resumed) {
                 continue;
@@ -854,9 +855,14 @@ impl Core {
                 .map(|(d, _)| u64::try_from(*d).unwrap_or(0))
         });
         let checks = self.channels.values().filter_map(|c| c.next_check_at);
+        let silences = self
+            .channels
+            .values()
+            .filter_map(|c| super::escalation::silence_deadline(&self.policy, c));
         retransmit
             .chain(steps)
             .chain(checks)
+            .chain(silences)
             .chain(self.next_checkpoint_at)
             .min()
     }

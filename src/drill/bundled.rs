@@ -19,6 +19,10 @@ pub const DRILLS: &[(&str, &str)] = &[
         "war-remains-2018",
         include_str!("../../drills/war-remains-2018.toml"),
     ),
+    (
+        "tangier-1963",
+        include_str!("../../drills/tangier-1963.toml"),
+    ),
 ];
 
 /// The text of bundled drill `name`.

@@ -32,8 +32,22 @@ pub const MAX_ROUND: usize = 1024;
 /// Refusals kept for `status`.
 pub const MAX_REFUSALS: usize = 32;
 /// Connections that come up within this long of each other are a dial
-/// race, settled by name; a later one means the peer reconnected.
+/// race, settled by name; a later one means the peer reconnected. On a
+/// long line the window grows with the round trip (see
+/// [`dial_race_window`]).
 pub const DIAL_RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+/// The longest a dial race can last, however slow the line looks (the
+/// peer's acknowledgements set the round-trip estimate).
+pub const MAX_DIAL_RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The dial-race window on a line with round trip `rtt`: two handshakes
+/// dialed at once both complete within a few round trips (more with a
+/// lost packet), so eight of them, at least [`DIAL_RACE_WINDOW`] and at
+/// most [`MAX_DIAL_RACE_WINDOW`].
+pub fn dial_race_window(rtt: std::time::Duration) -> std::time::Duration {
+    rtt.saturating_mul(8)
+        .clamp(DIAL_RACE_WINDOW, MAX_DIAL_RACE_WINDOW)
+}
 /// Events kept for `watch`.
 pub const MAX_EVENTS: usize = 4096;
 /// Core restarts allowed within [`CORE_RESTART_WINDOW`]; one more stops the
@@ -729,7 +743,7 @@ impl Actor {
             // one wins. Otherwise (both offices dialing at once) the one
             // dialed by the office whose name sorts first wins, on both
             // sides alike.
-            let raced = existing.established.elapsed() < DIAL_RACE_WINDOW;
+            let raced = existing.established.elapsed() < dial_race_window(existing.conn.rtt());
             let keep_existing = if existing.dialed_by == link.dialed_by || !raced {
                 false
             } else {

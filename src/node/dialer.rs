@@ -34,7 +34,7 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, pins: Vec<Pin>, actor: Actor
                         .await;
                         return;
                     };
-                    link::drive(conn, peer.clone(), peer, actor).await;
+                    let _ = link::drive(conn, peer.clone(), peer, actor).await;
                 }
                 Err(e) => super::refuse(&actor, remote, format!("{e:?}"), "connection from").await,
             }
@@ -67,6 +67,16 @@ pub struct Dialer {
     pub max: Duration,
 }
 
+/// Returns once a connection to the dialer's peer is up (or the node is
+/// stopping).
+async fn wait_for_link(d: &mut Dialer) {
+    while !d.links_up.borrow().contains(&d.peer) {
+        if d.links_up.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Keeps a line to `peer` up: dials whenever there is none, backing off
 /// exponentially with ±50 % jitter after failures.
 pub async fn dial_loop(mut d: Dialer) {
@@ -89,7 +99,16 @@ pub async fn dial_loop(mut d: Dialer) {
             Ok(conn) => {
                 failures = 0;
                 delay = d.min;
-                link::drive(conn, d.peer.clone(), d.me.clone(), d.actor.clone()).await;
+                let ended = link::drive(conn, d.peer.clone(), d.me.clone(), d.actor.clone()).await;
+                if let link::Ended::PeerKeptItsOwn { rtt } = ended {
+                    // The peer won the dial race: its connection may still
+                    // be a handshake away. Dialing again at once would
+                    // arrive after the race window and replace it, and the
+                    // peer would then resend on ours what it had sent on
+                    // its own. Give its connection time to arrive.
+                    let grace = super::actor::dial_race_window(rtt);
+                    let _ = tokio::time::timeout(grace, wait_for_link(&mut d)).await;
+                }
             }
             Err(e) => {
                 failures = failures.saturating_add(1);

@@ -161,9 +161,27 @@ pub struct LinkHandle {
     pub established: std::time::Instant,
 }
 
+/// How a connection ended, for the dialer's next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The peer closed it as a duplicate: it keeps a connection of its own
+    /// dialing, which may still be on its way to us.
+    PeerKeptItsOwn {
+        /// The connection's last round-trip estimate.
+        rtt: std::time::Duration,
+    },
+    /// Anything else.
+    Other,
+}
+
 /// Runs a connection until it closes. Reports it up, feeds frames in,
-/// reports it down.
-pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, actor: ActorTx) {
+/// reports it down, and says how it ended.
+pub async fn drive(
+    conn: Connection,
+    peer: OfficeName,
+    dialed_by: OfficeName,
+    actor: ActorTx,
+) -> Ended {
     let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let mut streams = Vec::new();
     let queued = Arc::new(QueuedMessages::default());
@@ -211,7 +229,7 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
         .await
         .is_err()
     {
-        return;
+        return Ended::Other;
     }
     let reader_conn = conn.clone();
     let reader_actor = actor.clone();
@@ -229,6 +247,14 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
     });
     let reason = conn.closed().await;
     accept.abort();
+    let ended = match &reason {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == VarInt::from_u32(close_code::DUPLICATE) =>
+        {
+            Ended::PeerKeptItsOwn { rtt: conn.rtt() }
+        }
+        _ => Ended::Other,
+    };
     let _ = actor
         .send(Input::LinkDown {
             peer,
@@ -236,6 +262,7 @@ pub async fn drive(conn: Connection, peer: OfficeName, dialed_by: OfficeName, ac
             reason: reason.to_string(),
         })
         .await;
+    ended
 }
 
 /// One outgoing stream's writer.

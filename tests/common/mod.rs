@@ -187,3 +187,59 @@ pub fn log_ids(dir: &Path, sent: bool) -> Vec<String> {
     .unwrap();
     ids
 }
+
+/// Every id in `accepted` (sent from `from` to `to`) is in `from`'s log as
+/// sent and in `to`'s log as received exactly once, and `to` received
+/// nothing else from `from`'s log.
+pub fn assert_each_delivered_once(accepted: &[String], from: &Path, to: &Path) {
+    use std::collections::HashMap;
+    let sent = log_ids(from, true);
+    let received = log_ids(to, false);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for id in &received {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    for id in accepted {
+        assert!(
+            sent.contains(id),
+            "{id} accepted but not in the sender's log"
+        );
+    }
+    for id in &sent {
+        assert_eq!(
+            counts.get(id.as_str()),
+            Some(&1),
+            "{id} received {:?} times",
+            counts.get(id.as_str())
+        );
+    }
+    assert_eq!(
+        received.len(),
+        sent.len(),
+        "nothing received that was not sent"
+    );
+}
+
+/// `audit verify` passes on each directory and `audit cross-check` on the
+/// pair.
+pub fn assert_logs_verify_and_agree(a: &Path, b: &Path) {
+    for dir in [a, b] {
+        let out = hotline(&["audit", "verify", dir.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let out = hotline(&[
+        "audit",
+        "cross-check",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
