@@ -252,6 +252,9 @@ fn check_honest_pair(sim: &Sim, from: usize, to: usize) -> Result<(), String> {
 }
 
 fn check(sim: &Sim, duration_ms: u64) -> Result<(), String> {
+    if let Some((i, t)) = sim.timer_stalls.first() {
+        return Err(format!("office {i} stalled on its timer at {t} ms"));
+    }
     check_log_bound(sim, duration_ms)?;
     check_honest_pair(sim, W, B)?;
     check_honest_pair(sim, B, W)?;

@@ -258,6 +258,9 @@ fn check_logs_verify_and_agree(sim: &Sim) -> Result<(), String> {
 }
 
 fn check(sim: &Sim) -> Result<(), String> {
+    if let Some((i, t)) = sim.timer_stalls.first() {
+        return Err(format!("office {i} stalled on its timer at {t} ms"));
+    }
     check_direction(sim, 0)?;
     check_direction(sim, 1)?;
     check_order(sim, 0)?;
@@ -542,6 +545,11 @@ fn random_schedule(seed: u64) -> Result<(), String> {
                 "events: {:?}",
                 o.events.iter().rev().take(5).collect::<Vec<_>>()
             );
+        }
+        if let Some((i, t)) = sim.timer_stalls.first() {
+            return Err(format!(
+                "seed {seed}: office {i} stalled on its timer at {t} ms"
+            ));
         }
         return Err(format!("seed {seed}: did not settle after healing"));
     }

@@ -399,8 +399,19 @@ impl Actor {
     pub async fn run(mut self) -> Result<(), NodeError> {
         // The start entries produced before the actor existed.
         self.commit().await?;
+        // The monotonic time of the last timeout handled. A deadline at or
+        // before it is woken 1 ms later rather than at once: the core moves
+        // its deadlines when it handles them, and if one ever failed to
+        // move the node would spin on a core instead of idling.
+        let mut last_timeout_ms: Option<u64> = None;
         loop {
-            let timer = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
+            let timer = self.core.poll_timeout().map(|t| {
+                let t = match last_timeout_ms {
+                    Some(last) if t <= last => last.saturating_add(1),
+                    _ => t,
+                };
+                self.clock.instant_of(t)
+            });
             let mut urgent_round = false;
             tokio::select! {
                 biased;
@@ -417,6 +428,7 @@ impl Actor {
                 },
                 _ = sleep_until_opt(timer), if timer.is_some() => {
                     let now = self.clock.now();
+                    last_timeout_ms = Some(now.mono_ms);
                     self.guarded(|a| a.core.handle_timeout(now))?;
                 }
                 _ = tokio::time::sleep_until(self.next_notice_scan) => {

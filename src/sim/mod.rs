@@ -271,7 +271,20 @@ pub struct Sim {
     pub faults: Faults,
     byzantine: Option<Byzantine>,
     tamper: Option<Tamper>,
+    /// `(office, time)` where a core kept asking to be woken at a time
+    /// already handled, [`STALL_LIMIT`] times running. A live node would
+    /// spin on such a deadline, so tests treat any entry as a core bug; the
+    /// simulation crashes that office so that the run still ends.
+    pub timer_stalls: Vec<(usize, u64)>,
+    /// The office and time of the last timeout, and how many ran there.
+    repeat_timeouts: (usize, u64, u32),
 }
+
+/// Timeouts one office may take at one virtual instant before the
+/// simulation calls it a stall. Bursts that are capped per timeout (the
+/// retransmission burst) legitimately take a few; thousands means no
+/// progress.
+pub const STALL_LIMIT: u32 = 1_000;
 
 /// Wall-clock time at virtual time zero.
 pub const WALL_BASE: u64 = 1_750_000_000_000;
@@ -415,6 +428,8 @@ impl Sim {
             faults,
             byzantine: None,
             tamper: None,
+            timer_stalls: Vec::new(),
+            repeat_timeouts: (usize::MAX, 0, 0),
         };
         for i in 0..sim.offices.len() {
             sim.boot(i);
@@ -1008,8 +1023,18 @@ impl Sim {
                 let now = self.now();
                 if let Some(core) = self.offices[i].core.as_mut() {
                     core.handle_timeout(now);
+                    let (office, at, n) = self.repeat_timeouts;
+                    let n = if (office, at) == (i, t) { n + 1 } else { 1 };
+                    self.repeat_timeouts = (i, t, n);
+                    let stalled = n >= STALL_LIMIT && core.poll_timeout().is_some_and(|d| d <= t);
+                    self.flush(i);
+                    if stalled {
+                        if self.timer_stalls.len() < 64 {
+                            self.timer_stalls.push((i, t));
+                        }
+                        self.crash(i);
+                    }
                 }
-                self.flush(i);
             }
             _ => {}
         }
