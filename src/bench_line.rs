@@ -88,6 +88,8 @@ pub struct LineBenchOptions {
     pub runs: usize,
     /// Progress on stderr.
     pub progress: bool,
+    /// Keep each run's office directories under `keep/run-N`.
+    pub keep: Option<std::path::PathBuf>,
 }
 
 /// One run's figures.
@@ -169,13 +171,21 @@ pub fn run(opts: &LineBenchOptions, exe: &Path) -> Result<LineBenchReport, DemoE
             );
         }
         let tmp = tempfile::tempdir()?;
+        let dir = match &opts.keep {
+            Some(keep) => {
+                let dir = keep.join(format!("run-{}", r + 1));
+                std::fs::create_dir_all(&dir)?;
+                dir
+            }
+            None => tmp.path().to_path_buf(),
+        };
         let (hotline_s, hotline_wire_bytes, hotline_max_copies) =
-            hotline_run(&rt, opts, exe, tmp.path(), seed)?;
+            hotline_run(&rt, opts, exe, &dir, seed)?;
         if opts.progress {
             eprintln!("  {hotline_s:.1} s, {hotline_wire_bytes} B on the wire; raw QUIC...");
         }
         let (raw_s, raw_wire_bytes) = rt
-            .block_on(raw_run(opts, tmp.path(), seed))
+            .block_on(raw_run(opts, &dir, seed))
             .map_err(|e| DemoError::Timeout(format!("raw QUIC run: {e}")))?;
         if opts.progress {
             eprintln!("  {raw_s:.1} s, {raw_wire_bytes} B on the wire");

@@ -519,6 +519,7 @@ fn bench(a: super::BenchArgs) -> Res {
             size: a.size.unwrap_or(1_500),
             runs: a.runs.max(1),
             progress: !a.json,
+            keep: a.keep.clone(),
         };
         let report = hotline::bench_line::run(&opts, &hotline::bench_line::current_exe()?)?;
         if a.json {

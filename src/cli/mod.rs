@@ -307,6 +307,10 @@ struct BenchArgs {
     /// line: runs, each measuring hotline and raw QUIC (min/median/max).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// line: keep each run's office directories (node.log at debug level,
+    /// the logs) under DIR/run-N instead of deleting them.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<std::path::PathBuf>,
     /// audit: log sizes in entries, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     entries: Vec<u64>,
