@@ -9,7 +9,7 @@
 //! that does not decode, an index out of order) is corruption: the node
 //! refuses to start and names the byte offset and entry index.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -261,10 +261,12 @@ impl LogWriter {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            if !dir.exists() {
+                crate::identity::files::create_private_dir(dir).map_err(io)?;
+            }
         }
         let created = !path.exists();
-        let file = OpenOptions::new()
+        let file = crate::identity::files::private_open_options()
             .create(true)
             .read(true)
             .append(true)
@@ -407,7 +409,7 @@ mod tests {
         let p = t.path().join("l");
         write_n(&p, 2);
         let good = std::fs::metadata(&p).unwrap().len();
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(&[0u8; 4096]).unwrap();
         let (_, rec) = LogWriter::open(&p, |_| {}).unwrap();
         assert_eq!(rec.torn.unwrap().bytes, 4096);

@@ -27,6 +27,11 @@ pub enum ClientError {
     /// Transport or decoding trouble.
     #[error("control API: {0}")]
     Transport(String),
+    /// The office directory's run files are not this user's own, so the
+    /// address in them may be another local user's listener: the token is
+    /// not sent.
+    #[error("refusing to send the control token: {0}")]
+    Untrusted(String),
 }
 
 /// Talks to one node's control API.
@@ -38,15 +43,42 @@ pub struct ControlClient {
 
 impl ControlClient {
     /// Finds the running node of `dir` (its `run/control.addr`) and its token.
+    ///
+    /// The address is trusted only as far as the file it comes from: the
+    /// office directory and `run/` must be this user's and private, and
+    /// `control.addr` a private regular file of this user's (not a
+    /// symlink), naming a loopback address. Otherwise another local user
+    /// could plant an address of its own listener and collect the token.
     pub fn from_dir(dir: &OfficeDir) -> Result<Self, ClientError> {
         let root = dir.root().display().to_string();
-        let addr = std::fs::read_to_string(dir.control_addr())
-            .map_err(|_| ClientError::NotRunning(root.clone()))?;
+        let untrusted = |e: std::io::Error| ClientError::Untrusted(e.to_string());
+        let addr_file = dir.control_addr();
+        let run = addr_file.parent().unwrap_or(dir.root());
+        if !addr_file.exists() && !addr_file.is_symlink() {
+            return Err(ClientError::NotRunning(root));
+        }
+        files::check_private_dir(dir.root()).map_err(untrusted)?;
+        files::check_private_dir(run).map_err(untrusted)?;
+        let addr = files::read_secret(&addr_file).map_err(untrusted)?;
+        let addr = String::from_utf8_lossy(&addr);
+        let addr: std::net::SocketAddr = addr.trim().parse().map_err(|_| {
+            ClientError::Untrusted(format!(
+                "{} does not hold an address ({})",
+                addr_file.display(),
+                crate::text::quote(addr.trim(), 64)
+            ))
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(ClientError::Untrusted(format!(
+                "{} names {addr}, which is not a loopback address",
+                addr_file.display()
+            )));
+        }
         let token = files::read_secret(&dir.control_token()).map_err(|e| {
             ClientError::Transport(format!("{}: {e}", dir.control_token().display()))
         })?;
         Ok(Self::new(
-            addr.trim(),
+            &addr.to_string(),
             String::from_utf8_lossy(&token).trim(),
         ))
     }

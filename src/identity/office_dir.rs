@@ -71,6 +71,10 @@ pub enum IdentityError {
         /// Offered fingerprint.
         new: String,
     },
+    /// A directory or file of the office that another local user could
+    /// reach, or that the running user does not own.
+    #[error("refusing to run: {0}")]
+    NotPrivate(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
@@ -85,6 +89,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 pub struct OfficeDir {
     root: PathBuf,
 }
+
+/// The subdirectories `init` creates, each 0700.
+const SUBDIRS: [&str; 5] = ["keys", "tls", "peers", "log", "run"];
 
 impl OfficeDir {
     /// Wraps `root` (nothing is read).
@@ -144,6 +151,34 @@ impl OfficeDir {
         format!("peers/{name}.card.toml")
     }
 
+    /// Refuses an office directory another local user could reach: the
+    /// directory and its subdirectories must be this user's with no group
+    /// or other permissions, and so must the secrets and the log (which
+    /// holds every message). The error names the path and the `chmod` that
+    /// fixes it. Nothing is changed.
+    pub fn check_private(&self) -> Result<(), IdentityError> {
+        let refuse = |e: std::io::Error| IdentityError::NotPrivate(e.to_string());
+        files::check_private_dir(&self.root).map_err(refuse)?;
+        for sub in SUBDIRS {
+            let p = self.root.join(sub);
+            if p.exists() {
+                files::check_private_dir(&p).map_err(refuse)?;
+            }
+        }
+        for f in [
+            self.message_key(),
+            self.log_key(),
+            self.seal_key(),
+            self.tls("ca.key"),
+            self.tls("node.key"),
+            self.control_token(),
+            self.log(),
+        ] {
+            files::check_private_file(&f).map_err(refuse)?;
+        }
+        Ok(())
+    }
+
     /// Creates a new office: keys, TLS material, token, config and card.
     pub fn init(&self, office: &OfficeName, listen: &str) -> Result<OfficeCard, IdentityError> {
         self.init_with_role(office, listen, "office")
@@ -169,11 +204,11 @@ impl OfficeDir {
                 "--listen {listen:?} is not HOST:PORT, e.g. 127.0.0.1:7701"
             ))
         })?;
-        for sub in ["keys", "tls", "peers", "log", "run"] {
+        files::create_private_dir(&self.root).map_err(io(&self.root))?;
+        for sub in SUBDIRS {
             let p = self.root.join(sub);
-            std::fs::create_dir_all(&p).map_err(io(&p))?;
+            files::create_private_dir(&p).map_err(io(&p))?;
         }
-        set_mode(&self.root.join("keys"), 0o700)?;
 
         let message = keys::generate();
         let log = keys::generate();
@@ -189,7 +224,7 @@ impl OfficeDir {
             if secret {
                 files::write_secret(&p, data.as_bytes())
             } else {
-                files::write_public(&p, data.as_bytes())
+                files::write_private(&p, data.as_bytes())
             }
             .map_err(io(&p))
         };
@@ -214,7 +249,7 @@ impl OfficeDir {
             tls.ca_cert_pem.clone(),
             node_der.as_ref(),
         )?;
-        files::write_public(&self.card(), card.to_toml().as_bytes()).map_err(io(&self.card()))?;
+        files::write_private(&self.card(), card.to_toml().as_bytes()).map_err(io(&self.card()))?;
         let config = Config::new(office.clone(), listen.to_string());
         self.save_config(&config)?;
         Ok(card)
@@ -238,7 +273,8 @@ impl OfficeDir {
 
     /// Writes the config.
     pub fn save_config(&self, config: &Config) -> Result<(), IdentityError> {
-        files::write_public(&self.config(), config.to_toml().as_bytes()).map_err(io(&self.config()))
+        files::write_private(&self.config(), config.to_toml().as_bytes())
+            .map_err(io(&self.config()))
     }
 
     /// This office's own card.
@@ -289,8 +325,9 @@ impl OfficeDir {
             .get(card.office.as_str())
             .map(|p| p.relays.clone())
             .unwrap_or_default();
-        std::fs::create_dir_all(self.root.join("peers")).map_err(io(&self.root))?;
-        files::write_public(&dest, card.to_toml().as_bytes()).map_err(io(&dest))?;
+        let peers = self.root.join("peers");
+        files::create_private_dir(&peers).map_err(io(&peers))?;
+        files::write_private(&dest, card.to_toml().as_bytes()).map_err(io(&dest))?;
         config.peers.insert(
             card.office.to_string(),
             PeerConfig {
@@ -385,11 +422,6 @@ impl OfficeDir {
             peers,
         })
     }
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), IdentityError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
 }
 
 /// A pinned peer office.
@@ -591,6 +623,6 @@ mod tests {
         ));
         std::fs::set_permissions(a.message_key(), std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = a.load().unwrap_err().to_string();
-        assert!(err.contains("0600"), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
     }
 }

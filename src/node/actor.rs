@@ -1073,8 +1073,9 @@ impl Actor {
                         .facts
                         .evidence_dir
                         .join(format!("{peer}-{}-{kind}.json", self.clock.now().wall_ms));
-                    let saved = std::fs::create_dir_all(&self.facts.evidence_dir)
-                        .and_then(|_| crate::identity::files::write_public(&path, &evidence));
+                    let saved =
+                        crate::identity::files::create_private_dir(&self.facts.evidence_dir)
+                            .and_then(|_| crate::identity::files::write_private(&path, &evidence));
                     match saved {
                         Ok(()) => tracing::error!(
                             %peer,

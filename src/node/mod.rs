@@ -277,8 +277,13 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         let path = p.display().to_string();
         move |source| NodeError::Io { path, source }
     };
-    std::fs::create_dir_all(dir.root().join("run")).map_err(io(dir.root()))?;
-    let lock = std::fs::OpenOptions::new()
+    dir.check_private()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let run = dir.root().join("run");
+    if !run.exists() {
+        files::create_private_dir(&run).map_err(io(&run))?;
+    }
+    let lock = files::private_open_options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -426,7 +431,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     let actor = tokio::spawn(actor.run());
 
     let mut run_files = vec![dir.quic_addr()];
-    files::write_public(&dir.quic_addr(), format!("{quic_addr}\n").as_bytes())
+    files::write_private(&dir.quic_addr(), format!("{quic_addr}\n").as_bytes())
         .map_err(io(&dir.quic_addr()))?;
     let stop_requested = Arc::new(Notify::new());
     let mut control_addr = None;
@@ -439,7 +444,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
             stop_requested.clone(),
         )
         .await?;
-        files::write_public(&dir.control_addr(), format!("{addr}\n").as_bytes())
+        files::write_private(&dir.control_addr(), format!("{addr}\n").as_bytes())
             .map_err(io(&dir.control_addr()))?;
         run_files.push(dir.control_addr());
         control_addr = Some(addr);

@@ -13,9 +13,15 @@ pub fn write(dir: &Path, frames: &[([u8; 32], Vec<u8>)]) -> std::io::Result<()> 
     if frames.is_empty() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)?;
+    if !dir.exists() {
+        crate::identity::files::create_private_dir(dir)?;
+    }
     for (hash, bytes) in frames {
-        let mut f = std::fs::File::create(name(dir, hash))?;
+        let mut f = crate::identity::files::private_open_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(name(dir, hash))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
