@@ -97,13 +97,24 @@ fn denied(message: String) -> std::io::Error {
 /// this user with no group or other permissions.
 pub fn check_private_dir(path: &Path) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
-    if !meta.file_type().is_dir() {
+    judge(path, &meta, true)
+}
+
+/// Refuses `meta` (of `path`, not followed) unless it is a directory or a
+/// regular file as asked, owned by this user, private.
+fn judge(path: &Path, meta: &std::fs::Metadata, dir: bool) -> std::io::Result<()> {
+    let (is_kind, kind, want) = if dir {
+        (meta.file_type().is_dir(), "a directory", PRIVATE_DIR_MODE)
+    } else {
+        (meta.file_type().is_file(), "a regular file", PRIVATE_MODE)
+    };
+    if !is_kind {
         return Err(denied(format!(
-            "{} is not a directory (a symlink is refused too)",
+            "{} is not {kind} (a symlink is refused too)",
             path.display()
         )));
     }
-    match loose(path, &meta, PRIVATE_DIR_MODE) {
+    match loose(path, meta, want) {
         Some(why) => Err(denied(why)),
         None => Ok(()),
     }
@@ -127,13 +138,7 @@ pub fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
                 e
             }
         })?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(denied(format!("{} is not a regular file", path.display())));
-    }
-    if let Some(why) = loose(path, &meta, PRIVATE_MODE) {
-        return Err(denied(why));
-    }
+    judge(path, &file.metadata()?, false)?;
     let mut data = Vec::new();
     file.read_to_end(&mut data)?;
     Ok(data)
@@ -148,16 +153,7 @@ pub fn check_private_file(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    if !meta.file_type().is_file() {
-        return Err(denied(format!(
-            "{} is not a regular file (a symlink is refused too)",
-            path.display()
-        )));
-    }
-    match loose(path, &meta, PRIVATE_MODE) {
-        Some(why) => Err(denied(why)),
-        None => Ok(()),
-    }
+    judge(path, &meta, false)
 }
 
 #[cfg(test)]
