@@ -879,3 +879,92 @@ async fn a_node_whose_message_was_refused_keeps_delivering_the_later_ones() {
     assert!(again.is_err(), "retransmitted {again:?}");
     node.stop().await.unwrap();
 }
+
+/// A line check from the peer comes twice, by stream and by QUIC DATAGRAM
+/// (docs/protocol.md §8b): whichever copy comes first is answered, once,
+/// by stream and datagram both; datagrams that are not exactly one line
+/// check frame are dropped without closing the line.
+#[tokio::test]
+async fn a_line_check_by_datagram_is_answered_once_and_datagram_noise_is_dropped() {
+    use hotline::wire::proto::LineCheck;
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, a, b) = washington_alone(tmp.path()).await;
+    let me = b.load().unwrap();
+    let wash_key = a.load().unwrap().message_key.verifying_key();
+    let conn = dial(&me, node.quic_addr, b"hotline/1").await.unwrap();
+    let mut rx = frames(&conn);
+    let mut control = conn.open_uni().await.unwrap();
+    let hello = Body::Hello(Hello {
+        protocol_version: 1,
+        office: "pyongyang".into(),
+        ..Default::default()
+    });
+    write_body(&mut control, hello.clone()).await;
+    assert!(
+        conn.max_datagram_size().is_some(),
+        "the node accepts datagrams"
+    );
+    let check = |sequence: u64| {
+        let lc = LineCheck {
+            from: "pyongyang".into(),
+            to: "washington".into(),
+            sequence,
+            reply: false,
+            ..Default::default()
+        };
+        Body::LineCheck(envelope::seal_proto(
+            Domain::LineCheck,
+            &lc,
+            &me.message_key,
+        ))
+    };
+    let encoded = |body: Body| frame::encode(&Frame { body: Some(body) });
+    // Noise: garbage, a hello, two checks in one datagram, a check cut short.
+    let two = [encoded(check(50)), encoded(check(51))].concat();
+    let one = encoded(check(52));
+    for noise in [
+        vec![0xff; 40],
+        encoded(hello),
+        two,
+        one[..one.len() - 1].to_vec(),
+    ] {
+        conn.send_datagram(noise.into()).unwrap();
+    }
+    // Check 1 by datagram only: answered by datagram and on the stream.
+    conn.send_datagram(encoded(check(1)).into()).unwrap();
+    let by_datagram = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let d = conn.read_datagram().await.unwrap();
+            let f = frame::parse_datagram(&d).unwrap();
+            let Some(Body::LineCheck(env)) = f.body else {
+                unreachable!("parse_datagram yields line checks only")
+            };
+            let lc: LineCheck = envelope::open(&env, Domain::LineCheck, &wash_key).unwrap();
+            if lc.reply {
+                return lc.sequence;
+            }
+        }
+    })
+    .await
+    .expect("a reply by datagram within 20 s");
+    assert_eq!(by_datagram, 1);
+    // The stream copy of check 1, late, then check 2: the stream carries
+    // one answer to each, in order, and none to the noise.
+    write_body(&mut control, check(1)).await;
+    write_body(&mut control, check(2)).await;
+    let mut answered = Vec::new();
+    while answered.last() != Some(&2) {
+        let seq = next_matching(&mut rx, |f| match f.body {
+            Some(Body::LineCheck(env)) => {
+                let lc: LineCheck = envelope::open(&env, Domain::LineCheck, &wash_key).unwrap();
+                lc.reply.then_some(lc.sequence)
+            }
+            _ => None,
+        })
+        .await;
+        answered.push(seq);
+    }
+    assert_eq!(answered, vec![1, 2]);
+    assert_eq!(conn.close_reason(), None, "the line stays up");
+    node.stop().await.unwrap();
+}

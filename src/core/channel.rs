@@ -271,6 +271,10 @@ pub(crate) struct Channel {
     pub lc_outstanding: Option<(u64, u64)>,
     /// Checks that fell due unanswered, counted at each check (§8b).
     pub lc_missed: u32,
+    /// The highest check sequence of the peer's answered on this
+    /// connection: each check comes twice (stream and datagram) and is
+    /// answered once.
+    pub lc_answered: u64,
     /// Misses as health last judged them: the larger of `lc_missed` and
     /// the check intervals passed with nothing heard (what status shows).
     pub missed_judged: u32,
@@ -347,6 +351,7 @@ impl Channel {
             lc_seq: 0,
             lc_outstanding: None,
             lc_missed: 0,
+            lc_answered: 0,
             missed_judged: 0,
             level_since_mono: 0,
             next_check_at: None,

@@ -408,7 +408,7 @@ impl Core {
         let env = envelope::seal_proto(Domain::LineCheck, &lc, &self.key);
         self.out
             .transmit
-            .push(Transmit::control(peer, Body::LineCheck(env)));
+            .push(Transmit::line_check(peer, Body::LineCheck(env)));
     }
 
     pub(super) fn on_line_check(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
@@ -424,6 +424,13 @@ impl Core {
             return;
         };
         if !lc.reply {
+            // Each check arrives twice, by stream and by datagram (§8b):
+            // the first copy is answered, and a copy of an older check than
+            // one already answered is too late to matter.
+            match self.channels.get_mut(peer) {
+                Some(ch) if lc.sequence > ch.lc_answered => ch.lc_answered = lc.sequence,
+                _ => return,
+            }
             // Each answer costs a signature: within the peer's budget.
             if self.spend(now, peer, Spend::Answer) != Verdict::Allowed {
                 return;
@@ -441,7 +448,7 @@ impl Core {
             let env = envelope::seal_proto(Domain::LineCheck, &reply, &self.key);
             self.out
                 .transmit
-                .push(Transmit::control(peer, Body::LineCheck(env)));
+                .push(Transmit::line_check(peer, Body::LineCheck(env)));
             return;
         }
         let Some(ch) = self.channels.get_mut(peer) else {

@@ -620,6 +620,7 @@ impl Core {
         };
         let env = envelope::seal_proto(Domain::CheckpointOffer, &offer, &self.log_key);
         self.out.transmit.push(Transmit {
+            datagram: false,
             message: None,
             peer: peer.clone(),
             class: StreamClass::Control,
@@ -734,6 +735,9 @@ impl Core {
         };
         ch.connected = true;
         ch.resumed = false;
+        // The peer's check counter restarts with its process, which a new
+        // connection may mean.
+        ch.lc_answered = 0;
         // A connection that replaced another: what the old one carried is
         // lost with it, as on `link_down`.
         let seqs: Vec<u64> = ch.pending.keys().copied().collect();
@@ -1164,6 +1168,7 @@ pub(super) fn send_hello(out: &mut Output, me: &OfficeName, ch: &Channel, reply:
         cosigned_size: ch.i_cosigned.as_ref().map(|c| c.size).unwrap_or(0),
     };
     out.transmit.push(Transmit {
+        datagram: false,
         message: None,
         peer: ch.peer.clone(),
         class: StreamClass::Control,
@@ -1199,6 +1204,7 @@ pub(super) fn transmit_message(out: &mut Output, ch: &mut Channel, seq: u64) -> 
         item.state = OutState::Sent;
     }
     out.transmit.push(Transmit {
+        datagram: false,
         message: Some(seq),
         peer: ch.peer.clone(),
         class,

@@ -73,6 +73,10 @@ pub struct Transmit {
     /// one, so the shell keeps one copy of it in its queues and drops a copy
     /// whose message was settled while it waited.
     pub message: Option<u64>,
+    /// Also send the frame as one QUIC DATAGRAM (line checks, §8b): an
+    /// unreliable copy that no lost packet ahead of it on the stream can
+    /// hold up, so one loss does not cost two checks in a row.
+    pub datagram: bool,
 }
 
 impl Transmit {
@@ -83,6 +87,16 @@ impl Transmit {
             peer: peer.clone(),
             class: StreamClass::Control,
             frame: Frame { body: Some(body) },
+            datagram: false,
+        }
+    }
+
+    /// A line check or its answer: on the control stream, and a copy as a
+    /// datagram.
+    pub fn line_check(peer: &OfficeName, body: Body) -> Transmit {
+        Transmit {
+            datagram: true,
+            ..Transmit::control(peer, body)
         }
     }
 }

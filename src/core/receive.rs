@@ -132,6 +132,7 @@ impl Core {
             };
             if let Some(body) = again {
                 self.out.transmit.push(Transmit {
+                    datagram: false,
                     message: None,
                     peer: peer.clone(),
                     class: StreamClass::Control,
@@ -405,6 +406,7 @@ impl Core {
                 .insert(msg.precedence_sequence);
         }
         self.out.transmit.push(Transmit {
+            datagram: false,
             message: None,
             peer: peer.clone(),
             class: StreamClass::Control,
@@ -505,6 +507,7 @@ impl Core {
             }
         }
         self.out.transmit.push(Transmit {
+            datagram: false,
             message: None,
             peer: peer.clone(),
             class: StreamClass::Control,

@@ -13,7 +13,7 @@ use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::Clock;
-use super::link::{close_code, LinkHandle};
+use super::link::{self, close_code, LinkHandle};
 use super::spool;
 use super::NodeError;
 use crate::audit::LogWriter;
@@ -806,7 +806,11 @@ impl Actor {
                 }
             }
             None => {
-                if !stream.push(None, frame::encode(&t.frame)) {
+                let bytes = frame::encode(&t.frame);
+                if t.datagram {
+                    link::send_datagram_copy(&link.conn, &bytes);
+                }
+                if !stream.push(None, bytes) {
                     tracing::warn!(
                         peer = %t.peer,
                         queued = stream.bytes(),

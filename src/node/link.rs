@@ -245,8 +245,15 @@ pub async fn drive(
             ));
         }
     });
+    let datagrams = tokio::spawn(read_datagrams(
+        conn.clone(),
+        peer.clone(),
+        conn_id,
+        actor.clone(),
+    ));
     let reason = conn.closed().await;
     accept.abort();
+    datagrams.abort();
     let ended = match &reason {
         quinn::ConnectionError::ApplicationClosed(c)
             if c.error_code == VarInt::from_u32(close_code::DUPLICATE) =>
@@ -324,6 +331,39 @@ impl Writer {
         }
         if let Some(mut s) = send {
             let _ = s.finish();
+        }
+    }
+}
+
+/// Sends `bytes` (one encoded frame) as a QUIC DATAGRAM too, when the
+/// peer accepts datagrams of that size (§8b). Best effort by design: the
+/// stream copy is the one that must arrive; a datagram that does not fit
+/// or finds the buffer full is simply not sent.
+pub fn send_datagram_copy(conn: &Connection, bytes: &[u8]) {
+    if conn
+        .max_datagram_size()
+        .is_some_and(|max| bytes.len() <= max)
+    {
+        let _ = conn.send_datagram(bytes::Bytes::copy_from_slice(bytes));
+    }
+}
+
+/// Feeds the peer's datagrams that are line checks into the actor, as the
+/// same frames its streams carry; anything else is dropped unanswered.
+/// The actor's queue bounds how fast this reads, and quinn's receive
+/// buffer (bounded in the transport config) drops the oldest beyond it.
+async fn read_datagrams(conn: Connection, peer: OfficeName, conn_id: u64, actor: ActorTx) {
+    while let Ok(datagram) = conn.read_datagram().await {
+        let Ok(frame) = crate::wire::frame::parse_datagram(&datagram) else {
+            continue;
+        };
+        let input = Input::Frame {
+            peer: peer.clone(),
+            conn_id,
+            frame,
+        };
+        if actor.send(input).await.is_err() {
+            return;
         }
     }
 }

@@ -488,6 +488,9 @@ fn fingerprints_of(office: &Office) -> Vec<(OfficeName, String)> {
         .collect()
 }
 
+/// Bytes of QUIC DATAGRAMs buffered each way per connection (§8b).
+const DATAGRAM_BUFFER_BYTES: usize = 64 * 1024;
+
 fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConfig {
     let mut c = quinn::TransportConfig::default();
     c.max_concurrent_bidi_streams(0u32.into());
@@ -496,6 +499,10 @@ fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConf
     // timeout is then safer than a panic.
     c.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms)).ok());
     c.keep_alive_interval(Some(Duration::from_millis(t.keep_alive_ms)));
+    // Datagrams carry only copies of line checks (a few hundred bytes a
+    // second): a small buffer each way bounds what a peer's flood can hold.
+    c.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES));
+    c.datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES);
     c
 }
 

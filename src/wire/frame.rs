@@ -123,6 +123,40 @@ pub fn parse(body: &[u8]) -> Result<Frame, FrameError> {
     Frame::decode(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Why a QUIC DATAGRAM is not a line check (docs/protocol.md §8b). Each
+/// is dropped without an answer or a log line: datagrams are a redundant
+/// copy, and a peer's noise on them costs it nothing but our parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DatagramError {
+    /// Not exactly one whole frame.
+    #[error("a datagram holds exactly one whole frame")]
+    NotOneFrame,
+    /// The frame is bad.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A frame other than `line_check`: only line checks may be sent
+    /// unreliably.
+    #[error("only line checks travel as datagrams")]
+    NotLineCheck,
+}
+
+/// Checks then parses one QUIC DATAGRAM: exactly one frame, with its
+/// header, carrying a `line_check`.
+pub fn parse_datagram(datagram: &[u8]) -> Result<Frame, DatagramError> {
+    let len = check(datagram)?.ok_or(DatagramError::NotOneFrame)?;
+    if HEADER_LEN.checked_add(len) != Some(datagram.len()) {
+        return Err(DatagramError::NotOneFrame);
+    }
+    let body = datagram
+        .get(HEADER_LEN..)
+        .ok_or(DatagramError::NotOneFrame)?;
+    let frame = parse(body)?;
+    match frame.body {
+        Some(super::proto::frame::Body::LineCheck(_)) => Ok(frame),
+        _ => Err(DatagramError::NotLineCheck),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +173,46 @@ mod tests {
                 cosigned_size: 0,
             })),
         }
+    }
+
+    fn line_check() -> Frame {
+        Frame {
+            body: Some(Body::LineCheck(crate::wire::proto::SignedEnvelope {
+                payload: vec![1, 2, 3],
+                key_id: vec![0; 8],
+                signature: vec![0; 64],
+            })),
+        }
+    }
+
+    #[test]
+    fn a_datagram_is_one_whole_line_check_frame() {
+        let one = encode(&line_check());
+        assert_eq!(parse_datagram(&one), Ok(line_check()));
+        // Two frames, a short one, a trailing byte, a header alone.
+        let two = [one.clone(), one.clone()].concat();
+        assert_eq!(parse_datagram(&two), Err(DatagramError::NotOneFrame));
+        assert_eq!(
+            parse_datagram(&one[..one.len() - 1]),
+            Err(DatagramError::NotOneFrame)
+        );
+        let long = [one.clone(), vec![0]].concat();
+        assert_eq!(parse_datagram(&long), Err(DatagramError::NotOneFrame));
+        assert_eq!(parse_datagram(&one[..2]), Err(DatagramError::NotOneFrame));
+        // Anything but a line check, however valid.
+        assert_eq!(
+            parse_datagram(&encode(&hello())),
+            Err(DatagramError::NotLineCheck)
+        );
+        assert_eq!(
+            parse_datagram(&encode(&Frame { body: None })[..]),
+            Err(DatagramError::Frame(FrameError::Empty))
+        );
+        let huge = ((MAX_FRAME_LEN as u32) + 1).to_be_bytes();
+        assert!(matches!(
+            parse_datagram(&huge),
+            Err(DatagramError::Frame(FrameError::TooLarge { .. }))
+        ));
     }
 
     #[test]
