@@ -312,3 +312,139 @@ fn a_planted_control_address_gets_no_token() {
     assert_eq!(code, Some(0), "{err}");
     assert!(node.terminate().success());
 }
+
+/// Reads until the server closes (EOF or reset), within `within`; what it
+/// sent before closing.
+fn read_until_closed(s: &mut std::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(_) => return Some(got), // reset: closed too
+        }
+    }
+    None
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length (within 30 s).
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed mid-response");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+#[test]
+fn idle_and_slow_unauthenticated_connections_do_not_keep_the_operator_out() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let t = tempfile::tempdir().unwrap();
+    let (a, _) = setup(t.path());
+    let node = Node::start(&a);
+    let addr: std::net::SocketAddr = std::fs::read_to_string(a.join("run/control.addr"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The operator's console holds a keep-alive connection that has shown
+    // the token: the reserve no newcomer may evict.
+    let token = std::fs::read_to_string(a.join("control.token")).unwrap();
+    let status_request = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token.trim()
+    );
+    let mut console = TcpStream::connect(addr).unwrap();
+    console.write_all(status_request.as_bytes()).unwrap();
+    assert!(read_response(&mut console).starts_with("HTTP/1.1 200"));
+    // 500 that connect and say nothing, and 50 that send half a request
+    // and stall (slowloris), as a local user without the token would.
+    let mut idle: Vec<TcpStream> = (0..500)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .unwrap();
+        idle.push(s);
+    }
+    // The operator's status, through the real CLI, while they are all open.
+    let started = Instant::now();
+    let out = hotline(&["status", "--dir", a.to_str().unwrap(), "--json"]);
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("authenticated status beside 550 hostile connections: {took:?}");
+    // Every hostile connection is closed by the node: evicted for room or
+    // timed out for making no authenticated request.
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(
+            read_until_closed(s, Duration::from_secs(30)).is_some(),
+            "hostile connection {i} still open after 30 s"
+        );
+    }
+    // The console's connection outlived them all.
+    console.write_all(status_request.as_bytes()).unwrap();
+    assert!(read_response(&mut console).starts_with("HTTP/1.1 200"));
+    // A request without the token is answered 401 and its connection closed.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answer = read_until_closed(&mut s, Duration::from_secs(30)).expect("closed after the 401");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Counted, not logged.
+    let st = node.client().status().unwrap();
+    let n = st.control_noise;
+    assert_eq!(n.unauthenticated, 1, "{n:?}");
+    assert_eq!(n.refused_full, 0, "{n:?}");
+    assert!(
+        n.evicted + n.timed_out >= 550,
+        "every hostile connection evicted or timed out: {n:?}"
+    );
+    assert!(n.evicted > 0 && n.timed_out > 0, "{n:?}");
+    let logs: String = std::fs::read_dir(&a)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("node-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        !logs.contains("bearer") && !logs.contains("401"),
+        "unauthenticated noise reached the node log"
+    );
+    // And the CLI says so.
+    let out = hotline(&["status", "--dir", a.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("control API turned away"), "{text}");
+    drop(node);
+}

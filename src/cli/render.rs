@@ -240,6 +240,13 @@ pub fn status(s: &StatusResponse) {
             );
         }
     }
+    let n = &s.control_noise;
+    if n.unauthenticated + n.timed_out + n.evicted + n.refused_full > 0 {
+        println!(
+            "\ncontrol API turned away since start: {} request(s) without the token, {} idle connection(s) timed out, {} evicted for room, {} refused as full",
+            n.unauthenticated, n.timed_out, n.evicted, n.refused_full
+        );
+    }
     if !s.refused.is_empty() {
         println!("\nrefused connections (latest last):");
         for r in &s.refused {

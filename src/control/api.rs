@@ -423,6 +423,26 @@ pub struct StatusResponse {
     /// The last such panic's message.
     #[serde(default)]
     pub last_core_panic: Option<String>,
+    /// Unauthenticated traffic on the control API since start.
+    #[serde(default)]
+    pub control_noise: ControlNoiseStatus,
+}
+
+/// What the control API turned away since the node started: counted, not
+/// logged, so that noise cannot fill the node's log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlNoiseStatus {
+    /// Requests without the right bearer token (each answered 401 and its
+    /// connection closed).
+    pub unauthenticated: u64,
+    /// Connections closed for making no authenticated request within 2 s.
+    pub timed_out: u64,
+    /// Connections without an authenticated request closed to make room
+    /// for a newer one (64 may be open).
+    pub evicted: u64,
+    /// Connections refused because all 64 were authenticated.
+    pub refused_full: u64,
 }
 
 /// A message past its receipt or acknowledgement deadline.

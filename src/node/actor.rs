@@ -1167,6 +1167,7 @@ impl Actor {
                     refused: self.refused.iter().cloned().collect(),
                     core_restarts: self.core_restarts,
                     last_core_panic: self.last_core_panic.clone(),
+                    control_noise: Default::default(),
                     alerts: self
                         .events
                         .iter()

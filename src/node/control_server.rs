@@ -12,19 +12,21 @@
 //! | POST   | /v1/shutdown    | stops the node cleanly                         |
 //!
 //! Every request needs `Authorization: Bearer <DIR/control.token>`; without
-//! it the answer is 401. Errors are `{"error": "..."}`.
+//! it the answer is 401 and the connection closes. Errors are
+//! `{"error": "..."}`. Connections are capped and timed
+//! ([`super::control_conns`]) so that no local user can jam the operator out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
+use super::control_conns::{self, ControlNoise};
 use super::{NodeError, NodeHandle, SendError};
 use crate::control::api;
 use crate::control::api::{AckRequest, AlertLevelRequest, ErrorBody, SendRequest};
@@ -33,11 +35,11 @@ use crate::core::SubmitError;
 #[derive(Clone)]
 struct AppState {
     node: NodeHandle,
-    token: Arc<String>,
     stop: Arc<Notify>,
+    noise: Arc<ControlNoise>,
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ErrorBody { error: msg.into() })).into_response()
 }
 
@@ -67,10 +69,11 @@ pub async fn serve(
         addr: sock.to_string(),
         source,
     })?;
+    let noise = Arc::new(ControlNoise::default());
     let state = AppState {
         node,
-        token: Arc::new(token),
         stop,
+        noise: noise.clone(),
     };
     let app = Router::new()
         .route("/v1/status", get(status))
@@ -82,45 +85,30 @@ pub async fn serve(
         .route("/v1/events", get(events))
         .route("/v1/delivery", get(delivery))
         .route("/v1/shutdown", post(shutdown))
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
     let (tx, rx) = oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
+        // Fired or dropped: either way the node is stopping.
+        let _ = rx.await;
+        let _ = stop_tx.send(true);
     });
+    tokio::spawn(control_conns::serve(
+        listener,
+        app,
+        Arc::new(token),
+        noise,
+        stop_rx,
+    ));
     Ok((local, tx))
-}
-
-async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), s.token.as_bytes()) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token; send `Authorization: Bearer $(cat DIR/control.token)`",
-        );
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn status(State(s): State<AppState>) -> Response {
     match s.node.status().await {
-        Some(v) => Json(v).into_response(),
+        Some(mut v) => {
+            v.control_noise = s.noise.snapshot();
+            Json(v).into_response()
+        }
         None => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
     }
 }

@@ -20,6 +20,7 @@
 
 mod actor;
 mod clock;
+pub mod control_conns;
 pub mod control_server;
 mod dialer;
 pub mod link;
