@@ -357,15 +357,26 @@ async fn read_datagrams(conn: Connection, peer: OfficeName, conn_id: u64, actor:
         let Ok(frame) = crate::wire::frame::parse_datagram(&datagram) else {
             continue;
         };
-        let input = Input::Frame {
-            peer: peer.clone(),
-            conn_id,
-            frame,
-        };
-        if actor.send(input).await.is_err() {
+        if !feed(&actor, &peer, conn_id, frame).await {
             return;
         }
     }
+}
+
+/// Gives the actor a frame from connection `conn_id`; false once the actor
+/// is gone.
+async fn feed(
+    actor: &ActorTx,
+    peer: &OfficeName,
+    conn_id: u64,
+    frame: crate::wire::proto::Frame,
+) -> bool {
+    let input = Input::Frame {
+        peer: peer.clone(),
+        conn_id,
+        frame,
+    };
+    actor.send(input).await.is_ok()
 }
 
 async fn read_stream(
@@ -384,12 +395,7 @@ async fn read_stream(
                 loop {
                     match fb.next_frame() {
                         Ok(Some(frame)) => {
-                            let input = Input::Frame {
-                                peer: peer.clone(),
-                                conn_id,
-                                frame,
-                            };
-                            if actor.send(input).await.is_err() {
+                            if !feed(&actor, &peer, conn_id, frame).await {
                                 return;
                             }
                         }
