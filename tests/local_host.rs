@@ -448,3 +448,166 @@ fn idle_and_slow_unauthenticated_connections_do_not_keep_the_operator_out() {
     assert!(text.contains("control API turned away"), "{text}");
     drop(node);
 }
+
+/// Dials `addr` as `me` (an office directory whose first peer is
+/// washington) with the given ALPN, and waits for the handshake's end.
+async fn dial_as(me: &hotline::identity::Office, addr: std::net::SocketAddr, alpn: &[u8]) {
+    use hotline::node::tls;
+    let pin = tls::Pin::of(&me.peers[0]).unwrap();
+    let cfg =
+        tls::client_config_with_alpn(me.node_cert.clone(), me.node_key.clone_key(), &pin, alpn)
+            .unwrap();
+    let cfg = quinn::ClientConfig::new(std::sync::Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap(),
+    ));
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cfg);
+    if let Ok(conn) = ep.connect(addr, "washington.hotline").unwrap().await {
+        // TLS 1.3: the client may finish before the server has judged it.
+        let _ = tokio::time::timeout(Duration::from_secs(20), conn.closed()).await;
+    }
+}
+
+/// A QUIC v1 Initial packet's header in front of random bytes: what a
+/// scanner or a spoofed flood sends. It fails decryption at the node.
+fn junk_initial(rng: &mut impl rand::Rng) -> Vec<u8> {
+    let mut p = vec![0xc3, 0, 0, 0, 1, 8];
+    p.extend((0..8).map(|_| rng.gen::<u8>()));
+    p.push(8);
+    p.extend((0..8).map(|_| rng.gen::<u8>()));
+    p.push(0); // no token
+    p.extend([0x44, 0x9e]); // length 1182
+    p.extend((0..1182).map(|_| rng.gen::<u8>()));
+    p
+}
+
+#[test]
+fn a_flood_of_junk_handshakes_keeps_the_log_short_and_the_impostor_in_view() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = setup(t.path());
+    // An impostor "pyongyang" with its own CA, holding washington's card.
+    let imp = t.path().join("impostor");
+    let out = hotline(&[
+        "init",
+        "--office",
+        "pyongyang",
+        "--dir",
+        imp.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(out.status.success());
+    let out = hotline(&[
+        "peer",
+        "add",
+        "--dir",
+        imp.to_str().unwrap(),
+        a.join("office-card.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node = Node::start(&a);
+    let quic = listen_addr(&a);
+    let pyongyang = std::sync::Arc::new(hotline::identity::OfficeDir::new(&b).load().unwrap());
+    let impostor = hotline::identity::OfficeDir::new(&imp).load().unwrap();
+    const JUNK_INITIALS: usize = 10_000;
+    const WRONG_ALPN: usize = 150;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Junk Initials from one socket, as fast as the socket takes them.
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut rng = rand::thread_rng();
+        for _ in 0..JUNK_INITIALS {
+            let p = junk_initial(&mut rng);
+            udp.send_to(&p, quic).await.unwrap();
+        }
+        // Whole handshakes that fail (wrong ALPN), ten at a time, with
+        // the impostor's attempt in the middle of them.
+        for round in 0..WRONG_ALPN / 10 {
+            let mut dials = tokio::task::JoinSet::new();
+            for _ in 0..10 {
+                let me = pyongyang.clone();
+                dials.spawn(async move { dial_as(&me, quic, b"h3").await });
+            }
+            while dials.join_next().await.is_some() {}
+            if round == WRONG_ALPN / 20 {
+                dial_as(&impostor, quic, b"hotline/1").await;
+            }
+        }
+    });
+    // Wait for the node to have booked them all.
+    let client = node.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        let st = client.status().unwrap();
+        let alpn = st
+            .refusal_noise
+            .iter()
+            .find(|r| r.kind == "wrong-alpn")
+            .map_or(0, |r| r.count);
+        if (alpn as usize >= WRONG_ALPN && !st.refused.is_empty()) || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The impostor is in its own list, one row, not flushed by the noise.
+    let imp_rows: Vec<_> = st
+        .refused
+        .iter()
+        .filter(|r| r.kind == "unknown-ca")
+        .collect();
+    assert_eq!(imp_rows.len(), 1, "{:?}", st.refused);
+    assert_eq!(imp_rows[0].count, 1);
+    assert!(imp_rows[0].reason.contains("unknown CA"));
+    assert!(
+        st.refused.iter().all(|r| r.kind != "wrong-alpn"),
+        "noise in the identity list: {:?}",
+        st.refused
+    );
+    let alpn = st
+        .refusal_noise
+        .iter()
+        .find(|r| r.kind == "wrong-alpn")
+        .expect("wrong ALPN counted");
+    assert_eq!(alpn.count as usize, WRONG_ALPN);
+    // The node's log: at most the budget of lines per kind, and the junk
+    // Initials not at all.
+    let logs: String = std::fs::read_dir(&a)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("node-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    let lines = |needle: &str| logs.lines().filter(|l| l.contains(needle)).count();
+    assert!(
+        lines("wrong ALPN") as u64 <= hotline::node::refusals::TELL_PER_WINDOW,
+        "{} wrong-ALPN lines",
+        lines("wrong ALPN")
+    );
+    assert_eq!(lines("unknown CA"), 1);
+    eprintln!(
+        "{JUNK_INITIALS} junk Initials and {WRONG_ALPN} failed handshakes: {} refusal lines, {} bytes of node log",
+        lines("refused"),
+        logs.len()
+    );
+    // Five a kind: wrong ALPN, junk that failed to decrypt, the dials to
+    // the absent pyongyang; one impostor.
+    assert!(
+        lines("refused") as u64 <= 3 * hotline::node::refusals::TELL_PER_WINDOW + 1,
+        "{} refusal lines",
+        lines("refused")
+    );
+    assert!(logs.len() < 64 * 1024, "{} bytes of log", logs.len());
+    // The operator's view names both.
+    let out = hotline(&["status", "--dir", a.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("presented an identity"), "{text}");
+    assert!(
+        text.contains(&format!("{WRONG_ALPN}  wrong ALPN")),
+        "{text}"
+    );
+    drop(node);
+}

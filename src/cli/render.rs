@@ -248,9 +248,30 @@ pub fn status(s: &StatusResponse) {
         );
     }
     if !s.refused.is_empty() {
-        println!("\nrefused connections (latest last):");
+        println!("\nrefused attempts that presented an identity (latest last):");
         for r in &s.refused {
-            println!("  {}  {}  {}", time(r.unix_ms), r.remote, t(&r.reason));
+            let times = match r.count {
+                0 | 1 => String::new(),
+                n => format!("  ×{n} since {}", time(r.first_unix_ms)),
+            };
+            println!(
+                "  {}  {}  {}{times}",
+                time(r.unix_ms),
+                t(&r.remote),
+                t(&r.reason)
+            );
+        }
+    }
+    if !s.refusal_noise.is_empty() {
+        println!("\nother refused connections since start:");
+        for r in &s.refusal_noise {
+            println!(
+                "  {:>8}  {}  (latest {} from {})",
+                r.count,
+                t(&r.reason),
+                time(r.unix_ms),
+                t(&r.remote)
+            );
         }
     }
 }

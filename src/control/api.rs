@@ -380,16 +380,29 @@ pub struct PeerStatus {
     pub we_cosigned_size: u64,
 }
 
-/// A connection the node refused, for operators.
+/// Refused connections of one kind from one place, for operators.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Refusal {
-    /// When (our clock).
+    /// The latest one (our clock).
     pub unix_ms: u64,
-    /// Remote address.
+    /// The first one.
+    #[serde(default)]
+    pub first_unix_ms: u64,
+    /// How many.
+    #[serde(default)]
+    pub count: u64,
+    /// The latest one's remote address (or the pinned office's name for a
+    /// bad frame).
     pub remote: String,
+    /// A short stable name: `unknown-ca`, `card-mismatch`,
+    /// `bad-certificate`, `no-card`, `bad-frame` (these present an
+    /// identity) or `wrong-alpn`, `peer-refusing`, `timed-out`,
+    /// `handshake-failed` (noise).
+    #[serde(default)]
+    pub kind: String,
     /// Why, in words.
     pub reason: String,
-    /// The transport's own error text.
+    /// The latest one's transport error text (at most 240 bytes).
     pub error: String,
 }
 
@@ -408,8 +421,15 @@ pub struct StatusResponse {
     pub checkpoint_size: Option<u64>,
     /// Per peer.
     pub peers: Vec<PeerStatus>,
-    /// Recent refused connections (newest last, at most 32).
+    /// Refused attempts that presented an identity (a certificate from an
+    /// unpinned CA, one off the card, bad frames from a pinned office),
+    /// one row per source address and kind, least recently seen first, at
+    /// most 32. Noise cannot flush these.
     pub refused: Vec<Refusal>,
+    /// Every other refused connection (timeouts, wrong ALPN, handshakes
+    /// that failed without a certificate): one row per kind.
+    #[serde(default)]
+    pub refusal_noise: Vec<Refusal>,
     /// Messages past a deadline, latest first.
     pub overdue: Vec<OverdueEntry>,
     /// Recent alerts, escalations, line-health and alert-level changes,

@@ -14,12 +14,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::Clock;
 use super::link::{self, close_code, LinkHandle};
+use super::refusals::{Attempt, RefusalBook, Say};
 use super::spool;
 use super::NodeError;
 use crate::audit::LogWriter;
-use crate::control::api::{
-    self, Delivery, InboxEntry, OutboxEntry, PeerStatus, Refusal, StatusResponse,
-};
+use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, PeerStatus, StatusResponse};
 use crate::control::WatchEvent;
 use crate::core::{Core, CoreEvent, SubmitError};
 use crate::identity::OfficeName;
@@ -29,8 +28,6 @@ use prost::Message as _;
 
 /// Inputs per round before the actor commits (bounds latency under load).
 pub const MAX_ROUND: usize = 1024;
-/// Refusals kept for `status`.
-pub const MAX_REFUSALS: usize = 32;
 /// Connections that come up within this long of each other are a dial
 /// race, settled by name; a later one means the peer reconnected. On a
 /// long line the window grows with the round trip (see
@@ -153,7 +150,7 @@ pub enum Input {
         detail: String,
     },
     /// A connection attempt was refused.
-    Refused(Refusal),
+    Refused(Attempt),
     /// Acknowledge a received message.
     Ack {
         /// The request.
@@ -276,7 +273,7 @@ pub struct Actor {
     waiters: HashMap<MessageId, Vec<oneshot::Sender<Delivery>>>,
     accepted_at: HashMap<MessageId, Instant>,
     elapsed_us: HashMap<MessageId, u64>,
-    refused: VecDeque<Refusal>,
+    refusals: RefusalBook,
     events: VecDeque<WatchEvent>,
     next_event: u64,
     event_waiters: Vec<(u64, oneshot::Sender<Vec<WatchEvent>>)>,
@@ -313,7 +310,7 @@ impl Actor {
             waiters: HashMap::new(),
             accepted_at: HashMap::new(),
             elapsed_us: HashMap::new(),
-            refused: VecDeque::new(),
+            refusals: RefusalBook::default(),
             events: VecDeque::new(),
             next_event: 1,
             event_waiters: Vec::new(),
@@ -568,18 +565,14 @@ impl Actor {
                 self.core.handle_frame(now, &peer, frame);
             }
             Input::LinkRoom { peer, conn_id } => self.refill(&peer, conn_id),
-            Input::BadFrame { peer, detail } => {
-                self.push_refusal(Refusal {
-                    unix_ms: now.wall_ms,
-                    remote: peer.to_string(),
-                    reason: format!("bad frame from {peer}; line closed"),
-                    error: detail,
-                });
-            }
-            Input::Refused(r) => {
-                self.push_event("refused", None, None, format!("{}: {}", r.remote, r.reason));
-                self.push_refusal(r);
-            }
+            Input::BadFrame { peer, detail } => self.refused(Attempt {
+                remote: peer.to_string(),
+                kind: "bad-frame",
+                presents_identity: true,
+                reason: format!("bad frame from {peer}; line closed"),
+                error: detail,
+            }),
+            Input::Refused(a) => self.refused(a),
             Input::Ack { req, reply } => {
                 if self.closing {
                     let _ = reply.send(Err(SendError::Stopping));
@@ -668,6 +661,13 @@ impl Actor {
             self.noticed.clear(); // bounded: at worst a notice repeats
         }
         let now = self.clock.now();
+        for s in self.refusals.take_suppressed(now.wall_ms) {
+            tracing::warn!(
+                "refused {} more connection(s) of kind {} in the last minute without logging each (counts in status)",
+                s.count,
+                s.kind
+            );
+        }
         for a in self.core.approaching(now) {
             if self.noticed.insert((a.id, a.waiting.as_str())) {
                 self.push_event(
@@ -735,11 +735,14 @@ impl Actor {
         }
     }
 
-    fn push_refusal(&mut self, r: Refusal) {
-        if self.refused.len() == MAX_REFUSALS {
-            self.refused.pop_front();
+    /// Books a refused attempt; says so in the log and to `watch` only
+    /// within the kind's budget (see [`super::refusals`]).
+    fn refused(&mut self, a: Attempt) {
+        let (remote, reason, error) = (a.remote.clone(), a.reason.clone(), a.error.clone());
+        if self.refusals.record(self.clock.now().wall_ms, a) == Say::Tell {
+            tracing::warn!(%remote, "refused {remote}: {reason} ({error:.240})");
+            self.push_event("refused", None, None, format!("{remote}: {reason}"));
         }
-        self.refused.push_back(r);
     }
 
     /// Keeps one connection per peer: the one dialed by the office whose
@@ -1164,7 +1167,8 @@ impl Actor {
                     log_entries: self.core.next_index(),
                     checkpoint_size: self.core.latest_checkpoint().map(|c| c.size),
                     peers,
-                    refused: self.refused.iter().cloned().collect(),
+                    refused: self.refusals.identity(),
+                    refusal_noise: self.refusals.noise(),
                     core_restarts: self.core_restarts,
                     last_core_panic: self.last_core_panic.clone(),
                     control_noise: Default::default(),

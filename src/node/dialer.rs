@@ -25,18 +25,13 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, pins: Vec<Pin>, actor: Actor
                 Ok(conn) => {
                     let Some(peer) = identify(&conn, &pins) else {
                         conn.close(VarInt::from_u32(close_code::UNKNOWN_PEER), b"unknown peer");
-                        super::refuse(
-                            &actor,
-                            remote,
-                            "certificate matches no card".into(),
-                            "connection from",
-                        )
-                        .await;
+                        super::refuse(&actor, remote, "certificate matches no card".into(), None)
+                            .await;
                         return;
                     };
                     let _ = link::drive(conn, peer.clone(), peer, actor).await;
                 }
-                Err(e) => super::refuse(&actor, remote, format!("{e:?}"), "connection from").await,
+                Err(e) => super::refuse(&actor, remote, format!("{e:?}"), None).await,
             }
         });
     }
@@ -114,7 +109,7 @@ pub async fn dial_loop(mut d: Dialer) {
                 failures = failures.saturating_add(1);
                 let handshake = !e.contains("TimedOut");
                 if handshake || failures == 1 {
-                    super::refuse(&d.actor, d.addr, e, &format!("line to {} at", d.peer)).await;
+                    super::refuse(&d.actor, d.addr, e, Some(&d.peer)).await;
                 } else {
                     tracing::debug!(peer = %d.peer, "still cannot reach {} at {}: {e}", d.peer, d.addr);
                 }

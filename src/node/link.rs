@@ -401,7 +401,8 @@ async fn read_stream(
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            tracing::warn!(%peer, "closing the line: {peer} sent a bad frame: {e}");
+                            // The actor logs it (sampled: a pinned peer
+                            // could redial and repeat this all day).
                             let _ = actor
                                 .send(Input::BadFrame {
                                     peer: peer.clone(),

@@ -25,6 +25,7 @@ pub mod control_server;
 mod dialer;
 pub mod link;
 pub mod offline;
+pub mod refusals;
 mod spool;
 pub mod tls;
 
@@ -36,12 +37,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch, Notify};
 
 use actor::{Actor, ActorTx, Facts, Input, Query};
-pub use actor::{SendError, CORE_RESTART_WINDOW, MAX_CORE_RESTARTS, MAX_REFUSALS};
+pub use actor::{SendError, CORE_RESTART_WINDOW, MAX_CORE_RESTARTS};
 pub use clock::wall_ms;
 use clock::Clock;
+pub use refusals::MAX_IDENTITY_ROWS;
 
 use crate::audit::{LogError, LogWriter};
-use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, Refusal, StatusResponse};
+use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, StatusResponse};
 use crate::identity::{files, Office, OfficeName};
 use crate::wire::MessageId;
 
@@ -507,16 +509,26 @@ fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConf
     c
 }
 
-/// Records a refused connection: a log line that says why, and an entry in
-/// `status`.
-pub(crate) async fn refuse(actor: &ActorTx, remote: SocketAddr, error: String, context: &str) {
-    let reason = tls::explain_handshake_failure(&error);
-    tracing::warn!(%remote, "refused {context} {remote}: {reason} ({error})");
+/// Hands a refused connection to the actor's book, which keeps it in
+/// `status` and logs it within a budget (see [`refusals`]).
+/// `dialing` names the peer when the failed connection was ours to it.
+pub(crate) async fn refuse(
+    actor: &ActorTx,
+    remote: SocketAddr,
+    error: String,
+    dialing: Option<&OfficeName>,
+) {
+    let why = tls::HandshakeFailure::classify(&error);
+    let reason = match dialing {
+        Some(peer) => format!("line to {peer}: {}", why.explain()),
+        None => why.explain().to_string(),
+    };
     let _ = actor
-        .send(Input::Refused(Refusal {
-            unix_ms: wall_ms(),
+        .send(Input::Refused(refusals::Attempt {
             remote: remote.to_string(),
-            reason: reason.to_string(),
+            kind: why.slug(),
+            presents_identity: why.presents_identity(),
+            reason,
             error,
         }))
         .await;

@@ -251,42 +251,113 @@ pub fn client_config_with_alpn(
     Ok(cfg)
 }
 
+/// Why a handshake failed, sorted into what an operator must see and what
+/// is noise. A failure that *presents an identity* (a certificate that
+/// chains to no pinned CA, one that chains but is not on the card) is
+/// someone trying to be an office; the rest (timeouts, wrong ALPN, a
+/// client with no certificate, junk) is what any open UDP port receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HandshakeFailure {
+    /// The certificate chains to no pinned office CA.
+    UnknownCa,
+    /// It chains to an office CA but is not the node certificate on the card.
+    CardMismatch,
+    /// Not valid for the office dialed.
+    BadCertificate,
+    /// A verified certificate that matches no pinned card.
+    NoCard,
+    /// The other side does not speak `hotline/1`.
+    WrongAlpn,
+    /// The other side refused the connection (stopping, or full).
+    PeerRefusing,
+    /// No answer in time.
+    TimedOut,
+    /// Anything else (a client with no certificate, junk).
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Sorts a transport error text (quinn's `Debug` of the error).
+    pub fn classify(error: &str) -> Self {
+        let e = error.to_ascii_lowercase();
+        // TLS alerts travel as QUIC CRYPTO_ERROR 0x100 + alert, which quinn
+        // prints as `crypto(XX)` with the alert in hex.
+        let has = |needles: &[&str]| needles.iter().any(|n| e.contains(n));
+        if has(&["unknownissuer", "unknown_ca", "unknownca", "crypto(30)"]) {
+            Self::UnknownCa
+        } else if has(&[
+            "applicationverificationfailure",
+            "access_denied",
+            "accessdenied",
+            "0x131",
+        ]) {
+            Self::CardMismatch
+        } else if has(&[
+            "no_application_protocol",
+            "noapplicationprotocol",
+            "crypto(78)",
+            "known protocol",
+        ]) {
+            Self::WrongAlpn
+        } else if has(&[
+            "notvalidforname",
+            "0x12a",
+            "bad_certificate",
+            "badcertificate",
+        ]) {
+            Self::BadCertificate
+        } else if has(&["connection_refused"]) {
+            Self::PeerRefusing
+        } else if has(&["timedout", "timed out"]) {
+            Self::TimedOut
+        } else if has(&["matches no card"]) {
+            Self::NoCard
+        } else {
+            Self::Other
+        }
+    }
+
+    /// Whether the other side presented a certificate that claims, or
+    /// comes close to, an office identity: kept apart from noise.
+    pub fn presents_identity(self) -> bool {
+        matches!(
+            self,
+            Self::UnknownCa | Self::CardMismatch | Self::BadCertificate | Self::NoCard
+        )
+    }
+
+    /// A short stable name, for `--json` and grouping.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::UnknownCa => "unknown-ca",
+            Self::CardMismatch => "card-mismatch",
+            Self::BadCertificate => "bad-certificate",
+            Self::NoCard => "no-card",
+            Self::WrongAlpn => "wrong-alpn",
+            Self::PeerRefusing => "peer-refusing",
+            Self::TimedOut => "timed-out",
+            Self::Other => "handshake-failed",
+        }
+    }
+
+    /// The reason in words, for the line an operator reads.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::UnknownCa => "unknown CA: the certificate does not chain to any pinned office CA",
+            Self::CardMismatch => "card mismatch: the certificate chains to the office's CA but is not the node certificate on its card",
+            Self::WrongAlpn => "wrong ALPN: the peer does not speak hotline/1",
+            Self::BadCertificate => "bad certificate: not valid for the office dialed",
+            Self::PeerRefusing => {
+                "the peer is not accepting connections (stopping or at its connection limit)"
+            }
+            Self::TimedOut => "no answer (timed out)",
+            Self::NoCard => "the certificate matches no pinned card",
+            Self::Other => "handshake failed",
+        }
+    }
+}
+
 /// Names the reason a handshake failed, for the log line an operator reads.
 pub fn explain_handshake_failure(error: &str) -> &'static str {
-    let e = error.to_ascii_lowercase();
-    // TLS alerts travel as QUIC CRYPTO_ERROR 0x100 + alert, which quinn
-    // prints as `crypto(XX)` with the alert in hex.
-    let has = |needles: &[&str]| needles.iter().any(|n| e.contains(n));
-    if has(&["unknownissuer", "unknown_ca", "unknownca", "crypto(30)"]) {
-        "unknown CA: the certificate does not chain to any pinned office CA"
-    } else if has(&[
-        "applicationverificationfailure",
-        "access_denied",
-        "accessdenied",
-        "0x131",
-    ]) {
-        "card mismatch: the certificate chains to the office's CA but is not the node certificate on its card"
-    } else if has(&[
-        "no_application_protocol",
-        "noapplicationprotocol",
-        "crypto(78)",
-        "known protocol",
-    ]) {
-        "wrong ALPN: the peer does not speak hotline/1"
-    } else if has(&[
-        "notvalidforname",
-        "0x12a",
-        "bad_certificate",
-        "badcertificate",
-    ]) {
-        "bad certificate: not valid for the office dialed"
-    } else if has(&["connection_refused"]) {
-        "the peer is not accepting connections (stopping or at its connection limit)"
-    } else if has(&["timedout", "timed out"]) {
-        "no answer (timed out)"
-    } else if has(&["matches no card"]) {
-        "the certificate matches no pinned card"
-    } else {
-        "handshake failed"
-    }
+    HandshakeFailure::classify(error).explain()
 }
