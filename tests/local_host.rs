@@ -611,3 +611,38 @@ fn a_flood_of_junk_handshakes_keeps_the_log_short_and_the_impostor_in_view() {
     );
     drop(node);
 }
+
+#[test]
+fn a_fresh_office_certificate_passes_openssl_verify_x509_strict_and_status_tells_its_expiry() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, _) = setup(t.path());
+    let tls = a.join("tls");
+    for purpose in ["sslserver", "sslclient"] {
+        let out = match Command::new("openssl")
+            .args(["verify", "-x509_strict", "-purpose", purpose, "-CAfile"])
+            .arg(tls.join("ca.crt"))
+            .arg(tls.join("node.crt"))
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) => panic!(
+                "openssl not found ({e}): this test needs the openssl command (apt-get install -y openssl; .ci/run installs it)"
+            ),
+        };
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains(": OK"),
+            "{purpose}: {text}"
+        );
+    }
+    // `status` tells when it expires, and warns only near the end.
+    let node = Node::start(&a);
+    let st = node.client().status().unwrap();
+    let days = (st.node_cert_expires_unix_ms.expect("expiry in status") - hotline::node::wall_ms())
+        / 86_400_000;
+    assert!((823..=825).contains(&days), "{days} days");
+    assert_eq!(st.node_cert_warning, None);
+    let out = hotline(&["status", "--dir", a.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node certificate valid until"));
+}

@@ -149,6 +149,12 @@ pub fn status(s: &StatusResponse) {
             .map(|c| format!("at size {c}"))
             .unwrap_or_else(|| "none yet".into())
     );
+    if let Some(t) = s.node_cert_expires_unix_ms {
+        println!("node certificate valid until {}", time(t));
+    }
+    if let Some(w) = &s.node_cert_warning {
+        println!("WARNING: {w}");
+    }
     table(
         &[
             "PEER",

@@ -415,6 +415,12 @@ pub struct StatusResponse {
     pub fingerprint: String,
     /// QUIC address the node listens on.
     pub listen: String,
+    /// When this node's certificate expires (Unix ms).
+    #[serde(default)]
+    pub node_cert_expires_unix_ms: Option<u64>,
+    /// Set when it expires within 60 days or has expired.
+    #[serde(default)]
+    pub node_cert_warning: Option<String>,
     /// Log entries.
     pub log_entries: u64,
     /// Size covered by our latest checkpoint.

@@ -254,6 +254,8 @@ pub struct Facts {
     pub office: OfficeName,
     pub fingerprint: String,
     pub listen: String,
+    /// When our node certificate expires (Unix ms), if it parses.
+    pub node_cert_not_after_ms: Option<u64>,
     pub dial: HashMap<OfficeName, String>,
     pub evidence_dir: std::path::PathBuf,
     pub spool_dir: std::path::PathBuf,
@@ -1164,6 +1166,10 @@ impl Actor {
                     office: self.facts.office.to_string(),
                     fingerprint: self.facts.fingerprint.clone(),
                     listen: self.facts.listen.clone(),
+                    node_cert_expires_unix_ms: self.facts.node_cert_not_after_ms,
+                    node_cert_warning: self.facts.node_cert_not_after_ms.and_then(|t| {
+                        crate::identity::tls_material::expiry_warning(t, self.clock.now().wall_ms)
+                    }),
                     log_entries: self.core.next_index(),
                     checkpoint_size: self.core.latest_checkpoint().map(|c| c.size),
                     peers,

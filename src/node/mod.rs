@@ -401,10 +401,18 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         })));
     }
 
+    let node_cert_not_after_ms =
+        crate::identity::tls_material::not_after_unix_ms(office.node_cert.as_ref());
+    if let Some(w) = node_cert_not_after_ms
+        .and_then(|t| crate::identity::tls_material::expiry_warning(t, wall_ms()))
+    {
+        tracing::warn!("{w}");
+    }
     let facts = Facts {
         office: me.clone(),
         fingerprint: office.card.fingerprint.clone(),
         listen: quic_addr.to_string(),
+        node_cert_not_after_ms,
         dial,
         evidence_dir: dir.root().join("evidence"),
         spool_dir: dir.root().join("spool"),
