@@ -18,6 +18,7 @@ use hotline::wire::proto::{
 };
 use hotline::wire::{sha256, MessageId};
 use prost::Message as _;
+use rustls::pki_types::pem::PemObject;
 
 const WALL: u64 = 1_750_000_000_000;
 
@@ -44,6 +45,11 @@ fn office(n: &str) -> OfficeName {
 
 impl Bench {
     fn new() -> Self {
+        Self::pinning(&[])
+    }
+
+    /// As [`Bench::new`], the core started with these peer fingerprints.
+    fn pinning(fingerprints: &[(OfficeName, String)]) -> Self {
         let keys = OfficeKeys {
             message: SigningKey::from_bytes(&[2; 32]),
             log: SigningKey::from_bytes(&[3; 32]),
@@ -63,7 +69,7 @@ impl Bench {
             sent: Vec::new(),
             events: Vec::new(),
         };
-        b.core.start(b.at(), "test", None, &[]);
+        b.core.start(b.at(), "test", None, fingerprints);
         b.flush();
         b.core.link_up(b.at(), &b.peer.name.clone(), "test");
         b.hello(0, 0);
@@ -738,4 +744,156 @@ fn a_flood_of_resynchronisation_hellos_resends_each_message_at_most_once_a_secon
     b.hello(0, 0);
     assert_eq!(count(&b.take_sent()).0, 20);
     assert!(b.core.outbox().all(|o| o.attempts == 3));
+}
+
+/// Washington's card as the bench's core knows it (its keys, seal key
+/// [7; 32]) with a CA and node certificate of its own.
+fn washington_card() -> (hotline::identity::OfficeCard, String) {
+    let m = hotline::identity::tls_material::generate(&office("washington")).unwrap();
+    let der =
+        rustls::pki_types::CertificateDer::from_pem_slice(m.node_cert_pem.as_bytes()).unwrap();
+    let card = hotline::identity::OfficeCard::new(
+        office("washington"),
+        "office",
+        "127.0.0.1:1".into(),
+        &SigningKey::from_bytes(&[5; 32]).verifying_key(),
+        &SigningKey::from_bytes(&[6; 32]).verifying_key(),
+        &[7; 32],
+        m.ca_cert_pem.clone(),
+        der.as_ref(),
+    )
+    .unwrap();
+    (card, m.ca_key_pem)
+}
+
+/// A new card for washington: a reissued node certificate, same keys.
+fn reissued(card: &hotline::identity::OfficeCard, ca_key: &str) -> hotline::identity::OfficeCard {
+    let (pem, _) =
+        hotline::identity::tls_material::reissue_node_cert(&office("washington"), ca_key).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let mut c = card.clone();
+    c.node_cert_sha256 = hex::encode(sha256(der.as_ref()));
+    c.fingerprint = c.compute_fingerprint().unwrap();
+    c
+}
+
+fn card_entries(b: &Bench) -> usize {
+    b.log
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.entry.event,
+                Some(Event::CardUpdateReceived(_)) | Some(Event::CardUpdateAcceptedSent(_))
+            )
+        })
+        .count()
+}
+
+fn acceptances(frames: &[Frame]) -> Vec<hotline::wire::proto::CardUpdateAccepted> {
+    let key = SigningKey::from_bytes(&[2; 32]).verifying_key();
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            Some(Body::CardUpdateAccepted(e)) => {
+                Some(envelope::open(e, Domain::CardUpdateAccepted, &key).unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_card_update_is_pinned_only_when_signed_by_the_pinned_key_and_keeping_the_keys() {
+    let (card, ca_key) = washington_card();
+    let mut b = Bench::pinning(&[(office("washington"), card.fingerprint.clone())]);
+    b.take_sent();
+    let good = reissued(&card, &ca_key);
+    let update = |c: &hotline::identity::OfficeCard, old: &str| c.to_update(old, WALL);
+    let sign = |u: &hotline::wire::proto::CardUpdate, k: &SigningKey| {
+        envelope::seal_proto(Domain::CardUpdate, u, k)
+    };
+    // Signed by a key that is not washington's.
+    b.frame(Body::CardUpdate(sign(
+        &update(&good, &card.fingerprint),
+        &SigningKey::from_bytes(&[9; 32]),
+    )));
+    // Replacing a card that is not the one pinned.
+    b.frame(Body::CardUpdate(sign(
+        &update(&good, "0000-0000-0000-0000-0000"),
+        &b.peer.key,
+    )));
+    // Changing the message key (signed with the real one).
+    let mut rekeyed = good.clone();
+    rekeyed.message_key = hex::encode(SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes());
+    rekeyed.fingerprint = rekeyed.compute_fingerprint().unwrap();
+    b.frame(Body::CardUpdate(sign(
+        &update(&rekeyed, &card.fingerprint),
+        &b.peer.key,
+    )));
+    // A fingerprint that is not the contents'.
+    let mut lying = update(&good, &card.fingerprint);
+    lying.new_fingerprint = card.fingerprint.clone();
+    b.frame(Body::CardUpdate(sign(&lying, &b.peer.key)));
+    // Over the size limit.
+    let mut big = update(&good, &card.fingerprint);
+    big.ca_cert = "x".repeat(hotline::core::MAX_CARD_UPDATE_BYTES);
+    b.frame(Body::CardUpdate(sign(&big, &b.peer.key)));
+    assert_eq!(card_entries(&b), 0, "nothing refused is logged");
+    assert!(acceptances(&b.take_sent()).is_empty());
+    assert!(!b
+        .events
+        .iter()
+        .any(|e| matches!(e, CoreEvent::PeerCardUpdated { .. })));
+
+    // The genuine update: logged, pinned, answered, and told to the node.
+    let env = sign(&update(&good, &card.fingerprint), &b.peer.key);
+    b.frame(Body::CardUpdate(env.clone()));
+    assert_eq!(card_entries(&b), 2);
+    let acc = acceptances(&b.take_sent());
+    assert_eq!(acc.len(), 1);
+    assert_eq!(
+        (
+            acc[0].from.as_str(),
+            acc[0].to.as_str(),
+            acc[0].new_fingerprint.as_str()
+        ),
+        ("pyongyang", "washington", good.fingerprint.as_str())
+    );
+    assert!(b.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::PeerCardUpdated { card, .. } if card.fingerprint == good.fingerprint
+    )));
+    // A repeat (our answer was lost) is answered again, not logged again.
+    b.frame(Body::CardUpdate(env.clone()));
+    assert_eq!(card_entries(&b), 2);
+    assert_eq!(acceptances(&b.take_sent()).len(), 1);
+    // After a restart the replayed core knows the new card: the repeat is
+    // still only answered.
+    let mut r = b.replayed();
+    r.handle_frame(
+        b.at(),
+        &office("washington"),
+        Frame {
+            body: Some(Body::CardUpdate(env)),
+        },
+    );
+    let out = r.take_output();
+    assert!(out.persist.is_empty());
+    // A chain of further updates draws on the card-update budget: at most
+    // one more within the burst of two, then none this hour.
+    let mut last = good;
+    for _ in 0..5 {
+        let next = reissued(&last, &ca_key);
+        b.frame(Body::CardUpdate(sign(
+            &update(&next, &last.fingerprint),
+            &b.peer.key,
+        )));
+        if card_entries(&b) > 4 {
+            panic!("over the budget");
+        }
+        if b.events.iter().any(|e| matches!(e, CoreEvent::PeerCardUpdated { card, .. } if card.fingerprint == next.fingerprint)) {
+            last = next;
+        }
+    }
+    assert_eq!(card_entries(&b), 4, "two updates within the burst");
 }

@@ -646,3 +646,151 @@ fn a_fresh_office_certificate_passes_openssl_verify_x509_strict_and_status_tells
     let out = hotline(&["status", "--dir", a.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("node certificate valid until"));
 }
+
+/// Sends one message from `from` to `to` and waits for its receipt.
+fn send_and_wait_delivered(from: &Node, to: &str, subject: &str) {
+    let c = from.client();
+    let id = c
+        .send(&SendRequest {
+            to: to.into(),
+            subject: subject.into(),
+            body: "after the rotation".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !c
+        .outbox()
+        .unwrap()
+        .iter()
+        .any(|o| o.id == id && o.state == hotline::core::OutState::Delivered)
+    {
+        assert!(Instant::now() < deadline, "{subject}: not receipted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn card_fingerprint(path: &Path) -> String {
+    hotline::identity::OfficeCard::load(path)
+        .unwrap()
+        .fingerprint
+}
+
+#[test]
+fn a_rotated_certificate_keeps_the_line_up_with_a_peer_that_had_only_the_old_card() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = setup(t.path());
+    // The old identity, kept to try it against pyongyang afterwards.
+    let old_a = t.path().join("washington-before");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&a)
+        .arg(&old_a)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let old_fp = card_fingerprint(&a.join("office-card.toml"));
+    let mut na = Node::start(&a);
+    let mut nb = Node::start(&b);
+    send_and_wait_delivered(&na, "pyongyang", "before");
+
+    let out = hotline(&["rotate", "cert", "--dir", a.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: hotline::control::RotateResponse = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r.old_fingerprint, old_fp);
+    assert_ne!(r.fingerprint, old_fp);
+    // Pyongyang pins the new card from the signed update alone, and
+    // washington switches once it has accepted.
+    let b_card = b.join("peers/washington.card.toml");
+    wait_for("pyongyang pins the new card", || {
+        card_fingerprint(&b_card) == r.fingerprint
+    });
+    wait_for("washington switches", || {
+        card_fingerprint(&a.join("office-card.toml")) == r.fingerprint
+            && na.client().status().unwrap().card_rotation.is_none()
+    });
+    assert!(b.join("peers/washington.retiring").exists());
+    assert_eq!(mode(&b_card), 0o600);
+    assert_eq!(mode(&a.join("tls/node.key")), 0o600);
+    let st = na.client().status().unwrap();
+    assert_eq!(st.fingerprint, r.fingerprint);
+    // The new certificate is as strict a verifier wants it.
+    let v = Command::new("openssl")
+        .args(["verify", "-x509_strict", "-CAfile"])
+        .arg(a.join("tls/ca.crt"))
+        .arg(a.join("tls/node.crt"))
+        .output()
+        .expect("openssl (apt-get install -y openssl)");
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    send_and_wait_delivered(&na, "pyongyang", "on the old connection");
+
+    // Both restart: the line comes up on the new certificate.
+    na.terminate();
+    nb.terminate();
+    let na = Node::start(&a);
+    let _nb = Node::start(&b);
+    send_and_wait_delivered(&na, "pyongyang", "after a restart");
+    // Having seen the new certificate, pyongyang no longer trusts the old.
+    wait_for("the retiring certificate is dropped", || {
+        !b.join("peers/washington.retiring").exists()
+    });
+    let old = std::sync::Arc::new(hotline::identity::OfficeDir::new(&old_a).load().unwrap());
+    let b_quic = listen_addr(&b);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(dial_as_peer(&old, b_quic));
+    wait_for("the old certificate is refused as a card mismatch", || {
+        _nb.client()
+            .status()
+            .unwrap()
+            .refused
+            .iter()
+            .any(|r| r.kind == "card-mismatch")
+    });
+    // Both logs hold the change.
+    for (dir, kinds) in [
+        (&a, ["card-update-sent", "card-update-accepted-received"]),
+        (&b, ["card-update-received", "card-update-accepted-sent"]),
+    ] {
+        let out = hotline(&["audit", "show", dir.to_str().unwrap(), "--json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        for k in kinds {
+            assert!(text.contains(k), "{} lacks {k}", dir.display());
+        }
+        let out = hotline(&["audit", "verify", dir.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Dials pyongyang at `addr` as `me` (whose first peer is pyongyang).
+async fn dial_as_peer(me: &hotline::identity::Office, addr: std::net::SocketAddr) {
+    use hotline::node::tls;
+    let pin = tls::Pin::of(&me.peers[0]).unwrap();
+    let cfg = tls::client_config(me.node_cert.clone(), me.node_key.clone_key(), &pin).unwrap();
+    let cfg = quinn::ClientConfig::new(std::sync::Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap(),
+    ));
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cfg);
+    if let Ok(conn) = ep.connect(addr, "pyongyang.hotline").unwrap().await {
+        let _ = tokio::time::timeout(Duration::from_secs(20), conn.closed()).await;
+    }
+}

@@ -225,6 +225,40 @@ pub fn summarize(entry: &LogEntry) -> EntrySummary {
                 a.reason
             );
         }
+        Event::CardUpdateSent(pe) | Event::CardUpdateReceived(pe) => {
+            let sent = matches!(event, Event::CardUpdateSent(_));
+            s.kind = if sent {
+                "card-update-sent"
+            } else {
+                "card-update-received"
+            };
+            s.peer = Some(pe.peer.clone());
+            if let Ok(u) = crate::wire::proto::CardUpdate::decode(payload(pe).as_slice()) {
+                s.detail = if sent {
+                    format!(
+                        "offered {} our new card {} (replacing {})",
+                        pe.peer, u.new_fingerprint, u.old_fingerprint
+                    )
+                } else {
+                    format!(
+                        "pinned {}'s new card {} (replacing {})",
+                        u.office, u.new_fingerprint, u.old_fingerprint
+                    )
+                };
+            }
+        }
+        Event::CardUpdateAcceptedSent(pe) | Event::CardUpdateAcceptedReceived(pe) => {
+            let sent = matches!(event, Event::CardUpdateAcceptedSent(_));
+            s.kind = if sent {
+                "card-update-accepted-sent"
+            } else {
+                "card-update-accepted-received"
+            };
+            s.peer = Some(pe.peer.clone());
+            if let Ok(a) = crate::wire::proto::CardUpdateAccepted::decode(payload(pe).as_slice()) {
+                s.detail = format!("{} accepted {}'s card {}", a.from, a.to, a.new_fingerprint);
+            }
+        }
         Event::RelayAccepted(p) | Event::RelayHandedOver(p) | Event::RelayExpired(p) => {
             let accepted = matches!(event, Event::RelayAccepted(_));
             s.kind = match event {

@@ -89,6 +89,7 @@ pub fn run(cmd: Command) -> Res {
             level,
             reason,
         } => alert_level(&dir, peer, level, reason),
+        Command::Rotate(super::RotateCommand::Cert(a)) => rotate_cert(&a.dir, a.json),
         Command::Watch(a) => watch(&a.dir, a.json),
         Command::Inbox(a) => inbox(&a.dir, a.json),
         Command::Outbox(a) => outbox(&a.dir, a.json),
@@ -384,6 +385,27 @@ fn alert_level(dir: &std::path::Path, peer: String, level: String, reason: Strin
         "alert level for {peer} set to {}; {peer} is told",
         level.to_uppercase()
     );
+    Ok(exit::OK)
+}
+
+fn rotate_cert(dir: &std::path::Path, json: bool) -> Res {
+    let c = ControlClient::from_dir(&OfficeDir::new(dir)).map_err(client_failure)?;
+    let r = c.rotate_cert().map_err(client_failure)?;
+    if json {
+        print_json(&r);
+    } else if r.waiting.is_empty() {
+        println!(
+            "card {} replaces {}; the node now presents the new certificate",
+            r.fingerprint, r.old_fingerprint
+        );
+    } else {
+        println!(
+            "card {} (replacing {}) offered to {}; the node switches to the new certificate once each has accepted (hotline status shows who is left)",
+            r.fingerprint,
+            r.old_fingerprint,
+            r.waiting.join(", ")
+        );
+    }
     Ok(exit::OK)
 }
 

@@ -126,6 +126,16 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Replace this office's node certificate in band, with the node running.
+    ///
+    /// Issues a new node certificate from the office's CA key and offers
+    /// every peer the card that pins it, signed with this office's message
+    /// key; each peer checks it against the card it holds, pins it and
+    /// answers. The node keeps its old certificate until every peer has
+    /// accepted, then switches; `status` shows who is still to answer.
+    /// Both logs record the offer and the acceptance.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
     /// A live stream of events for the duty officer's terminal (Ctrl-C to stop).
     Watch(DirJson),
     /// Messages received, oldest first.
@@ -175,6 +185,12 @@ struct DirJson {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RotateCommand {
+    /// A new node certificate from the same CA (the keys stay).
+    Cert(DirJson),
 }
 
 #[derive(Subcommand, Debug)]

@@ -155,6 +155,13 @@ pub fn status(s: &StatusResponse) {
     if let Some(w) = &s.node_cert_warning {
         println!("WARNING: {w}");
     }
+    if let Some(r) = &s.card_rotation {
+        println!(
+            "card rotation: new card {} waiting for {} to accept it",
+            r.fingerprint,
+            r.waiting.join(", ")
+        );
+    }
     table(
         &[
             "PEER",

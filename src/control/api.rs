@@ -406,6 +406,26 @@ pub struct Refusal {
     pub error: String,
 }
 
+/// `POST /v1/rotate/cert`: the card offered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotateResponse {
+    /// The card it replaces.
+    pub old_fingerprint: String,
+    /// The new card's fingerprint.
+    pub fingerprint: String,
+    /// Peers that have yet to accept it (empty: the node switched).
+    pub waiting: Vec<String>,
+}
+
+/// A card offered to the peers, not yet accepted by all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CardRotationStatus {
+    /// The new card's fingerprint.
+    pub fingerprint: String,
+    /// Peers that have yet to accept it.
+    pub waiting: Vec<String>,
+}
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusResponse {
@@ -421,6 +441,9 @@ pub struct StatusResponse {
     /// Set when it expires within 60 days or has expired.
     #[serde(default)]
     pub node_cert_warning: Option<String>,
+    /// A rotation waiting for peers to accept the new card.
+    #[serde(default)]
+    pub card_rotation: Option<CardRotationStatus>,
     /// Log entries.
     pub log_entries: u64,
     /// Size covered by our latest checkpoint.

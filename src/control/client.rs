@@ -176,6 +176,10 @@ impl ControlClient {
     ) -> Result<serde_json::Value, ClientError> {
         self.post("/v1/alert-level", req)
     }
+    /// `POST /v1/rotate/cert`.
+    pub fn rotate_cert(&self) -> Result<super::api::RotateResponse, ClientError> {
+        self.post("/v1/rotate/cert", &serde_json::json!({}))
+    }
     /// `GET /v1/events?after=N&wait_ms=M`.
     pub fn events(
         &self,

@@ -31,17 +31,20 @@ pub enum Spend {
     Answer,
     /// Events reported to the operator about the peer's bad input.
     Report,
+    /// The peer's card updates we pin and log (with our acceptance).
+    CardUpdate,
 }
 
 impl Spend {
     /// Every kind, in status order.
-    pub const ALL: [Spend; 6] = [
+    pub const ALL: [Spend; 7] = [
         Spend::Refusal,
         Spend::Notice,
         Spend::Cosignature,
         Spend::Evidence,
         Spend::Answer,
         Spend::Report,
+        Spend::CardUpdate,
     ];
 
     /// (burst, milliseconds per token).
@@ -61,6 +64,8 @@ impl Spend {
             Spend::Answer => (64, 50),
             // One a second after a burst of 32.
             Spend::Report => (32, 1_000),
+            // An honest office rotates a few times in years.
+            Spend::CardUpdate => (2, 3_600_000),
         }
     }
 
@@ -79,6 +84,8 @@ impl Spend {
             Spend::Cosignature => 3_072,
             // Two notes and a proof of at most 64 hashes.
             Spend::Evidence => 65_536,
+            // The update (at most 6,144 bytes) and our signed acceptance.
+            Spend::CardUpdate => 8_192,
             Spend::Answer | Spend::Report => 0,
         }
     }
@@ -92,6 +99,7 @@ impl Spend {
             Spend::Evidence => "evidence",
             Spend::Answer => "answer",
             Spend::Report => "report",
+            Spend::CardUpdate => "card-update",
         }
     }
 }
@@ -127,9 +135,9 @@ struct Bucket {
 /// The buckets of one peer.
 #[derive(Debug, Clone)]
 pub(crate) struct Budgets {
-    buckets: [Bucket; 6],
+    buckets: [Bucket; Spend::ALL.len()],
     /// Inputs dropped over budget, per kind, since start.
-    dropped: [u64; 6],
+    dropped: [u64; Spend::ALL.len()],
 }
 
 impl Default for Budgets {
@@ -141,7 +149,7 @@ impl Default for Budgets {
         };
         Budgets {
             buckets: Spend::ALL.map(full),
-            dropped: [0; 6],
+            dropped: [0; Spend::ALL.len()],
         }
     }
 }
@@ -260,8 +268,8 @@ mod tests {
     #[test]
     fn the_hourly_log_bound_is_the_one_docs_threat_model_states() {
         // (100 + 6,000) × 1 KiB + (32 + 60) × 1 KiB + (8 + 1,800) × 3 KiB
-        // + (4 + 4) × 64 KiB
-        assert_eq!(log_bound_bytes(3_600_000), 12_419_072);
+        // + (4 + 4) × 64 KiB + (2 + 1) × 8 KiB
+        assert_eq!(log_bound_bytes(3_600_000), 12_443_648);
         // The burst alone at once; one more refusal per 600 ms.
         assert_eq!(log_bound_bytes(600) - log_bound_bytes(0), 1_024);
     }

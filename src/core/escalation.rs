@@ -672,7 +672,7 @@ impl Core {
 
     /// Verifies and decodes an envelope `peer` signed with its message key;
     /// on failure reports a protocol error naming `what`.
-    fn open_from<M: prost::Message + Default>(
+    pub(super) fn open_from<M: prost::Message + Default>(
         &mut self,
         now: Now,
         peer: &OfficeName,

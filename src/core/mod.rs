@@ -28,6 +28,7 @@
 )]
 
 mod budget;
+mod card_update;
 mod channel;
 mod escalation;
 mod office;
@@ -39,6 +40,7 @@ pub mod relay;
 mod witness;
 
 pub use budget::{log_bound_bytes, Spend};
+pub use card_update::{OfferError, MAX_CARD_UPDATE_BYTES};
 pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem};
 pub use escalation::Overdue;
 pub use office::{Core, Draft, OfficeKeys, PeerKeys, Randomness, ReplayError, SubmitError, Timing};

@@ -184,6 +184,8 @@ pub struct Core {
     pub(super) receiving_via: Option<OfficeName>,
     /// Where the core's only random bytes (HPKE ephemeral keys) come from.
     pub(super) randomness: Randomness,
+    /// Card updates offered and pinned (docs/protocol.md §8d).
+    pub(super) card_updates: super::card_update::CardUpdates,
 }
 
 /// The source of the core's random bytes. Ids are made by the caller and
@@ -249,6 +251,7 @@ impl Core {
             spool: BTreeMap::new(),
             receiving_via: None,
             randomness: Randomness::Os,
+            card_updates: Default::default(),
         }
     }
 
@@ -468,6 +471,10 @@ impl Core {
             Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
                 self.replay_relay(event, entry.time_unix_ms)
             }
+            Event::CardUpdateSent(_)
+            | Event::CardUpdateReceived(_)
+            | Event::CardUpdateAcceptedSent(_)
+            | Event::CardUpdateAcceptedReceived(_) => self.replay_card_update(event),
             Event::NegativeReceiptSent(pe) => {
                 let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
                 if let (true, Some(ch), Some(env)) = (
@@ -808,6 +815,8 @@ impl Core {
             Some(Body::RelayTaken(t)) => self.on_relay_taken(now, peer, t),
             Some(Body::LineCheck(env)) => self.on_line_check(now, peer, env),
             Some(Body::AlertLevel(env)) => self.on_alert_level(now, peer, env),
+            Some(Body::CardUpdate(env)) => self.on_card_update(now, peer, env),
+            Some(Body::CardUpdateAccepted(env)) => self.on_card_update_accepted(now, peer, env),
             Some(Body::CheckpointRefused(r)) => {
                 let ours = self.latest_checkpoint.as_ref().map(|c| c.size).unwrap_or(0);
                 if r.want_old_size <= ours
@@ -936,7 +945,8 @@ impl Core {
                 send_hello(&mut self.out, &self.me, ch, true);
             }
             ch.resumed = true;
-            return self.resume(now, peer, &h, false);
+            self.resume(now, peer, &h, false);
+            return self.send_card_update(peer);
         }
         if h.reply {
             return; // the answer to our hello on a line already resumed

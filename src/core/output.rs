@@ -197,6 +197,23 @@ pub enum CoreEvent {
         /// Consecutive misses.
         missed: u32,
     },
+    /// A peer's new card, signed with its old message key, was pinned and
+    /// logged: the node stores it and trusts the new certificate.
+    PeerCardUpdated {
+        /// Peer.
+        peer: OfficeName,
+        /// The new card (its address empty: the node keeps the old one).
+        card: Box<crate::identity::OfficeCard>,
+    },
+    /// A peer accepted the card we offered.
+    CardUpdateAccepted {
+        /// Peer.
+        peer: OfficeName,
+        /// The card's fingerprint.
+        fingerprint: String,
+        /// Every peer has now accepted it: switch to it.
+        all: bool,
+    },
     /// The channel's alert level changed.
     AlertLevelChanged {
         /// Peer.

@@ -137,6 +137,13 @@ impl OfficeCard {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
+        card.check()?;
+        Ok(card)
+    }
+
+    /// Checks every field and that the fingerprint is the contents'.
+    pub fn check(&self) -> Result<(), CardError> {
+        let card = self;
         card.message_verifying_key()?;
         card.log_verifying_key()?;
         if card.role != "office" && card.role != "relay" {
@@ -161,6 +168,51 @@ impl OfficeCard {
                 computed,
             });
         }
+        Ok(())
+    }
+
+    /// This card as the update that replaces the card with fingerprint
+    /// `old_fingerprint` (docs/protocol.md §8d). The address is not in it.
+    pub fn to_update(
+        &self,
+        old_fingerprint: &str,
+        time_unix_ms: u64,
+    ) -> crate::wire::proto::CardUpdate {
+        crate::wire::proto::CardUpdate {
+            office: self.office.to_string(),
+            old_fingerprint: old_fingerprint.into(),
+            new_fingerprint: self.fingerprint.clone(),
+            role: self.role.clone(),
+            message_key: self.message_key.clone(),
+            log_key: self.log_key.clone(),
+            seal_key: self.seal_key.clone(),
+            node_cert_sha256: self.node_cert_sha256.clone(),
+            ca_cert: self.ca_cert.clone(),
+            time_unix_ms,
+        }
+    }
+
+    /// The card an update carries, at `address`, checked field by field
+    /// and against its fingerprint.
+    pub fn from_update(
+        u: &crate::wire::proto::CardUpdate,
+        address: String,
+    ) -> Result<Self, CardError> {
+        let card = OfficeCard {
+            office: OfficeName::new(&u.office).map_err(|e| CardError::Field {
+                field: "office",
+                why: e.to_string(),
+            })?,
+            role: u.role.clone(),
+            address,
+            message_key: u.message_key.clone(),
+            log_key: u.log_key.clone(),
+            seal_key: u.seal_key.clone(),
+            node_cert_sha256: u.node_cert_sha256.clone(),
+            fingerprint: u.new_fingerprint.clone(),
+            ca_cert: u.ca_cert.clone(),
+        };
+        card.check()?;
         Ok(card)
     }
 

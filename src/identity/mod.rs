@@ -11,6 +11,7 @@ pub mod files;
 pub mod keys;
 pub mod name;
 pub mod office_dir;
+pub mod rotation;
 pub mod tls_material;
 
 pub use card::{CardError, OfficeCard};

@@ -374,6 +374,7 @@ impl OfficeDir {
                     .map(|r| OfficeName::new(r.clone()))
                     .collect::<Result<_, _>>()
                     .map_err(|e| IdentityError::Invalid(format!("peer {name}: relays: {e}")))?,
+                retiring_node_cert: super::rotation::read_retiring(self, &pcard.office),
                 card: pcard,
                 addr,
             });
@@ -441,6 +442,10 @@ pub struct Peer {
     pub relays: Vec<OfficeName>,
     /// Where to dial it, if anywhere.
     pub addr: Option<SocketAddr>,
+    /// The node certificate (SHA-256) of the card its last card update
+    /// replaced, still trusted until it presents the new one
+    /// (`peers/NAME.retiring`).
+    pub retiring_node_cert: Option<[u8; 32]>,
 }
 
 /// Everything a node needs, loaded from its directory.

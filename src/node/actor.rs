@@ -21,6 +21,7 @@ use crate::audit::LogWriter;
 use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, PeerStatus, StatusResponse};
 use crate::control::WatchEvent;
 use crate::core::{Core, CoreEvent, SubmitError};
+use crate::identity::rotation;
 use crate::identity::OfficeName;
 use crate::wire::proto::{frame::Body, Frame, Precedence};
 use crate::wire::{frame, MessageId};
@@ -75,6 +76,12 @@ pub enum SendError {
     /// rebuilt from the log; the request was not made durable.
     #[error("the node's protocol core failed and was restarted from its log; this request was not recorded: send it again")]
     Lost,
+    /// It conflicts with work under way (a rotation still waiting).
+    #[error("{0}")]
+    Conflict(String),
+    /// The node could not do it (names the file or step).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Queries answered from the actor's state.
@@ -151,6 +158,17 @@ pub enum Input {
     },
     /// A connection attempt was refused.
     Refused(Attempt),
+    /// A peer whose old certificate we still trust presented the one on
+    /// its new card.
+    NewCertSeen {
+        /// Peer.
+        peer: OfficeName,
+    },
+    /// Rotate the node certificate (docs/protocol.md §8d).
+    RotateCert {
+        /// Answer once the offer is made.
+        reply: oneshot::Sender<Result<api::RotateResponse, SendError>>,
+    },
     /// Acknowledge a received message.
     Ack {
         /// The request.
@@ -260,6 +278,12 @@ pub struct Facts {
     pub evidence_dir: std::path::PathBuf,
     pub spool_dir: std::path::PathBuf,
     pub alert_command: Option<String>,
+    /// The office directory (card updates write there).
+    pub dir: crate::identity::OfficeDir,
+    /// Our current card.
+    pub card: crate::identity::OfficeCard,
+    /// What the transport presents and trusts.
+    pub identity: super::transport_identity::IdentityTx,
 }
 
 pub struct Actor {
@@ -575,6 +599,15 @@ impl Actor {
                 error: detail,
             }),
             Input::Refused(a) => self.refused(a),
+            Input::NewCertSeen { peer } => self.retire_old_cert(&peer),
+            Input::RotateCert { reply } => {
+                let r = if self.closing {
+                    Err(SendError::Stopping)
+                } else {
+                    self.rotate_cert(now)
+                };
+                let _ = reply.send(r);
+            }
             Input::Ack { req, reply } => {
                 if self.closing {
                     let _ = reply.send(Err(SendError::Stopping));
@@ -735,6 +768,145 @@ impl Actor {
             }
             Err(e) => tracing::error!("alert command {cmd:?} could not start: {e}"),
         }
+    }
+
+    /// Prepares a new node certificate and offers the card that pins it to
+    /// every peer; the switch comes when all have accepted.
+    fn rotate_cert(&mut self, now: crate::core::Now) -> Result<api::RotateResponse, SendError> {
+        if let Some((fp, waiting)) = self.core.card_offer() {
+            if !waiting.is_empty() {
+                let waiting: Vec<String> = waiting.iter().map(|p| p.to_string()).collect();
+                return Err(SendError::Conflict(format!(
+                    "card {fp} is still waiting for {} to accept it; the node switches once they have",
+                    waiting.join(", ")
+                )));
+            }
+        }
+        let card = rotation::prepare_cert(&self.facts.dir, &self.facts.card)
+            .map_err(|e| SendError::Failed(e.to_string()))?;
+        let update = card.to_update(&self.facts.card.fingerprint, now.wall_ms);
+        self.core
+            .offer_card(now, update)
+            .map_err(|e| SendError::Conflict(e.to_string()))?;
+        let waiting: Vec<String> = self
+            .core
+            .card_offer()
+            .map(|(_, w)| w.iter().map(|p| p.to_string()).collect())
+            .unwrap_or_default();
+        tracing::info!(
+            "offered card {} with a new node certificate to {}",
+            card.fingerprint,
+            waiting.join(", ")
+        );
+        self.push_event(
+            "card",
+            None,
+            None,
+            format!("offered card {} (new node certificate)", card.fingerprint),
+        );
+        if waiting.is_empty() {
+            self.switch_cert();
+        }
+        Ok(api::RotateResponse {
+            old_fingerprint: self.facts.card.fingerprint.clone(),
+            fingerprint: card.fingerprint,
+            waiting,
+        })
+    }
+
+    /// Every peer accepted our new card: present its certificate from now
+    /// on. Connections already up keep the one they began with.
+    fn switch_cert(&mut self) {
+        let dir = self.facts.dir.clone();
+        let loaded = rotation::switch(&dir).and_then(|()| {
+            let card = dir.load_card()?;
+            let office = dir.load()?;
+            Ok((card, office.node_cert, office.node_key))
+        });
+        match loaded {
+            Ok((card, cert, key)) => {
+                let next = self.facts.identity.borrow().with_cert(cert.clone(), key);
+                self.facts.identity.send_replace(std::sync::Arc::new(next));
+                self.facts.node_cert_not_after_ms =
+                    crate::identity::tls_material::not_after_unix_ms(cert.as_ref());
+                tracing::info!(
+                    "every peer accepted card {}: presenting the new node certificate",
+                    card.fingerprint
+                );
+                self.push_event(
+                    "card",
+                    None,
+                    None,
+                    format!(
+                        "every peer accepted card {}; presenting the new node certificate",
+                        card.fingerprint
+                    ),
+                );
+                self.facts.fingerprint = card.fingerprint.clone();
+                self.facts.card = card;
+            }
+            Err(e) => {
+                tracing::error!("could not switch to the new node certificate: {e}");
+                self.push_event(
+                    "alert",
+                    None,
+                    None,
+                    format!("could not switch to the new node certificate: {e}"),
+                );
+            }
+        }
+    }
+
+    /// A peer's new card was pinned and logged: store it and trust its new
+    /// certificate, and its old one until it presents the new.
+    fn pin_peer_card(&mut self, peer: &OfficeName, card: &crate::identity::OfficeCard) {
+        if let Err(e) = rotation::store_peer_card(&self.facts.dir, card) {
+            tracing::error!(%peer, "could not store {peer}'s new card: {e}");
+        }
+        let current = self.facts.identity.borrow().clone();
+        let old = current
+            .pin(peer)
+            .and_then(|p| p.node_certs.first().copied());
+        let Ok(ca) = card.ca_cert_der() else {
+            return;
+        };
+        let pin = super::tls::Pin {
+            office: peer.clone(),
+            ca,
+            node_certs: std::iter::once(card.node_cert_hash()).chain(old).collect(),
+        };
+        self.facts
+            .identity
+            .send_replace(std::sync::Arc::new(current.with_pin(pin)));
+        tracing::info!(%peer, "pinned {peer}'s new card {}", card.fingerprint);
+        self.push_event(
+            "card",
+            Some(peer),
+            None,
+            format!(
+                "pinned {peer}'s new card {} (signed with its current key); its old certificate is trusted until it presents the new one",
+                card.fingerprint
+            ),
+        );
+    }
+
+    /// The peer presented its new certificate: the old one is retired.
+    fn retire_old_cert(&mut self, peer: &OfficeName) {
+        let current = self.facts.identity.borrow().clone();
+        let Some(mut pin) = current.pin(peer).cloned() else {
+            return;
+        };
+        if pin.node_certs.len() < 2 {
+            return;
+        }
+        pin.node_certs.truncate(1);
+        if let Err(e) = rotation::drop_retiring(&self.facts.dir, peer) {
+            tracing::error!(%peer, "{e}");
+        }
+        self.facts
+            .identity
+            .send_replace(std::sync::Arc::new(current.with_pin(pin)));
+        tracing::info!(%peer, "{peer} presented its new certificate; the old one is no longer trusted");
     }
 
     /// Books a refused attempt; says so in the log and to `watch` only
@@ -912,6 +1084,23 @@ impl Actor {
         }
         for ev in out.events {
             match ev {
+                CoreEvent::PeerCardUpdated { peer, card } => self.pin_peer_card(&peer, &card),
+                CoreEvent::CardUpdateAccepted {
+                    peer,
+                    fingerprint,
+                    all,
+                } => {
+                    tracing::info!(%peer, "{peer} accepted our card {fingerprint}");
+                    self.push_event(
+                        "card",
+                        Some(&peer),
+                        None,
+                        format!("{peer} accepted our card {fingerprint}"),
+                    );
+                    if all {
+                        self.switch_cert();
+                    }
+                }
                 CoreEvent::Delivered { peer, id, sequence } => {
                     // A copy still waiting to go out need not.
                     if let Some(link) = self.links.get(&peer) {
@@ -1167,6 +1356,12 @@ impl Actor {
                     fingerprint: self.facts.fingerprint.clone(),
                     listen: self.facts.listen.clone(),
                     node_cert_expires_unix_ms: self.facts.node_cert_not_after_ms,
+                    card_rotation: self.core.card_offer().filter(|(_, w)| !w.is_empty()).map(
+                        |(fp, w)| api::CardRotationStatus {
+                            fingerprint: fp.to_string(),
+                            waiting: w.iter().map(|p| p.to_string()).collect(),
+                        },
+                    ),
                     node_cert_warning: self.facts.node_cert_not_after_ms.and_then(|t| {
                         crate::identity::tls_material::expiry_warning(t, self.clock.now().wall_ms)
                     }),

@@ -82,6 +82,7 @@ pub async fn serve(
         .route("/v1/messages", post(send))
         .route("/v1/ack", post(ack))
         .route("/v1/alert-level", post(alert_level))
+        .route("/v1/rotate/cert", post(rotate_cert))
         .route("/v1/events", get(events))
         .route("/v1/delivery", get(delivery))
         .route("/v1/shutdown", post(shutdown))
@@ -148,7 +149,7 @@ async fn send(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
         }
         Err(SendError::Refused(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Err(SendError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
-        Err(e @ SendError::Lost) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => send_error(e),
     }
 }
 
@@ -165,6 +166,15 @@ fn send_error(e: SendError) -> Response {
         SendError::Refused(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         SendError::Stopping => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
         e @ SendError::Lost => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        SendError::Conflict(m) => error(StatusCode::CONFLICT, m),
+        SendError::Failed(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+async fn rotate_cert(State(s): State<AppState>) -> Response {
+    match s.node.rotate_cert().await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => send_error(e),
     }
 }
 

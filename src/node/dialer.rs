@@ -8,27 +8,29 @@ use quinn::VarInt;
 use rand::Rng;
 use tokio::sync::watch;
 
-use super::actor::ActorTx;
+use super::actor::{ActorTx, Input};
 use super::link::{self, close_code};
 use super::tls::Pin;
+use super::transport_identity::{presented_cert, IdentityRx};
 use crate::identity::OfficeName;
-use crate::wire::sha256;
 
 /// Accepts connections until the endpoint closes.
-pub async fn accept_loop(endpoint: quinn::Endpoint, pins: Vec<Pin>, actor: ActorTx) {
+pub async fn accept_loop(endpoint: quinn::Endpoint, identity: IdentityRx, actor: ActorTx) {
     while let Some(incoming) = endpoint.accept().await {
-        let pins = pins.clone();
+        let identity = identity.clone();
         let actor = actor.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
+                    let pins = identity.borrow().pins.clone();
                     let Some(peer) = identify(&conn, &pins) else {
                         conn.close(VarInt::from_u32(close_code::UNKNOWN_PEER), b"unknown peer");
                         super::refuse(&actor, remote, "certificate matches no card".into(), None)
                             .await;
                         return;
                     };
+                    note_new_cert(&conn, &pins, &peer, &actor).await;
                     let _ = link::drive(conn, peer.clone(), peer, actor).await;
                 }
                 Err(e) => super::refuse(&actor, remote, format!("{e:?}"), None).await,
@@ -39,14 +41,21 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, pins: Vec<Pin>, actor: Actor
 
 /// Which pinned office a verified connection belongs to.
 fn identify(conn: &quinn::Connection, pins: &[Pin]) -> Option<OfficeName> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    let hash = sha256(certs.first()?.as_ref());
+    let hash = presented_cert(conn)?;
     pins.iter()
-        .find(|p| p.node_cert_sha256 == hash)
+        .find(|p| p.node_certs.contains(&hash))
         .map(|p| p.office.clone())
+}
+
+/// Tells the actor when a peer whose certificate we are retiring presents
+/// the one on its new card: the old one is then trusted no longer.
+async fn note_new_cert(conn: &quinn::Connection, pins: &[Pin], peer: &OfficeName, actor: &ActorTx) {
+    let Some(pin) = pins.iter().find(|p| &p.office == peer) else {
+        return;
+    };
+    if pin.node_certs.len() > 1 && presented_cert(conn).as_ref() == pin.node_certs.first() {
+        let _ = actor.send(Input::NewCertSeen { peer: peer.clone() }).await;
+    }
 }
 
 /// What a dialer needs.
@@ -55,7 +64,10 @@ pub struct Dialer {
     pub me: OfficeName,
     pub peer: OfficeName,
     pub addr: SocketAddr,
-    pub config: quinn::ClientConfig,
+    /// What we present and trust, read at each attempt (a card update may
+    /// change it while the node runs).
+    pub identity: IdentityRx,
+    pub transport: std::sync::Arc<quinn::TransportConfig>,
     pub actor: ActorTx,
     pub links_up: watch::Receiver<BTreeSet<OfficeName>>,
     pub min: Duration,
@@ -83,15 +95,20 @@ pub async fn dial_loop(mut d: Dialer) {
                 return;
             }
         }
-        let attempt = match d
-            .endpoint
-            .connect_with(d.config.clone(), d.addr, &d.peer.server_name())
-        {
-            Ok(connecting) => connecting.await.map_err(|e| format!("{e:?}")),
-            Err(e) => Err(format!("{e:?}")),
+        let identity = d.identity.borrow().clone();
+        let attempt = match identity.client_config(&d.peer, &d.transport) {
+            Ok(config) => match d
+                .endpoint
+                .connect_with(config, d.addr, &d.peer.server_name())
+            {
+                Ok(connecting) => connecting.await.map_err(|e| format!("{e:?}")),
+                Err(e) => Err(format!("{e:?}")),
+            },
+            Err(e) => Err(e.to_string()),
         };
         match attempt {
             Ok(conn) => {
+                note_new_cert(&conn, &identity.pins, &d.peer, &d.actor).await;
                 failures = 0;
                 delay = d.min;
                 let ended = link::drive(conn, d.peer.clone(), d.me.clone(), d.actor.clone()).await;

@@ -28,6 +28,7 @@ pub mod offline;
 pub mod refusals;
 mod spool;
 pub mod tls;
+pub mod transport_identity;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -44,8 +45,9 @@ pub use refusals::MAX_IDENTITY_ROWS;
 
 use crate::audit::{LogError, LogWriter};
 use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, StatusResponse};
-use crate::identity::{files, Office, OfficeName};
+use crate::identity::{files, rotation, Office, OfficeName};
 use crate::wire::MessageId;
+use transport_identity::TransportIdentity;
 
 /// Handshakes and connections accepted at once.
 pub const MAX_INCOMING: usize = 64;
@@ -171,6 +173,17 @@ impl NodeHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Input::AlertLevel { req, reply })
+            .await
+            .map_err(|_| SendError::Stopping)?;
+        rx.await.map_err(|_| SendError::Stopping)?
+    }
+
+    /// Rotates the node certificate: offers a new card to every peer
+    /// (docs/protocol.md §8d).
+    pub async fn rotate_cert(&self) -> Result<api::RotateResponse, SendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::RotateCert { reply })
             .await
             .map_err(|_| SendError::Stopping)?;
         rx.await.map_err(|_| SendError::Stopping)?
@@ -309,6 +322,24 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         return Err(e.into());
     }
     core.check_own_checkpoint()?;
+    // A certificate rotation every peer accepted, or one a crash cut short
+    // mid-switch, is completed before the transport starts.
+    let accepted_by_all = match (core.card_offer(), rotation::load_next(&dir)) {
+        (Some((fp, waiting)), Some(next)) => waiting.is_empty() && next.fingerprint == fp,
+        _ => false,
+    };
+    let switched = if accepted_by_all {
+        rotation::switch(&dir).map(|()| true)
+    } else {
+        rotation::finish_switch(&dir)
+    }
+    .map_err(|e| NodeError::Config(e.to_string()))?;
+    let office = if switched {
+        tracing::info!("switched to the rotated node certificate");
+        dir.load().map_err(|e| NodeError::Config(e.to_string()))?
+    } else {
+        office
+    };
     // A relay takes back the sealed frames it still holds.
     restore_spool(&mut core, &dir.root().join("spool"));
     if let Some(t) = &recovered.torn {
@@ -343,14 +374,15 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         .map(tls::Pin::of)
         .collect::<Result<_, _>>()
         .map_err(|e| NodeError::Config(e.to_string()))?;
-    let server_tls =
-        tls::server_config(office.node_cert.clone(), office.node_key.clone_key(), &pins)?;
-    let quic_server = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
-        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    pin_peer_cas(&mut core, &office);
+    let identity = Arc::new(TransportIdentity {
+        cert: office.node_cert.clone(),
+        key: office.node_key.clone_key(),
+        pins,
+    });
     let transport = Arc::new(transport_config(&office.config.timing));
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
-    server_config.transport_config(transport.clone());
-    server_config.max_incoming(MAX_INCOMING);
+    let server_config = identity.server_config(&transport)?;
+    let (identity_tx, identity_rx) = watch::channel(identity);
     let listen: SocketAddr = office.config.listen.parse().map_err(|_| {
         NodeError::Config(format!(
             "listen address {:?} is not HOST:PORT",
@@ -373,27 +405,27 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     let me = office.config.office.clone();
     let mut background = Vec::new();
 
+    background.push(tokio::spawn(transport_identity::follow(
+        endpoint.clone(),
+        identity_rx.clone(),
+        transport.clone(),
+    )));
     background.push(tokio::spawn(dialer::accept_loop(
         endpoint.clone(),
-        pins.clone(),
+        identity_rx.clone(),
         tx.clone(),
     )));
     let mut dial = HashMap::new();
-    for (peer, pin) in office.peers.iter().zip(&pins) {
+    for peer in &office.peers {
         let Some(addr) = peer.addr else { continue };
         dial.insert(peer.name.clone(), addr.to_string());
-        let client =
-            tls::client_config(office.node_cert.clone(), office.node_key.clone_key(), pin)?;
-        let quic_client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic_client));
-        client_config.transport_config(transport.clone());
         background.push(tokio::spawn(dialer::dial_loop(dialer::Dialer {
             endpoint: endpoint.clone(),
             me: me.clone(),
             peer: peer.name.clone(),
             addr,
-            config: client_config,
+            identity: identity_rx.clone(),
+            transport: transport.clone(),
             actor: tx.clone(),
             links_up: links_rx.clone(),
             min: Duration::from_millis(office.config.timing.reconnect_min_ms),
@@ -417,12 +449,16 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         evidence_dir: dir.root().join("evidence"),
         spool_dir: dir.root().join("spool"),
         alert_command: office.config.escalation.alert_command.clone(),
+        dir: dir.clone(),
+        card: office.card.clone(),
+        identity: identity_tx,
     };
     // After a core panic the actor rebuilds the core exactly as here: the
     // log's entries replayed, the relay's spool restored, then started.
     let reload_office = office.clone();
     let reload: actor::Reload = Box::new(move |now| {
         let mut core = offline::load_core(&reload_office)?;
+        pin_peer_cas(&mut core, &reload_office);
         core.check_own_checkpoint()?;
         restore_spool(&mut core, &reload_office.dir.root().join("spool"));
         let fingerprints = fingerprints_of(&reload_office);
@@ -501,6 +537,19 @@ fn fingerprints_of(office: &Office) -> Vec<(OfficeName, String)> {
 
 /// Bytes of QUIC DATAGRAMs buffered each way per connection (§8b).
 const DATAGRAM_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Tells the core each peer's CA and role, which a card update must keep.
+fn pin_peer_cas(core: &mut crate::core::Core, office: &Office) {
+    for peer in &office.peers {
+        if let Ok(ca) = peer.card.ca_cert_der() {
+            core.pin_peer_ca(
+                &peer.name,
+                crate::wire::sha256(ca.as_ref()),
+                &peer.card.role,
+            );
+        }
+    }
+}
 
 fn transport_config(t: &crate::identity::config::Timing) -> quinn::TransportConfig {
     let mut c = quinn::TransportConfig::default();

@@ -35,8 +35,9 @@ pub struct Pin {
     pub office: OfficeName,
     /// Its CA.
     pub ca: CertificateDer<'static>,
-    /// SHA-256 of its node certificate.
-    pub node_cert_sha256: [u8; 32],
+    /// Node certificates (SHA-256) accepted: the card's first, then one
+    /// its last card update retired, until the peer presents the new one.
+    pub node_certs: Vec<[u8; 32]>,
 }
 
 impl Pin {
@@ -45,7 +46,9 @@ impl Pin {
         Ok(Pin {
             office: peer.name.clone(),
             ca: peer.card.ca_cert_der()?,
-            node_cert_sha256: peer.card.node_cert_hash(),
+            node_certs: std::iter::once(peer.card.node_cert_hash())
+                .chain(peer.retiring_node_cert)
+                .collect(),
         })
     }
 }
@@ -87,7 +90,7 @@ impl ClientCertVerifier for PinnedClients {
                 .verify_client_cert(end_entity, intermediates, now)
                 .is_ok()
             {
-                if hash == pin.node_cert_sha256 {
+                if pin.node_certs.contains(&hash) {
                     return Ok(ClientCertVerified::assertion());
                 }
                 tracing::warn!(
@@ -147,7 +150,7 @@ impl ServerCertVerifier for PinnedServer {
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        if sha256(end_entity.as_ref()) != self.pin.node_cert_sha256 {
+        if !self.pin.node_certs.contains(&sha256(end_entity.as_ref())) {
             tracing::warn!(
                 peer = %self.pin.office,
                 "{CARD_MISMATCH}: {} presented a certificate from its CA that is not the node certificate on its card",

@@ -27,6 +27,10 @@ pub enum Domain {
     AlertLevel,
     /// A [`RelayReceipt`](super::proto::RelayReceipt).
     RelayReceipt,
+    /// A [`CardUpdate`](super::proto::CardUpdate).
+    CardUpdate,
+    /// A [`CardUpdateAccepted`](super::proto::CardUpdateAccepted).
+    CardUpdateAccepted,
 }
 
 impl Domain {
@@ -40,6 +44,8 @@ impl Domain {
             Domain::LineCheck => "hotline/1 line-check",
             Domain::AlertLevel => "hotline/1 alert-level",
             Domain::RelayReceipt => "hotline/1 relay-receipt",
+            Domain::CardUpdate => "hotline/1 card-update",
+            Domain::CardUpdateAccepted => "hotline/1 card-update-accepted",
         }
     }
 

@@ -1,0 +1,357 @@
+//! Card updates (docs/protocol.md §8d): an office replaces its card in
+//! band, signed with the message key of the card it replaces, so that a
+//! peer holding only the old card can pin the new one without a second
+//! exchange out of band.
+//!
+//! What may change in this version: the node certificate, reissued by the
+//! same CA. The CA and the message, log and seal keys must stay:
+//! they sign and open what both logs hold, and changing them needs a key
+//! history the auditors follow, which this version does not have. An
+//! update that changes them is refused and reported, and the old card
+//! stays pinned.
+//!
+//! The offering office keeps using its old certificate until every peer
+//! has accepted (a signed [`CardUpdateAccepted`], logged by both); the node
+//! then switches. Each side logs what it sent and what it received, so
+//! the change is in both logs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prost::Message as _;
+
+use super::budget::{Spend, Verdict};
+use super::office::Core;
+use super::output::{CoreEvent, Transmit};
+use super::Now;
+use crate::identity::{OfficeCard, OfficeName};
+use crate::wire::envelope::{self, Domain};
+use crate::wire::proto::{
+    frame::Body, log_entry::Event, CardUpdate, CardUpdateAccepted, PeerEnvelope, SignedEnvelope,
+};
+
+/// The largest card update payload accepted (a card with a P-256 CA
+/// certificate is about 1.5 KiB).
+pub const MAX_CARD_UPDATE_BYTES: usize = 6_144;
+
+/// Our own update in progress, and what we pinned of the peers'.
+#[derive(Debug, Default)]
+pub(crate) struct CardUpdates {
+    /// The new fingerprint we offered and its signed envelope.
+    offered: Option<(String, SignedEnvelope)>,
+    /// Peers that have not yet accepted it.
+    waiting: BTreeSet<OfficeName>,
+    /// The latest new card each peer gave us (its fingerprint).
+    pinned_from: BTreeMap<OfficeName, String>,
+    /// Each peer's CA certificate (SHA-256 of the DER) and role, when the
+    /// node told us: an update must keep them.
+    peer_ca: BTreeMap<OfficeName, ([u8; 32], String)>,
+}
+
+/// Why an update could not be offered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// An earlier one is still waiting for peers.
+    #[error("card {fingerprint} is still waiting for {waiting} to accept it")]
+    Pending {
+        /// The card offered before.
+        fingerprint: String,
+        /// Peers that have not accepted it.
+        waiting: String,
+    },
+    /// The update is not a card of this office.
+    #[error("not a card update of this office: {0}")]
+    Invalid(String),
+}
+
+fn payload_of(pe: &PeerEnvelope) -> &[u8] {
+    pe.envelope.as_ref().map_or(&[], |e| e.payload.as_slice())
+}
+
+impl Core {
+    /// Offers our new card to every peer. `update` is built from the new
+    /// card (its `old_fingerprint` our current card's); it is signed with
+    /// our current message key.
+    pub fn offer_card(&mut self, now: Now, update: CardUpdate) -> Result<(), OfferError> {
+        if let Some((fp, _)) = &self.card_updates.offered {
+            if !self.card_updates.waiting.is_empty() {
+                return Err(OfferError::Pending {
+                    fingerprint: fp.clone(),
+                    waiting: self
+                        .card_updates
+                        .waiting
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        if update.office != self.me.as_str() {
+            return Err(OfferError::Invalid(format!("it names {}", update.office)));
+        }
+        let env = envelope::seal_proto(Domain::CardUpdate, &update, &self.key);
+        if env.payload.len() > MAX_CARD_UPDATE_BYTES {
+            return Err(OfferError::Invalid(format!(
+                "{} bytes; the limit is {MAX_CARD_UPDATE_BYTES}",
+                env.payload.len()
+            )));
+        }
+        let peers: Vec<OfficeName> = self.channels.keys().cloned().collect();
+        for peer in &peers {
+            self.persist(
+                now,
+                Event::CardUpdateSent(PeerEnvelope {
+                    peer: peer.to_string(),
+                    envelope: Some(env.clone()),
+                    via: String::new(),
+                }),
+            );
+        }
+        self.card_updates.waiting = peers.iter().cloned().collect();
+        self.card_updates.offered = Some((update.new_fingerprint.clone(), env));
+        for peer in &peers {
+            self.send_card_update(peer);
+        }
+        Ok(())
+    }
+
+    /// Tells the core `peer`'s pinned CA (SHA-256 of its DER) and role, so
+    /// that a card update that changes either is refused.
+    pub fn pin_peer_ca(&mut self, peer: &OfficeName, ca_sha256: [u8; 32], role: &str) {
+        self.card_updates
+            .peer_ca
+            .insert(peer.clone(), (ca_sha256, role.to_string()));
+    }
+
+    /// The card we offered and the peers that have not accepted it yet
+    /// (empty when all have: the node may switch to it).
+    pub fn card_offer(&self) -> Option<(&str, Vec<OfficeName>)> {
+        self.card_updates.offered.as_ref().map(|(fp, _)| {
+            (
+                fp.as_str(),
+                self.card_updates.waiting.iter().cloned().collect(),
+            )
+        })
+    }
+
+    /// Sends our pending update to `peer` if it has not accepted it (on
+    /// every resumed connection until it does).
+    pub(super) fn send_card_update(&mut self, peer: &OfficeName) {
+        let (Some((_, env)), true) = (
+            &self.card_updates.offered,
+            self.card_updates.waiting.contains(peer),
+        ) else {
+            return;
+        };
+        let connected = self
+            .channels
+            .get(peer)
+            .is_some_and(|c| c.connected && c.resumed);
+        if connected {
+            self.out
+                .transmit
+                .push(Transmit::control(peer, Body::CardUpdate(env.clone())));
+        }
+    }
+
+    /// A peer's new card.
+    pub(super) fn on_card_update(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
+        if env.payload.len() > MAX_CARD_UPDATE_BYTES {
+            let detail = format!(
+                "card update of {} bytes; the limit is {MAX_CARD_UPDATE_BYTES}",
+                env.payload.len()
+            );
+            return self.report(now, peer, detail);
+        }
+        let Some(u) =
+            self.open_from::<CardUpdate>(now, peer, &env, Domain::CardUpdate, "card update")
+        else {
+            return;
+        };
+        if u.office != peer.as_str() {
+            let detail = format!(
+                "card update for {} on the line to {peer}",
+                crate::text::quote(&u.office, 48)
+            );
+            return self.report(now, peer, detail);
+        }
+        if self.card_updates.pinned_from.get(peer) == Some(&u.new_fingerprint) {
+            // Already pinned: our acceptance was lost. Answer again.
+            if self.spend(now, peer, Spend::Answer) == Verdict::Allowed {
+                self.accept_card(now, peer, &u.new_fingerprint, false);
+            }
+            return;
+        }
+        let Some(pinned) = self.pinned.get(peer.as_str()).cloned() else {
+            return self.report(now, peer, "card update, but no card of it is pinned".into());
+        };
+        if u.old_fingerprint != pinned {
+            let detail = format!(
+                "card update replaces card {} but {pinned} is pinned",
+                crate::text::quote(&u.old_fingerprint, 32)
+            );
+            return self.report(now, peer, detail);
+        }
+        let card = match OfficeCard::from_update(&u, String::new()) {
+            Ok(c) => c,
+            Err(e) => return self.report(now, peer, format!("card update refused: {e}")),
+        };
+        let Some(ch) = self.channels.get(peer) else {
+            return;
+        };
+        let same_ca = match (self.card_updates.peer_ca.get(peer), card.ca_cert_der()) {
+            (Some((pinned, role)), Ok(ca)) => {
+                crate::wire::sha256(ca.as_ref()) == *pinned && *role == card.role
+            }
+            (None, Ok(_)) => true,
+            (_, Err(_)) => false,
+        };
+        let same_keys = card.message_verifying_key().ok() == Some(ch.key)
+            && card.log_verifying_key().ok() == Some(ch.log_key)
+            && card.seal_public().ok() == Some(ch.seal_key)
+            && same_ca;
+        if !same_keys {
+            return self.report(
+                now,
+                peer,
+                "card update changes the CA, the role or the message, log or seal key: this version accepts a new node certificate only; exchange the new card out of band".into(),
+            );
+        }
+        if self.spend(now, peer, Spend::CardUpdate) != Verdict::Allowed {
+            return;
+        }
+        self.persist(
+            now,
+            Event::CardUpdateReceived(PeerEnvelope {
+                peer: peer.to_string(),
+                envelope: Some(env),
+                via: String::new(),
+            }),
+        );
+        self.pinned
+            .insert(peer.to_string(), card.fingerprint.clone());
+        self.card_updates
+            .pinned_from
+            .insert(peer.clone(), card.fingerprint.clone());
+        self.accept_card(now, peer, &card.fingerprint, true);
+        self.out.events.push(CoreEvent::PeerCardUpdated {
+            peer: peer.clone(),
+            card: Box::new(card),
+        });
+    }
+
+    /// Signs, sends and (when `log`) logs our acceptance of `peer`'s card.
+    fn accept_card(&mut self, now: Now, peer: &OfficeName, fingerprint: &str, log: bool) {
+        let a = CardUpdateAccepted {
+            from: self.me.to_string(),
+            to: peer.to_string(),
+            new_fingerprint: fingerprint.into(),
+            time_unix_ms: now.wall_ms,
+        };
+        let env = envelope::seal_proto(Domain::CardUpdateAccepted, &a, &self.key);
+        if log {
+            self.persist(
+                now,
+                Event::CardUpdateAcceptedSent(PeerEnvelope {
+                    peer: peer.to_string(),
+                    envelope: Some(env.clone()),
+                    via: String::new(),
+                }),
+            );
+        }
+        self.out
+            .transmit
+            .push(Transmit::control(peer, Body::CardUpdateAccepted(env)));
+    }
+
+    /// A peer accepted our new card.
+    pub(super) fn on_card_update_accepted(
+        &mut self,
+        now: Now,
+        peer: &OfficeName,
+        env: SignedEnvelope,
+    ) {
+        let Some(a) = self.open_from::<CardUpdateAccepted>(
+            now,
+            peer,
+            &env,
+            Domain::CardUpdateAccepted,
+            "card update acceptance",
+        ) else {
+            return;
+        };
+        let ours = self
+            .card_updates
+            .offered
+            .as_ref()
+            .map(|(fp, _)| fp.as_str());
+        if a.from != peer.as_str()
+            || a.to != self.me.as_str()
+            || ours != Some(a.new_fingerprint.as_str())
+            || !self.card_updates.waiting.contains(peer)
+        {
+            return; // stale or stray: nothing to log
+        }
+        self.persist(
+            now,
+            Event::CardUpdateAcceptedReceived(PeerEnvelope {
+                peer: peer.to_string(),
+                envelope: Some(env),
+                via: String::new(),
+            }),
+        );
+        self.card_updates.waiting.remove(peer);
+        self.out.events.push(CoreEvent::CardUpdateAccepted {
+            peer: peer.clone(),
+            fingerprint: a.new_fingerprint,
+            all: self.card_updates.waiting.is_empty(),
+        });
+    }
+
+    /// Replays a card-update entry.
+    pub(super) fn replay_card_update(&mut self, event: &Event) {
+        match event {
+            Event::CardUpdateSent(pe) => {
+                let Ok(u) = CardUpdate::decode(payload_of(pe)) else {
+                    return;
+                };
+                let Ok(peer) = OfficeName::new(&pe.peer) else {
+                    return;
+                };
+                let same = self
+                    .card_updates
+                    .offered
+                    .as_ref()
+                    .is_some_and(|(fp, _)| *fp == u.new_fingerprint);
+                if !same {
+                    self.card_updates.waiting.clear();
+                }
+                if let Some(env) = &pe.envelope {
+                    self.card_updates.offered = Some((u.new_fingerprint, env.clone()));
+                }
+                if self.channels.contains_key(&peer) {
+                    self.card_updates.waiting.insert(peer);
+                }
+            }
+            Event::CardUpdateAcceptedReceived(pe) => {
+                if let Ok(peer) = OfficeName::new(&pe.peer) {
+                    self.card_updates.waiting.remove(&peer);
+                }
+            }
+            Event::CardUpdateReceived(pe) => {
+                let (Ok(u), Ok(peer)) = (
+                    CardUpdate::decode(payload_of(pe)),
+                    OfficeName::new(&pe.peer),
+                ) else {
+                    return;
+                };
+                self.pinned
+                    .insert(peer.to_string(), u.new_fingerprint.clone());
+                self.card_updates
+                    .pinned_from
+                    .insert(peer, u.new_fingerprint);
+            }
+            _ => {}
+        }
+    }
+}
