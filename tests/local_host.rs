@@ -794,3 +794,209 @@ async fn dial_as_peer(me: &hotline::identity::Office, addr: std::net::SocketAddr
         let _ = tokio::time::timeout(Duration::from_secs(20), conn.closed()).await;
     }
 }
+
+/// A small tmpfs for a full-disk test, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts `bytes` of tmpfs at `at`; `None` (with a loud note) when
+    /// this user may not mount.
+    fn mount(at: &Path, bytes: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED the full-disk test: cannot mount a tmpfs here ({}); run the suite as root",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(SmallDisk(at.to_path_buf()))
+    }
+
+    fn free(&self) -> u64 {
+        hotline::audit::free_bytes(&self.0).unwrap()
+    }
+
+    /// Fills the disk with `filler` until `leave` bytes or fewer are free.
+    fn fill(&self, leave: u64) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.0.join("filler"))
+            .unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while self.free() > leave {
+            let n = (self.free() - leave).min(chunk.len() as u64) as usize;
+            if f.write_all(&chunk[..n.max(1)]).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn send_cli(dir: &Path, to: &str, subject: &str) -> std::process::Output {
+    hotline(&[
+        "send",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--to",
+        to,
+        "--subject",
+        subject,
+        &"a body ".repeat(200),
+    ])
+}
+
+#[test]
+fn a_full_disk_is_said_plainly_refused_below_the_reserve_and_leaves_no_torn_tail() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&t.path().join("small"), 24 * 1024 * 1024) else {
+        return;
+    };
+    // Washington's office on the small disk, pyongyang's beside it.
+    let (a0, b) = setup(t.path());
+    let a = disk.0.join("washington");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&a0)
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::remove_dir_all(&a0).unwrap();
+    let config = a.join("hotline.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("min_free_bytes = 67108864"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("min_free_bytes = 67108864", "min_free_bytes = 4194304"),
+    )
+    .unwrap();
+    let a_log = t.path().join("washington-node.log");
+    let mut na = Node::start_logging_to(&a, &a_log);
+    let nb = Node::start(&b);
+    send_and_wait_delivered(&na, "pyongyang", "before");
+
+    // Below the 4 MiB reserve: washington refuses to send, says why, and
+    // exits 9; what pyongyang sends is still logged and receipted.
+    disk.fill(2 * 1024 * 1024);
+    let out = send_cli(&a, "pyongyang", "below the reserve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(9), "{err}");
+    assert!(err.contains("disk full:"), "{err}");
+    send_and_wait_delivered(&nb, "washington", "into the reserve");
+
+    // Now truly full: the next entries washington must write fail, and it
+    // stops with exit code 9 and "disk full", its log cut back whole.
+    disk.fill(0);
+    let c = nb.client();
+    for i in 0..20 {
+        let _ = c.send(&SendRequest {
+            to: "washington".into(),
+            subject: format!("onto a full disk {i}"),
+            body: "x".repeat(4096),
+            ..Default::default()
+        });
+    }
+    let status = na
+        .wait_exit(Duration::from_secs(60))
+        .expect("washington stops on a full disk");
+    assert_eq!(
+        status.code(),
+        Some(9),
+        "{}",
+        std::fs::read_to_string(&a_log).unwrap()
+    );
+    assert!(std::fs::read_to_string(&a_log)
+        .unwrap()
+        .contains("disk full"));
+    let log = a.join("log/hotline.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    let summary = hotline::audit::scan(&log, |_| {}).unwrap();
+    assert_eq!(summary.good_len, len, "a torn tail on the full disk");
+
+    // Restarted on the still-full disk (as a supervisor would, twice): it
+    // refuses at once, plainly, and writes nothing.
+    for _ in 0..2 {
+        let out = hotline(&["node", "run", "--dir", a.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(9), "{err}");
+        assert!(err.contains("disk full:"), "{err}");
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), len);
+    }
+
+    // Space freed: it starts, its log verifies, and what pyongyang sent
+    // meanwhile arrives.
+    std::fs::remove_file(disk.0.join("filler")).unwrap();
+    let na = Node::start_logging_to(&a, &a_log);
+    let out = hotline(&["audit", "verify", a.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_for("pyongyang's messages are receipted", || {
+        c.outbox()
+            .unwrap()
+            .iter()
+            .all(|o| o.state == hotline::core::OutState::Delivered)
+    });
+    send_and_wait_delivered(&na, "pyongyang", "after");
+    drop(na);
+    drop(nb);
+}
+
+#[test]
+fn a_stale_control_address_gets_no_token_when_no_node_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, _) = setup(t.path());
+    let mut node = Node::start(&a);
+    let addr = std::fs::read_to_string(a.join("run/control.addr")).unwrap();
+    node.kill9(); // leaves run/control.addr behind, as an unwritable run/ would
+                  // Another local user takes the freed port.
+    let thief = std::net::TcpListener::bind(addr.trim()).unwrap();
+    thief.set_nonblocking(true).unwrap();
+    let out = hotline(&["status", "--dir", a.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = hotline(&[
+        "send",
+        "--dir",
+        a.to_str().unwrap(),
+        "--to",
+        "pyongyang",
+        "--subject",
+        "s",
+        "b",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no longer running"), "{err}");
+    assert!(
+        thief.accept().is_err(),
+        "the CLI connected to a stale control address"
+    );
+}

@@ -29,6 +29,15 @@ pub enum LogError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The file system is full. Nothing of the batch remains in the file:
+    /// the writer cut it back to the last durable entry.
+    #[error("disk full: the log {path} cannot grow ({detail}); nothing of the last batch was kept and nothing was sent on the strength of it: free space on that file system, then start the node again")]
+    DiskFull {
+        /// The log file.
+        path: PathBuf,
+        /// What the file system said, with the space left.
+        detail: String,
+    },
     /// The log is damaged before its tail; nothing is changed on disk.
     #[error("log {path} is corrupt at byte offset {offset} (entry {index}): {why}; the node will not start on a damaged log: restore the file from a backup, or move it aside to start a new log")]
     Corrupt {
@@ -333,15 +342,55 @@ impl LogWriter {
                 why: err.to_string(),
             })?;
         }
-        let io = |source| LogError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(&self.buf).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        if let Err(source) = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|()| self.file.sync_data())
+        {
+            // Whatever of the batch reached the file was never claimed
+            // durable: cut it off, so that a full disk leaves no torn tail
+            // (and a node restarted on it none either). Truncating frees
+            // space, so it works on a full disk.
+            let _ = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            return Err(if is_disk_full(&source) {
+                LogError::DiskFull {
+                    path: self.path.clone(),
+                    detail: format!("{source}; {}", free_space_words(&self.path)),
+                }
+            } else {
+                LogError::Io {
+                    path: self.path.clone(),
+                    source,
+                }
+            });
+        }
         self.len = self.len.saturating_add(self.buf.len() as u64);
         self.entries = self.entries.saturating_add(entries.len() as u64);
         Ok(())
+    }
+}
+
+/// Whether an I/O error means the file system (or the user's quota) is
+/// full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::NOSPC.raw_os_error() || c == rustix::io::Errno::DQUOT.raw_os_error())
+}
+
+/// Bytes an unprivileged writer may still use on the file system that
+/// holds `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// "N bytes free" for messages, or why it is unknown.
+pub fn free_space_words(path: &Path) -> String {
+    match free_bytes(path) {
+        Ok(n) => format!("{n} bytes free on its file system"),
+        Err(e) => format!("free space unknown: {e}"),
     }
 }
 

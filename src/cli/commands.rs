@@ -37,7 +37,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn client_failure(e: ClientError) -> Failure {
     let code = match &e {
-        ClientError::NotRunning(_) => exit::NOT_RUNNING,
+        ClientError::NotRunning(_) | ClientError::StaleAddress(_) => exit::NOT_RUNNING,
+        ClientError::Api { status: 507, .. } => exit::DISK_FULL,
         ClientError::Api { status, .. } if (400..500).contains(status) => exit::REFUSED,
         ClientError::Api { status: 503, .. } => exit::REFUSED,
         _ => exit::FAILURE,
@@ -204,7 +205,14 @@ fn node_run(dir: &std::path::Path) -> Res {
     let office = OfficeDir::new(dir).load()?;
     let rt = runtime();
     rt.block_on(async move {
-        let node = node::start(office, NodeOptions { control_api: true }).await?;
+        let node = match node::start(office, NodeOptions { control_api: true }).await {
+            Ok(n) => n,
+            Err(e @ node::NodeError::Log(hotline::audit::LogError::DiskFull { .. })) => {
+                eprintln!("{e}");
+                return Ok(exit::DISK_FULL);
+            }
+            Err(e) => return Err(e.into()),
+        };
         eprintln!(
             "{} running: QUIC on {}, control API on {} (Ctrl-C to stop)",
             node.office(),
@@ -235,6 +243,10 @@ fn node_run(dir: &std::path::Path) -> Res {
             Err(e @ node::NodeError::CorePanicked { .. }) => {
                 eprintln!("node stopped: {e}");
                 return Ok(exit::NODE_FAULT);
+            }
+            Err(e @ node::NodeError::Log(hotline::audit::LogError::DiskFull { .. })) => {
+                eprintln!("node stopped: {e}");
+                return Ok(exit::DISK_FULL);
             }
             r => r.map_err(|e| anyhow!(e))?,
         }
@@ -438,7 +450,7 @@ fn online_or_log<T>(
     let od = OfficeDir::new(dir);
     match ControlClient::from_dir(&od).and_then(|c| online(&c)) {
         Ok(v) => Ok(v),
-        Err(ClientError::NotRunning(_)) => {
+        Err(ClientError::NotRunning(_) | ClientError::StaleAddress(_)) => {
             let office = od.load()?;
             let core = node::offline::load_core(&office)?;
             eprintln!("(no node running: read from the log)");
@@ -479,7 +491,7 @@ fn status(dir: &std::path::Path, json: bool) -> Res {
             }
             Ok(exit::OK)
         }
-        Err(ClientError::NotRunning(d)) => {
+        Err(ClientError::NotRunning(d) | ClientError::StaleAddress(d)) => {
             if json {
                 print_json(&serde_json::json!({"running": false, "dir": d}));
             } else {

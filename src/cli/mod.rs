@@ -32,6 +32,10 @@ pub mod exit {
     /// more than 5 times within an hour (each panic is restarted from the
     /// log first). The log is intact; report the fault, then start again.
     pub const NODE_FAULT: u8 = 8;
+    /// Disk full: the node refused a request because the log's file system
+    /// is below its free-space reserve, or `node run` could not start or
+    /// had to stop because the disk is full. Nothing was half-written.
+    pub const DISK_FULL: u8 = 9;
 }
 
 const AFTER_HELP: &str = "\
@@ -52,7 +56,8 @@ Exit codes: 0 ok, 1 failure, 2 bad usage, 3 no node running for --dir,
 6 an audit verification failed, 7 a drill ran but an expectation failed
 (or a replay differs, or a fuzzed seed failed), 8 `node run` stopped on a
 fault of its own (its core panicked more than 5 times in an hour; the log
-is intact).
+is intact), 9 disk full (a request refused below the free-space reserve, or
+`node run` could not start or had to stop on a full disk).
 
 Crisis drills: hotline drill list; hotline drill run kaesong-2020";
 

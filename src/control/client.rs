@@ -13,6 +13,10 @@ pub enum ClientError {
     /// No node is running on the directory.
     #[error("no node is running for {0} (start one with `hotline node run --dir {0}`)")]
     NotRunning(String),
+    /// `run/control.addr` is there but no node holds the directory's lock:
+    /// left over, or planted. The token was not sent.
+    #[error("no node is running for {0}: run/control.addr is left from a node that is no longer running, and the control token was not sent to it (start one with `hotline node run --dir {0}`)")]
+    StaleAddress(String),
     /// The token was refused.
     #[error("the node refused the control token: {0}")]
     Unauthorized(String),
@@ -59,6 +63,16 @@ impl ControlClient {
         }
         files::check_private_dir(dir.root()).map_err(untrusted)?;
         files::check_private_dir(run).map_err(untrusted)?;
+        // A running node holds run/lock. If we can take it, no node runs and
+        // control.addr is left over (a node that could not remove it, or a
+        // plant): whoever listens there now must not get the token. The
+        // lock is held for microseconds; a node starting meanwhile retries.
+        if let Ok(lock) = std::fs::File::open(dir.lock()) {
+            if lock.try_lock().is_ok() {
+                let _ = lock.unlock();
+                return Err(ClientError::StaleAddress(root));
+            }
+        }
         let addr = files::read_secret(&addr_file).map_err(untrusted)?;
         let addr = String::from_utf8_lossy(&addr);
         let addr: std::net::SocketAddr = addr.trim().parse().map_err(|_| {

@@ -24,9 +24,34 @@ pub struct Config {
     /// Escalation policy, line checks and alerts.
     #[serde(default)]
     pub escalation: Escalation,
+    /// Disk space the node keeps in hand.
+    #[serde(default)]
+    pub storage: Storage,
     /// Pinned peers by office name.
     #[serde(default)]
     pub peers: BTreeMap<String, PeerConfig>,
+}
+
+/// The `[storage]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// Below this many free bytes on the log's file system the node
+    /// refuses new sends, acknowledgements and alert-level changes ("disk
+    /// full", exit code 9) and keeps the rest for what peers send it: their
+    /// messages are still logged and receipted.
+    pub min_free_bytes: u64,
+}
+
+/// 64 MiB: tens of thousands of incoming messages.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+        }
+    }
 }
 
 /// The `[escalation]` table.
@@ -123,6 +148,7 @@ impl Config {
             control: default_control(),
             timing: Timing::default(),
             escalation: Escalation::default(),
+            storage: Storage::default(),
             peers: BTreeMap::new(),
         }
     }

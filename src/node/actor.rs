@@ -82,6 +82,9 @@ pub enum SendError {
     /// The node could not do it (names the file or step).
     #[error("{0}")]
     Failed(String),
+    /// The log's file system is below the free-space reserve, or full.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// Queries answered from the actor's state.
@@ -284,6 +287,9 @@ pub struct Facts {
     pub card: crate::identity::OfficeCard,
     /// What the transport presents and trusts.
     pub identity: super::transport_identity::IdentityTx,
+    /// The log's directory, and the free space kept in hand there.
+    pub log_dir: std::path::PathBuf,
+    pub min_free_bytes: u64,
 }
 
 pub struct Actor {
@@ -529,6 +535,10 @@ impl Actor {
                     let _ = reply.send(Err(SendError::Stopping));
                     return;
                 }
+                if let Some(e) = self.disk_refusal() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let draft = match req.to_draft() {
                     Ok(d) => d,
                     Err(e) => {
@@ -603,6 +613,8 @@ impl Actor {
             Input::RotateCert { reply } => {
                 let r = if self.closing {
                     Err(SendError::Stopping)
+                } else if let Some(e) = self.disk_refusal() {
+                    Err(e)
                 } else {
                     self.rotate_cert(now)
                 };
@@ -611,6 +623,10 @@ impl Actor {
             Input::Ack { req, reply } => {
                 if self.closing {
                     let _ = reply.send(Err(SendError::Stopping));
+                    return;
+                }
+                if let Some(e) = self.disk_refusal() {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 let Some(msg) = MessageId::parse(&req.id) else {
@@ -644,6 +660,10 @@ impl Actor {
                 }
             }
             Input::AlertLevel { req, reply } => {
+                if let Some(e) = self.disk_refusal() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let level = api::parse_alert_level(&req.level);
                 let peer = OfficeName::new(req.peer.clone()).ok();
                 let r = match (level, peer) {
@@ -768,6 +788,23 @@ impl Actor {
             }
             Err(e) => tracing::error!("alert command {cmd:?} could not start: {e}"),
         }
+    }
+
+    /// A refusal when the log's file system has less free space than the
+    /// reserve. One `statvfs` per request (about a microsecond): a cached
+    /// reading would let a burst through after the disk filled.
+    fn disk_refusal(&mut self) -> Option<SendError> {
+        let reserve = self.facts.min_free_bytes;
+        if reserve == 0 {
+            return None;
+        }
+        let free = crate::audit::free_bytes(&self.facts.log_dir).ok()?;
+        (free < reserve).then(|| {
+            SendError::DiskFull(format!(
+                "disk full: {free} bytes free on the file system of {}, below the reserve of {reserve} ([storage] min_free_bytes) kept for what peers send; nothing was recorded or sent: free space, then try again",
+                self.facts.log_dir.display()
+            ))
+        })
     }
 
     /// Prepares a new node certificate and offers the card that pins it to
@@ -1066,6 +1103,12 @@ impl Actor {
             self.log = Some(log);
             if let Err(e) = result {
                 tracing::error!("stopping: the log could not be made durable: {e}");
+                // Those waiting are told why, not merely that the node stops.
+                if matches!(e, crate::audit::LogError::DiskFull { .. }) {
+                    for a in self.accepting.drain(..) {
+                        let _ = a.reply.send(Err(SendError::DiskFull(e.to_string())));
+                    }
+                }
                 return Err(NodeError::Log(e));
             }
         }

@@ -168,6 +168,7 @@ fn send_error(e: SendError) -> Response {
         e @ SendError::Lost => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         SendError::Conflict(m) => error(StatusCode::CONFLICT, m),
         SendError::Failed(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+        SendError::DiskFull(m) => error(StatusCode::INSUFFICIENT_STORAGE, m),
     }
 }
 

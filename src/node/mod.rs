@@ -49,6 +49,10 @@ use crate::identity::{files, rotation, Office, OfficeName};
 use crate::wire::MessageId;
 use transport_identity::TransportIdentity;
 
+/// Free bytes below which a node will not start (its start entries and
+/// the first checkpoint need a few KiB; the rest is margin).
+pub const START_FREE_BYTES: u64 = 1024 * 1024;
+
 /// Handshakes and connections accepted at once.
 pub const MAX_INCOMING: usize = 64;
 
@@ -305,8 +309,15 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         .write(true)
         .open(dir.lock())
         .map_err(io(&dir.lock()))?;
-    if lock.try_lock().is_err() {
-        return Err(NodeError::AlreadyRunning(dir.root().display().to_string()));
+    // The CLI takes the lock for an instant to tell a stale control.addr
+    // from a running node: a few tries before concluding another node has it.
+    let mut tries = 0u32;
+    while lock.try_lock().is_err() {
+        tries = tries.saturating_add(1);
+        if tries >= 20 {
+            return Err(NodeError::AlreadyRunning(dir.root().display().to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
     let mut core = offline::new_core(&office);
@@ -349,6 +360,18 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
             t.offset,
             t.why
         );
+    }
+    // On a full disk, say so and stop before writing anything: a node
+    // restarted again and again must not leave a new torn tail each time.
+    if let Ok(free) = crate::audit::free_bytes(dir.root()) {
+        if free < START_FREE_BYTES {
+            return Err(NodeError::Log(LogError::DiskFull {
+                path: dir.log(),
+                detail: format!(
+                    "{free} bytes free on its file system; the node needs {START_FREE_BYTES} to start"
+                ),
+            }));
+        }
     }
     let clock = Clock::new();
     let fingerprints = fingerprints_of(&office);
@@ -452,6 +475,12 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         dir: dir.clone(),
         card: office.card.clone(),
         identity: identity_tx,
+        log_dir: dir
+            .log()
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| dir.root().to_path_buf()),
+        min_free_bytes: office.config.storage.min_free_bytes,
     };
     // After a core panic the actor rebuilds the core exactly as here: the
     // log's entries replayed, the relay's spool restored, then started.

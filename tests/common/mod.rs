@@ -33,12 +33,21 @@ pub struct Node {
 
 impl Node {
     pub fn start(dir: &Path) -> Node {
-        let _ = std::fs::remove_file(OfficeDir::new(dir).control_addr());
-        let log = std::fs::File::create(dir.join(format!(
+        let log = dir.join(format!(
             "node-{}.log",
             Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_suffix()
-        )))
-        .unwrap();
+        ));
+        Self::start_logging_to(dir, &log)
+    }
+
+    /// As [`Node::start`], with the node's stderr appended to `log`.
+    pub fn start_logging_to(dir: &Path, log: &Path) -> Node {
+        let _ = std::fs::remove_file(OfficeDir::new(dir).control_addr());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = Command::new(BIN)
             .args(["node", "run", "--dir", dir.to_str().unwrap()])
             .env("RUST_LOG", "hotline=debug")
@@ -69,6 +78,22 @@ impl Node {
 
     pub fn client(&self) -> ControlClient {
         ControlClient::from_dir(&OfficeDir::new(&self.dir)).unwrap()
+    }
+
+    /// Waits up to `within` for the node to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn kill9(&mut self) {
