@@ -737,12 +737,17 @@ fn a_rotated_certificate_keeps_the_line_up_with_a_peer_that_had_only_the_old_car
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     send_and_wait_delivered(&na, "pyongyang", "on the old connection");
 
-    // Both restart: the line comes up on the new certificate.
+    // Both restart: the line comes up on the new certificate. Pyongyang
+    // is made to have stopped between logging the update and storing the
+    // card (its file still holds the old card): it stores it from its log.
     na.terminate();
     nb.terminate();
+    std::fs::copy(old_a.join("office-card.toml"), &b_card).unwrap();
+    assert_eq!(card_fingerprint(&b_card), old_fp);
     let na = Node::start(&a);
     let _nb = Node::start(&b);
     send_and_wait_delivered(&na, "pyongyang", "after a restart");
+    assert_eq!(card_fingerprint(&b_card), r.fingerprint);
     // Having seen the new certificate, pyongyang no longer trusts the old.
     wait_for("the retiring certificate is dropped", || {
         !b.join("peers/washington.retiring").exists()

@@ -186,6 +186,52 @@ fn computed() -> BTreeMap<String, BTreeMap<String, String>> {
             ("frame".to_string(), hex::encode(&n_frame)),
         ]),
     );
+    // A card update and its acceptance (§8d). The card fields are
+    // placeholders: the vector fixes the encoding and the signature.
+    let update = hotline::wire::proto::CardUpdate {
+        office: "washington".into(),
+        old_fingerprint: "1111-2222-3333-4444-5555".into(),
+        new_fingerprint: "6666-7777-8888-9999-aaaa".into(),
+        role: "office".into(),
+        message_key: hex::encode(washington().verifying_key().as_bytes()),
+        log_key: hex::encode([0x12u8; 32]),
+        seal_key: hex::encode([0x34u8; 32]),
+        node_cert_sha256: hex::encode([0xcdu8; 32]),
+        ca_cert: "-----BEGIN CERTIFICATE-----\n(the office CA)\n-----END CERTIFICATE-----\n".into(),
+        time_unix_ms: 1_720_000_001_000,
+    };
+    let u_env = envelope::seal_proto(Domain::CardUpdate, &update, &washington());
+    let u_frame = frame::encode(&Frame {
+        body: Some(Body::CardUpdate(u_env.clone())),
+    });
+    m.insert(
+        "card_update".to_string(),
+        BTreeMap::from([
+            ("signer_seed".to_string(), hex::encode([0x11u8; 32])),
+            ("payload".to_string(), hex::encode(&u_env.payload)),
+            ("signature".to_string(), hex::encode(&u_env.signature)),
+            ("frame".to_string(), hex::encode(&u_frame)),
+        ]),
+    );
+    let accepted = hotline::wire::proto::CardUpdateAccepted {
+        from: "pyongyang".into(),
+        to: "washington".into(),
+        new_fingerprint: "6666-7777-8888-9999-aaaa".into(),
+        time_unix_ms: 1_720_000_001_250,
+    };
+    let a_env = envelope::seal_proto(Domain::CardUpdateAccepted, &accepted, &pyongyang());
+    let a_frame = frame::encode(&Frame {
+        body: Some(Body::CardUpdateAccepted(a_env.clone())),
+    });
+    m.insert(
+        "card_update_accepted".to_string(),
+        BTreeMap::from([
+            ("signer_seed".to_string(), hex::encode([0x22u8; 32])),
+            ("payload".to_string(), hex::encode(&a_env.payload)),
+            ("signature".to_string(), hex::encode(&a_env.signature)),
+            ("frame".to_string(), hex::encode(&a_frame)),
+        ]),
+    );
     m
 }
 
@@ -258,4 +304,36 @@ fn documented_vectors_verify_independently() {
     assert!(n.settles);
     assert_eq!((n.sequence, n.precedence_sequence), (1, 1));
     assert_eq!(hex::encode(&n.payload_hash), m["payload_sha256"]);
+
+    // The card update verifies under the office's current message key with
+    // its own domain, and its acceptance under the peer's.
+    for (name, domain) in [
+        ("card_update", &b"hotline/1 card-update"[..]),
+        (
+            "card_update_accepted",
+            &b"hotline/1 card-update-accepted"[..],
+        ),
+    ] {
+        let v = &doc[name];
+        let key =
+            SigningKey::from_bytes(&hex::decode(&v["signer_seed"]).unwrap().try_into().unwrap())
+                .verifying_key();
+        let payload = hex::decode(&v["payload"]).unwrap();
+        let mut signed = domain.to_vec();
+        signed.push(0);
+        signed.extend_from_slice(&payload);
+        let sig =
+            ed25519_dalek::Signature::from_slice(&hex::decode(&v["signature"]).unwrap()).unwrap();
+        key.verify_strict(&signed, &sig).unwrap();
+    }
+    let u = hotline::wire::proto::CardUpdate::decode(
+        hex::decode(&doc["card_update"]["payload"])
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(
+        (u.office.as_str(), u.new_fingerprint.as_str()),
+        ("washington", "6666-7777-8888-9999-aaaa")
+    );
 }

@@ -40,8 +40,10 @@ pub(crate) struct CardUpdates {
     offered: Option<(String, SignedEnvelope)>,
     /// Peers that have not yet accepted it.
     waiting: BTreeSet<OfficeName>,
-    /// The latest new card each peer gave us (its fingerprint).
+    /// The latest new card each peer gave us (its fingerprint), and the
+    /// update it came in.
     pinned_from: BTreeMap<OfficeName, String>,
+    pinned_updates: BTreeMap<OfficeName, CardUpdate>,
     /// Each peer's CA certificate (SHA-256 of the DER) and role, when the
     /// node told us: an update must keep them.
     peer_ca: BTreeMap<OfficeName, ([u8; 32], String)>,
@@ -132,6 +134,13 @@ impl Core {
                 self.card_updates.waiting.iter().cloned().collect(),
             )
         })
+    }
+
+    /// The latest card update the log says we pinned for each peer. A node
+    /// that stopped between logging one and storing the card finds here
+    /// what to store at its next start.
+    pub fn pinned_card_updates(&self) -> impl Iterator<Item = (&OfficeName, &CardUpdate)> {
+        self.card_updates.pinned_updates.iter()
     }
 
     /// Sends our pending update to `peer` if it has not accepted it (on
@@ -233,6 +242,7 @@ impl Core {
         self.card_updates
             .pinned_from
             .insert(peer.clone(), card.fingerprint.clone());
+        self.card_updates.pinned_updates.insert(peer.clone(), u);
         self.accept_card(now, peer, &card.fingerprint, true);
         self.out.events.push(CoreEvent::PeerCardUpdated {
             peer: peer.clone(),
@@ -349,7 +359,9 @@ impl Core {
                     .insert(peer.to_string(), u.new_fingerprint.clone());
                 self.card_updates
                     .pinned_from
-                    .insert(peer, u.new_fingerprint);
+                    .insert(peer.clone(), u.new_fingerprint.clone());
+                // One per peer, the latest: bounded by the number of peers.
+                self.card_updates.pinned_updates.insert(peer, u);
             }
             _ => {}
         }

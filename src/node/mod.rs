@@ -345,7 +345,23 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         rotation::finish_switch(&dir)
     }
     .map_err(|e| NodeError::Config(e.to_string()))?;
-    let office = if switched {
+    // A peer's card update the log holds but its card file lacks (the
+    // node stopped between the two): store it now, or the line to that
+    // peer would be refused when it presents its new certificate.
+    let mut repaired = false;
+    for (peer, u) in core.pinned_card_updates() {
+        let on_file = office.peers.iter().find(|p| &p.name == peer);
+        // Only when the file still holds the card the update replaced: a
+        // card pinned by hand since then stays.
+        if let Some(p) = on_file.filter(|p| p.card.fingerprint == u.old_fingerprint) {
+            let card = crate::identity::OfficeCard::from_update(u, p.card.address.clone())
+                .map_err(|e| NodeError::Config(format!("{peer}'s logged card update: {e}")))?;
+            rotation::store_peer_card(&dir, &card).map_err(|e| NodeError::Config(e.to_string()))?;
+            tracing::warn!(%peer, "stored {peer}'s card {} from the log (the node had stopped before storing it)", card.fingerprint);
+            repaired = true;
+        }
+    }
+    let office = if switched || repaired {
         tracing::info!("switched to the rotated node certificate");
         dir.load().map_err(|e| NodeError::Config(e.to_string()))?
     } else {
