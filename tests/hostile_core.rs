@@ -803,39 +803,41 @@ fn acceptances(frames: &[Frame]) -> Vec<hotline::wire::proto::CardUpdateAccepted
 }
 
 #[test]
-fn a_card_update_is_pinned_only_when_signed_by_the_pinned_key_and_keeping_the_keys() {
+fn a_card_update_is_pinned_only_when_signed_by_the_pinned_key_and_keeping_the_ca() {
     let (card, ca_key) = washington_card();
     let mut b = Bench::pinning(&[(office("washington"), card.fingerprint.clone())]);
     b.take_sent();
     let good = reissued(&card, &ca_key);
-    let update = |c: &hotline::identity::OfficeCard, old: &str| c.to_update(old, WALL);
+    let update = |c: &hotline::identity::OfficeCard, old: &hotline::identity::OfficeCard| {
+        c.to_update(old, WALL)
+    };
     let sign = |u: &hotline::wire::proto::CardUpdate, k: &SigningKey| {
         envelope::seal_proto(Domain::CardUpdate, u, k)
     };
     // Signed by a key that is not washington's.
     b.frame(Body::CardUpdate(sign(
-        &update(&good, &card.fingerprint),
+        &update(&good, &card),
         &SigningKey::from_bytes(&[9; 32]),
     )));
     // Replacing a card that is not the one pinned.
-    b.frame(Body::CardUpdate(sign(
-        &update(&good, "0000-0000-0000-0000-0000"),
-        &b.peer.key,
-    )));
-    // Changing the message key (signed with the real one).
-    let mut rekeyed = good.clone();
-    rekeyed.message_key = hex::encode(SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes());
-    rekeyed.fingerprint = rekeyed.compute_fingerprint().unwrap();
-    b.frame(Body::CardUpdate(sign(
-        &update(&rekeyed, &card.fingerprint),
-        &b.peer.key,
-    )));
+    let other = reissued(&card, &ca_key);
+    b.frame(Body::CardUpdate(sign(&update(&good, &other), &b.peer.key)));
+    // Naming the pinned card but other old keys (its old fields do not
+    // hash to the old fingerprint).
+    let mut liar = update(&good, &card);
+    liar.old_message_key = hex::encode(SigningKey::from_bytes(&[8; 32]).verifying_key().as_bytes());
+    b.frame(Body::CardUpdate(sign(&liar, &b.peer.key)));
+    // Changing the role (signed with the real key).
+    let mut relay = good.clone();
+    relay.role = "relay".into();
+    relay.fingerprint = relay.compute_fingerprint().unwrap();
+    b.frame(Body::CardUpdate(sign(&update(&relay, &card), &b.peer.key)));
     // A fingerprint that is not the contents'.
-    let mut lying = update(&good, &card.fingerprint);
+    let mut lying = update(&good, &card);
     lying.new_fingerprint = card.fingerprint.clone();
     b.frame(Body::CardUpdate(sign(&lying, &b.peer.key)));
     // Over the size limit.
-    let mut big = update(&good, &card.fingerprint);
+    let mut big = update(&good, &card);
     big.ca_cert = "x".repeat(hotline::core::MAX_CARD_UPDATE_BYTES);
     b.frame(Body::CardUpdate(sign(&big, &b.peer.key)));
     assert_eq!(card_entries(&b), 0, "nothing refused is logged");
@@ -846,7 +848,7 @@ fn a_card_update_is_pinned_only_when_signed_by_the_pinned_key_and_keeping_the_ke
         .any(|e| matches!(e, CoreEvent::PeerCardUpdated { .. })));
 
     // The genuine update: logged, pinned, answered, and told to the node.
-    let env = sign(&update(&good, &card.fingerprint), &b.peer.key);
+    let env = sign(&update(&good, &card), &b.peer.key);
     b.frame(Body::CardUpdate(env.clone()));
     assert_eq!(card_entries(&b), 2);
     let acc = acceptances(&b.take_sent());
@@ -884,10 +886,7 @@ fn a_card_update_is_pinned_only_when_signed_by_the_pinned_key_and_keeping_the_ke
     let mut last = good;
     for _ in 0..5 {
         let next = reissued(&last, &ca_key);
-        b.frame(Body::CardUpdate(sign(
-            &update(&next, &last.fingerprint),
-            &b.peer.key,
-        )));
+        b.frame(Body::CardUpdate(sign(&update(&next, &last), &b.peer.key)));
         if card_entries(&b) > 4 {
             panic!("over the budget");
         }
@@ -896,4 +895,84 @@ fn a_card_update_is_pinned_only_when_signed_by_the_pinned_key_and_keeping_the_ke
         }
     }
     assert_eq!(card_entries(&b), 4, "two updates within the burst");
+}
+
+#[test]
+fn a_card_update_with_new_keys_is_pinned_and_the_old_keys_retire_a_day_after_the_new_are_seen() {
+    let (card, _) = washington_card();
+    let mut b = Bench::pinning(&[(office("washington"), card.fingerprint.clone())]);
+    b.take_sent();
+    let new_key = SigningKey::from_bytes(&[15; 32]);
+    let new_log = SigningKey::from_bytes(&[16; 32]);
+    let mut rekeyed = card.clone();
+    rekeyed.message_key = hex::encode(new_key.verifying_key().as_bytes());
+    rekeyed.log_key = hex::encode(new_log.verifying_key().as_bytes());
+    rekeyed.seal_key = hex::encode([17u8; 32]);
+    rekeyed.fingerprint = rekeyed.compute_fingerprint().unwrap();
+    let sign = |u: &hotline::wire::proto::CardUpdate, k: &SigningKey| {
+        envelope::seal_proto(Domain::CardUpdate, u, k)
+    };
+    // Signed with the new key only: not washington's pinned key.
+    b.frame(Body::CardUpdate(sign(
+        &rekeyed.to_update(&card, WALL),
+        &new_key,
+    )));
+    assert_eq!(card_entries(&b), 0);
+    // The genuine one, signed with the pinned key.
+    b.frame(Body::CardUpdate(sign(
+        &rekeyed.to_update(&card, WALL),
+        &b.peer.key,
+    )));
+    assert_eq!(card_entries(&b), 2, "logged and answered");
+    b.take_sent();
+    let me = b.keys.message.clone();
+    let by =
+        |m: &Message, k: &SigningKey| Body::Message(envelope::seal_proto(Domain::Message, m, k));
+    let delivered = |b: &mut Bench| {
+        let sent = b.take_sent();
+        (
+            Bench::receipts(&sent, &me).len(),
+            Bench::nacks(&sent, &me).len(),
+        )
+    };
+    // Washington still signs with its old key (it switches once all its
+    // peers accepted): accepted.
+    b.frame(by(&routine(1, 1), &b.peer.key.clone()));
+    assert_eq!(delivered(&mut b), (1, 0), "old key before the switch");
+    // Then with the new one.
+    b.frame(by(&routine(2, 2), &new_key));
+    assert_eq!(delivered(&mut b), (1, 0), "new key");
+    // An envelope it signed before switching, retransmitted: still accepted
+    // within the day.
+    b.frame(by(&routine(3, 3), &b.peer.key.clone()));
+    assert_eq!(delivered(&mut b), (1, 0), "old key within the overlap");
+    // A day after the new key was first seen, the old one is refused.
+    b.now += hotline::core::KEY_OVERLAP_MS;
+    b.frame(by(&routine(4, 4), &b.peer.key.clone()));
+    assert_eq!(delivered(&mut b), (0, 1), "old key after the overlap");
+    assert_eq!(b.logged_messages(), vec![1, 2, 3]);
+    // A fresh core replaying the log, built from the old card (the node
+    // stopped before storing the new one), takes the new keys from it.
+    let mut r = b.replayed();
+    r.start(
+        b.at(),
+        "test",
+        None,
+        &[(office("washington"), rekeyed.fingerprint.clone())],
+    );
+    r.link_up(b.at(), &office("washington"), "test");
+    r.handle_frame(
+        b.at(),
+        &office("washington"),
+        Frame {
+            body: Some(by(&routine(4, 4), &new_key)),
+        },
+    );
+    let out = r.take_output();
+    let frames: Vec<Frame> = out.transmit.into_iter().map(|t| t.frame).collect();
+    assert_eq!(
+        Bench::receipts(&frames, &me).len(),
+        1,
+        "replayed core knows the new key"
+    );
 }

@@ -685,6 +685,109 @@ fn card_fingerprint(path: &Path) -> String {
         .fingerprint
 }
 
+/// Waits until `from`'s peer `peer` has cosigned more than `size` entries
+/// of `from`'s log, and returns what it has.
+fn wait_cosigned_beyond(from: &Node, peer: &str, size: u64) -> u64 {
+    let mut got = 0;
+    wait_for("a cosignature of a newer checkpoint", || {
+        got = from
+            .client()
+            .status()
+            .unwrap()
+            .peers
+            .iter()
+            .find(|p| p.office == peer)
+            .map_or(0, |p| p.peer_cosigned_size);
+        got > size
+    });
+    got
+}
+
+fn audit_verify_ok(dir: &Path) {
+    let out = hotline(&["audit", "verify", dir.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rotated_keys_keep_the_line_up_with_a_peer_that_had_only_the_old_card() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = setup(t.path());
+    let old_card = hotline::identity::OfficeCard::load(&a.join("office-card.toml")).unwrap();
+    let old_message_key = std::fs::read(a.join("keys/message.key")).unwrap();
+    let na = Node::start(&a);
+    let nb = Node::start(&b);
+    send_and_wait_delivered(&na, "pyongyang", "before");
+    send_and_wait_delivered(&nb, "washington", "before, the other way");
+
+    let out = hotline(&["rotate", "keys", "--dir", a.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: hotline::control::RotateResponse = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r.old_fingerprint, old_card.fingerprint);
+    let b_card = b.join("peers/washington.card.toml");
+    wait_for("pyongyang pins the new card", || {
+        card_fingerprint(&b_card) == r.fingerprint
+    });
+    wait_for("washington switches", || {
+        card_fingerprint(&a.join("office-card.toml")) == r.fingerprint
+            && na.client().status().unwrap().card_rotation.is_none()
+    });
+    let new_card = hotline::identity::OfficeCard::load(&a.join("office-card.toml")).unwrap();
+    assert_ne!(new_card.message_key, old_card.message_key);
+    assert_ne!(new_card.log_key, old_card.log_key);
+    assert_ne!(new_card.seal_key, old_card.seal_key);
+    assert_eq!(new_card.node_cert_sha256, old_card.node_cert_sha256);
+    assert_ne!(
+        std::fs::read(a.join("keys/message.key")).unwrap(),
+        old_message_key
+    );
+    for f in [
+        "keys/message.key",
+        "keys/log.key",
+        "keys/seal.key",
+        "keys/seal.previous.key",
+    ] {
+        assert_eq!(mode(&a.join(f)), 0o600, "{f}");
+    }
+    assert!(
+        !b.join("peers/washington.retiring").exists(),
+        "the certificate did not change"
+    );
+
+    // Messages and receipts both ways under the new keys, and a
+    // checkpoint made with the new log key cosigned by pyongyang.
+    let size = na.client().status().unwrap().log_entries;
+    send_and_wait_delivered(&na, "pyongyang", "after the switch");
+    send_and_wait_delivered(&nb, "washington", "after the switch, the other way");
+    wait_cosigned_beyond(&na, "pyongyang", size);
+
+    // Both restart and the line comes back on the new keys.
+    drop(na);
+    drop(nb);
+    let na = Node::start(&a);
+    let nb = Node::start(&b);
+    send_and_wait_delivered(&na, "pyongyang", "after a restart");
+    send_and_wait_delivered(&nb, "washington", "after a restart, the other way");
+    let size = na.client().status().unwrap().log_entries;
+    wait_cosigned_beyond(&na, "pyongyang", size);
+    drop(na);
+    drop(nb);
+    // Each log verifies across the change: what washington signed before
+    // it with the keys the logged update replaced, after it with the new.
+    for dir in [&a, &b] {
+        audit_verify_ok(dir);
+    }
+}
+
 #[test]
 fn a_rotated_certificate_keeps_the_line_up_with_a_peer_that_had_only_the_old_card() {
     let t = tempfile::tempdir().unwrap();

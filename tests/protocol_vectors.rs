@@ -186,19 +186,33 @@ fn computed() -> BTreeMap<String, BTreeMap<String, String>> {
             ("frame".to_string(), hex::encode(&n_frame)),
         ]),
     );
-    // A card update and its acceptance (§8d). The card fields are
-    // placeholders: the vector fixes the encoding and the signature.
+    // A card update and its acceptance (§8d): washington replaces its
+    // message, log and seal keys. The fingerprints and the certificate are
+    // placeholders: the vector fixes the encoding and the signature, which
+    // is by the old message key.
     let update = hotline::wire::proto::CardUpdate {
         office: "washington".into(),
         old_fingerprint: "1111-2222-3333-4444-5555".into(),
         new_fingerprint: "6666-7777-8888-9999-aaaa".into(),
         role: "office".into(),
-        message_key: hex::encode(washington().verifying_key().as_bytes()),
-        log_key: hex::encode([0x12u8; 32]),
-        seal_key: hex::encode([0x34u8; 32]),
+        message_key: hex::encode(
+            SigningKey::from_bytes(&[0x13; 32])
+                .verifying_key()
+                .as_bytes(),
+        ),
+        log_key: hex::encode(
+            SigningKey::from_bytes(&[0x14; 32])
+                .verifying_key()
+                .as_bytes(),
+        ),
+        seal_key: hex::encode([0x56u8; 32]),
         node_cert_sha256: hex::encode([0xcdu8; 32]),
         ca_cert: "-----BEGIN CERTIFICATE-----\n(the office CA)\n-----END CERTIFICATE-----\n".into(),
         time_unix_ms: 1_720_000_001_000,
+        old_message_key: hex::encode(washington().verifying_key().as_bytes()),
+        old_log_key: hex::encode([0x12u8; 32]),
+        old_seal_key: hex::encode([0x34u8; 32]),
+        old_node_cert_sha256: hex::encode([0xcdu8; 32]),
     };
     let u_env = envelope::seal_proto(Domain::CardUpdate, &update, &washington());
     let u_frame = frame::encode(&Frame {

@@ -12,12 +12,13 @@ use std::collections::{BTreeMap, HashMap};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Serialize;
 
-use super::checkpoint;
+use super::checkpoint::{self, CheckpointError};
 use super::merkle::{Frontier, Hash};
 use super::store::{scan, LogError, StoredEntry};
-use crate::identity::{OfficeCard, OfficeName, Peer};
+use crate::identity::{keys, OfficeCard, OfficeName, Peer};
 use crate::wire::envelope::{Domain, KeyId};
-use crate::wire::proto::{log_entry::Event, PeerEnvelope};
+use crate::wire::proto::{log_entry::Event, CardUpdate, PeerEnvelope};
+use prost::Message as _;
 
 /// Signatures verified per batch.
 pub const BATCH: usize = 256;
@@ -70,12 +71,79 @@ impl VerifyReport {
     }
 }
 
+/// One office's keys over the log's life: its card's, and those its card
+/// updates in the log replaced (docs/protocol.md §8d).
+#[derive(Clone)]
+struct KeySet {
+    message: Vec<VerifyingKey>,
+    /// Log keys with their origins.
+    log: Vec<(VerifyingKey, String)>,
+}
+
+impl KeySet {
+    fn new(office: &OfficeName, message: VerifyingKey, log: VerifyingKey) -> Self {
+        KeySet {
+            message: vec![message],
+            log: vec![(log, checkpoint::origin(office, &log))],
+        }
+    }
+
+    /// Adds the keys an update of `office`'s card replaced (at most
+    /// [`MAX_KEY_HISTORY`]: a log cannot make verify hold more).
+    fn add_replaced(&mut self, office: &OfficeName, u: &CardUpdate) {
+        let (Some(m), Some(l)) = (
+            keys::parse_public(&u.old_message_key),
+            keys::parse_public(&u.old_log_key),
+        ) else {
+            return;
+        };
+        if !self.message.contains(&m) && self.message.len() < MAX_KEY_HISTORY {
+            self.message.push(m);
+        }
+        if !self.log.iter().any(|(k, _)| *k == l) && self.log.len() < MAX_KEY_HISTORY {
+            self.log.push((l, checkpoint::origin(office, &l)));
+        }
+    }
+
+    fn message_key(&self, key_id: &[u8]) -> Option<VerifyingKey> {
+        self.message
+            .iter()
+            .copied()
+            .find(|k| key_id == KeyId::of(k).0)
+    }
+
+    /// The checkpoint under whichever of the log keys signed it.
+    fn open(&self, note: &[u8]) -> Result<checkpoint::SignedCheckpoint, CheckpointError> {
+        let mut r = Err(CheckpointError::Format);
+        for (key, origin) in &self.log {
+            r = checkpoint::open(note, origin, key);
+            if r.is_ok() {
+                break;
+            }
+        }
+        r
+    }
+
+    /// A cosignature by whichever of the log keys made it.
+    fn cosigned(&self, note: &[u8]) -> Result<u64, CheckpointError> {
+        let mut r = Err(CheckpointError::Format);
+        for (key, origin) in &self.log {
+            r = checkpoint::verify_cosignature(note, origin, key);
+            if r.is_ok() {
+                break;
+            }
+        }
+        r
+    }
+}
+
+/// Keys kept per office: the card's and this many replaced ones.
+pub const MAX_KEY_HISTORY: usize = 64;
+
 struct Keys {
     me: String,
-    message: VerifyingKey,
-    log: VerifyingKey,
-    origin: String,
-    peers: HashMap<String, (VerifyingKey, VerifyingKey, String)>,
+    own: KeySet,
+    peers: HashMap<String, KeySet>,
 }
 
 struct Pending {
@@ -136,19 +204,19 @@ impl Verifier {
     }
 
     fn envelope(&mut self, e: &StoredEntry, pe: &PeerEnvelope, domain: Domain, ours: bool) {
-        let key = if ours {
-            Some(self.keys.message)
+        let set = if ours {
+            Some(&self.keys.own)
         } else {
-            self.keys.peers.get(&pe.peer).map(|k| k.0)
+            self.keys.peers.get(&pe.peer)
         };
-        let Some(key) = key else {
+        let Some(set) = set else {
             self.report.unchecked = self.report.unchecked.saturating_add(1);
             return;
         };
         let Some(env) = &pe.envelope else {
             return self.fail(e.entry.index, e.offset, "entry holds no envelope".into());
         };
-        if env.key_id.as_slice() != KeyId::of(&key).0 {
+        let Some(key) = set.message_key(&env.key_id) else {
             let who = if ours {
                 self.keys.me.clone()
             } else {
@@ -157,9 +225,9 @@ impl Verifier {
             return self.fail(
                 e.entry.index,
                 e.offset,
-                format!("envelope is not signed with {who}'s key"),
+                format!("envelope is not signed with any message key of {who}'s card or its logged card updates"),
             );
-        }
+        };
         let Ok(sig) = Signature::from_slice(&env.signature) else {
             return self.fail(e.entry.index, e.offset, "malformed signature".into());
         };
@@ -172,6 +240,22 @@ impl Verifier {
         });
         if self.batch.len() >= BATCH {
             self.flush();
+        }
+    }
+
+    /// A card update must say truly which card it replaces: its old
+    /// fields must hash to its `old_fingerprint`.
+    fn card_update(&mut self, e: &StoredEntry, pe: &PeerEnvelope) {
+        let payload = pe.envelope.as_ref().map_or(&[][..], |env| &env.payload);
+        let ok = CardUpdate::decode(payload)
+            .ok()
+            .is_some_and(|u| OfficeCard::replaced_by_update(&u).is_ok());
+        if !ok {
+            self.fail(
+                e.entry.index,
+                e.offset,
+                "card update whose old card does not match its old fingerprint".into(),
+            );
         }
     }
 
@@ -188,9 +272,23 @@ impl Verifier {
             Some(Event::NegativeReceiptReceived(pe)) => {
                 self.envelope(&e, pe, Domain::NegativeReceipt, false)
             }
+            Some(Event::CardUpdateSent(pe)) => {
+                self.card_update(&e, pe);
+                self.envelope(&e, pe, Domain::CardUpdate, true)
+            }
+            Some(Event::CardUpdateReceived(pe)) => {
+                self.card_update(&e, pe);
+                self.envelope(&e, pe, Domain::CardUpdate, false)
+            }
+            Some(Event::CardUpdateAcceptedSent(pe)) => {
+                self.envelope(&e, pe, Domain::CardUpdateAccepted, true)
+            }
+            Some(Event::CardUpdateAcceptedReceived(pe)) => {
+                self.envelope(&e, pe, Domain::CardUpdateAccepted, false)
+            }
             Some(Event::CheckpointIssued(c)) => {
                 self.report.checkpoints = self.report.checkpoints.saturating_add(1);
-                match checkpoint::open(&c.note, &self.keys.origin, &self.keys.log) {
+                match self.keys.own.open(&c.note) {
                     Err(err) => self.fail(index, offset, format!("checkpoint: {err}")),
                     Ok(cp) if cp.size != index => self.fail(
                         index,
@@ -212,27 +310,28 @@ impl Verifier {
             }
             Some(Event::CosignatureIssued(n)) => {
                 self.report.cosignatures = self.report.cosignatures.saturating_add(1);
-                let Some((_, log, origin)) = self.keys.peers.get(&n.peer).cloned() else {
+                let Some(peer) = self.keys.peers.get(&n.peer) else {
                     self.report.unchecked = self.report.unchecked.saturating_add(1);
                     return self.frontier.push(&e.bytes);
                 };
-                let r = checkpoint::open(&n.note, &origin, &log).and_then(|_| {
-                    checkpoint::verify_cosignature(&n.note, &self.keys.origin, &self.keys.log)
-                });
+                let r = peer
+                    .open(&n.note)
+                    .and_then(|_| self.keys.own.cosigned(&n.note));
                 if let Err(err) = r {
                     self.fail(index, offset, format!("cosignature issued: {err}"));
                 }
             }
             Some(Event::CosignatureReceived(n)) => {
                 self.report.cosignatures = self.report.cosignatures.saturating_add(1);
-                let Some((_, log, origin)) = self.keys.peers.get(&n.peer).cloned() else {
+                let Some(peer) = self.keys.peers.get(&n.peer) else {
                     self.report.unchecked = self.report.unchecked.saturating_add(1);
                     return self.frontier.push(&e.bytes);
                 };
-                let r =
-                    checkpoint::open(&n.note, &self.keys.origin, &self.keys.log).and_then(|cp| {
-                        checkpoint::verify_cosignature(&n.note, &origin, &log).map(|_| cp)
-                    });
+                let r = self
+                    .keys
+                    .own
+                    .open(&n.note)
+                    .and_then(|cp| peer.cosigned(&n.note).map(|_| cp));
                 match r {
                     Err(err) => self.fail(index, offset, format!("cosignature received: {err}")),
                     Ok(cp) if self.own_checkpoints.get(&cp.size) != Some(&cp.root) => self.fail(
@@ -284,17 +383,33 @@ pub fn verify_with_keys(
     log: &VerifyingKey,
     peers: &[(OfficeName, VerifyingKey, VerifyingKey)],
 ) -> Result<VerifyReport, LogError> {
-    let (message, log) = (*message, *log);
-    let keys = Keys {
+    let mut keys = Keys {
         me: office.to_string(),
-        message,
-        log,
-        origin: checkpoint::origin(office, &log),
+        own: KeySet::new(office, *message, *log),
         peers: peers
             .iter()
-            .map(|(name, m, l)| (name.to_string(), (*m, *l, checkpoint::origin(name, l))))
+            .map(|(name, m, l)| (name.to_string(), KeySet::new(name, *m, *l)))
             .collect(),
     };
+    // The keys the log's card updates replaced sign what came before them
+    // (and what the peer sent while it changed over): collect them first.
+    // A first pass decodes only those entries' payloads.
+    let _ = scan(path, |e| {
+        let (pe, set, name) = match &e.entry.event {
+            Some(Event::CardUpdateSent(pe)) => (pe, Some(&mut keys.own), office.clone()),
+            Some(Event::CardUpdateReceived(pe)) => {
+                let Ok(name) = OfficeName::new(&pe.peer) else {
+                    return;
+                };
+                (pe, keys.peers.get_mut(&pe.peer), name)
+            }
+            _ => return,
+        };
+        let payload = pe.envelope.as_ref().map_or(&[][..], |env| &env.payload);
+        if let (Some(set), Ok(u)) = (set, CardUpdate::decode(payload)) {
+            set.add_replaced(&name, &u);
+        }
+    });
     let mut v = Verifier {
         keys,
         frontier: Frontier::new(),

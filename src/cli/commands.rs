@@ -90,7 +90,8 @@ pub fn run(cmd: Command) -> Res {
             level,
             reason,
         } => alert_level(&dir, peer, level, reason),
-        Command::Rotate(super::RotateCommand::Cert(a)) => rotate_cert(&a.dir, a.json),
+        Command::Rotate(super::RotateCommand::Cert(a)) => rotate(&a.dir, a.json, false),
+        Command::Rotate(super::RotateCommand::Keys(a)) => rotate(&a.dir, a.json, true),
         Command::Watch(a) => watch(&a.dir, a.json),
         Command::Inbox(a) => inbox(&a.dir, a.json),
         Command::Outbox(a) => outbox(&a.dir, a.json),
@@ -400,19 +401,24 @@ fn alert_level(dir: &std::path::Path, peer: String, level: String, reason: Strin
     Ok(exit::OK)
 }
 
-fn rotate_cert(dir: &std::path::Path, json: bool) -> Res {
+fn rotate(dir: &std::path::Path, json: bool, keys: bool) -> Res {
     let c = ControlClient::from_dir(&OfficeDir::new(dir)).map_err(client_failure)?;
-    let r = c.rotate_cert().map_err(client_failure)?;
+    let (r, what) = if keys {
+        (c.rotate_keys(), "keys")
+    } else {
+        (c.rotate_cert(), "certificate")
+    };
+    let r = r.map_err(client_failure)?;
     if json {
         print_json(&r);
     } else if r.waiting.is_empty() {
         println!(
-            "card {} replaces {}; the node now presents the new certificate",
+            "card {} replaces {}; the node now uses the new {what}",
             r.fingerprint, r.old_fingerprint
         );
     } else {
         println!(
-            "card {} (replacing {}) offered to {}; the node switches to the new certificate once each has accepted (hotline status shows who is left)",
+            "card {} (replacing {}) offered to {}; the node switches to the new {what} once each has accepted (hotline status shows who is left)",
             r.fingerprint,
             r.old_fingerprint,
             r.waiting.join(", ")

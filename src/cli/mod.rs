@@ -196,6 +196,10 @@ struct DirJson {
 enum RotateCommand {
     /// A new node certificate from the same CA (the keys stay).
     Cert(DirJson),
+    /// New message, log and seal keys (the certificate stays). The new card
+    /// is signed with the old message key; each peer pins it and accepts the
+    /// old keys for 24 h after it first sees the new ones in use.
+    Keys(DirJson),
 }
 
 #[derive(Subcommand, Debug)]

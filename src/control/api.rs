@@ -406,7 +406,7 @@ pub struct Refusal {
     pub error: String,
 }
 
-/// `POST /v1/rotate/cert`: the card offered.
+/// `POST /v1/rotate/cert` and `/v1/rotate/keys`: the card offered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RotateResponse {
     /// The card it replaces.

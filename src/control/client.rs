@@ -194,6 +194,11 @@ impl ControlClient {
     pub fn rotate_cert(&self) -> Result<super::api::RotateResponse, ClientError> {
         self.post("/v1/rotate/cert", &serde_json::json!({}))
     }
+
+    /// `POST /v1/rotate/keys`.
+    pub fn rotate_keys(&self) -> Result<super::api::RotateResponse, ClientError> {
+        self.post("/v1/rotate/keys", &serde_json::json!({}))
+    }
     /// `GET /v1/events?after=N&wait_ms=M`.
     pub fn events(
         &self,

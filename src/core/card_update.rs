@@ -3,24 +3,26 @@
 //! peer holding only the old card can pin the new one without a second
 //! exchange out of band.
 //!
-//! What may change in this version: the node certificate, reissued by the
-//! same CA. The CA and the message, log and seal keys must stay:
-//! they sign and open what both logs hold, and changing them needs a key
-//! history the auditors follow, which this version does not have. An
-//! update that changes them is refused and reported, and the old card
-//! stays pinned.
+//! What may change: the node certificate (reissued by the same CA) and the
+//! message, log and seal keys. The CA and the role must stay. An update
+//! names the keys it replaces, so each log holds its offices' key history:
+//! the peer keeps accepting the replaced keys (see
+//! [`super::channel::KEY_OVERLAP_MS`]) and `audit verify` checks older
+//! entries under them.
 //!
-//! The offering office keeps using its old certificate until every peer
-//! has accepted (a signed [`CardUpdateAccepted`], logged by both); the node
-//! then switches. Each side logs what it sent and what it received, so
-//! the change is in both logs.
+//! The offering office keeps using its old certificate and keys until every
+//! peer has accepted (a signed [`CardUpdateAccepted`], logged by both); the
+//! node then switches ([`Core::switch_own_keys`]). Each side logs what it
+//! sent and what it received, so the change is in both logs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ed25519_dalek::VerifyingKey;
 use prost::Message as _;
 
 use super::budget::{Spend, Verdict};
 use super::office::Core;
+use super::office::OfficeKeys;
 use super::output::{CoreEvent, Transmit};
 use super::Now;
 use crate::identity::{OfficeCard, OfficeName};
@@ -47,6 +49,9 @@ pub(crate) struct CardUpdates {
     /// Each peer's CA certificate (SHA-256 of the DER) and role, when the
     /// node told us: an update must keep them.
     peer_ca: BTreeMap<OfficeName, ([u8; 32], String)>,
+    /// Our log key before our last update changed it: a cosignature of a
+    /// checkpoint signed with it may still arrive.
+    pub(super) own_previous_log: Option<VerifyingKey>,
 }
 
 /// Why an update could not be offered.
@@ -205,6 +210,14 @@ impl Core {
             Ok(c) => c,
             Err(e) => return self.report(now, peer, format!("card update refused: {e}")),
         };
+        // The card it says it replaces must be the one we hold, field by
+        // field: the log then holds the keys it retires.
+        let old = match OfficeCard::replaced_by_update(&u) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.report(now, peer, format!("card update's old card refused: {e}"))
+            }
+        };
         let Some(ch) = self.channels.get(peer) else {
             return;
         };
@@ -215,17 +228,30 @@ impl Core {
             (None, Ok(_)) => true,
             (_, Err(_)) => false,
         };
-        let same_keys = card.message_verifying_key().ok() == Some(ch.key)
-            && card.log_verifying_key().ok() == Some(ch.log_key)
-            && card.seal_public().ok() == Some(ch.seal_key)
-            && same_ca;
-        if !same_keys {
+        let old_matches = old.message_verifying_key().ok() == Some(ch.key)
+            && old.log_verifying_key().ok() == Some(ch.log_key)
+            && old.seal_public().ok() == Some(ch.seal_key);
+        if !old_matches {
             return self.report(
                 now,
                 peer,
-                "card update changes the CA, the role or the message, log or seal key: this version accepts a new node certificate only; exchange the new card out of band".into(),
+                "card update's old keys are not the keys pinned for it".into(),
             );
         }
+        if !same_ca {
+            return self.report(
+                now,
+                peer,
+                "card update changes the CA or the role: exchange the new card out of band".into(),
+            );
+        }
+        let (Ok(key), Ok(log_key), Ok(seal_key)) = (
+            card.message_verifying_key(),
+            card.log_verifying_key(),
+            card.seal_public(),
+        ) else {
+            return; // checked by from_update
+        };
         if self.spend(now, peer, Spend::CardUpdate) != Verdict::Allowed {
             return;
         }
@@ -239,6 +265,9 @@ impl Core {
         );
         self.pinned
             .insert(peer.to_string(), card.fingerprint.clone());
+        if let Some(ch) = self.channels.get_mut(peer) {
+            ch.rekey(key, log_key, seal_key);
+        }
         self.card_updates
             .pinned_from
             .insert(peer.clone(), card.fingerprint.clone());
@@ -318,6 +347,62 @@ impl Core {
         });
     }
 
+    /// A logged update of `peer`'s card, replayed: the channel takes the
+    /// new keys and keeps the old as retiring, when the keys it was built
+    /// with (from the card on file) are either. A card pinned by hand
+    /// since then stays as it is.
+    fn replay_rekey(&mut self, peer: &OfficeName, u: &CardUpdate) {
+        let (Ok(new), Ok(old)) = (
+            OfficeCard::from_update(u, String::new()),
+            OfficeCard::replaced_by_update(u),
+        ) else {
+            return;
+        };
+        let (Ok(key), Ok(log_key), Ok(seal)) = (
+            new.message_verifying_key(),
+            new.log_verifying_key(),
+            new.seal_public(),
+        ) else {
+            return;
+        };
+        let (Ok(old_key), Ok(old_log)) = (old.message_verifying_key(), old.log_verifying_key())
+        else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
+        let at_new = ch.key == key && ch.log_key == log_key;
+        let at_old = ch.key == old_key && ch.log_key == old_log;
+        if !(at_new || at_old) {
+            return;
+        }
+        ch.key = old_key;
+        ch.log_key = old_log;
+        ch.origin = crate::audit::checkpoint::origin(peer, &old_log);
+        ch.previous = None;
+        ch.rekey(key, log_key, seal);
+    }
+
+    /// Our card update was accepted by every peer and the node switched
+    /// to its keys: sign and open with them from now on. Our old seal key
+    /// still opens frames sealed before the peers learned the new one,
+    /// and our old log key still checks cosignatures of checkpoints made
+    /// with it.
+    pub fn switch_own_keys(&mut self, keys: OfficeKeys) {
+        if keys.log.verifying_key() != self.log_key.verifying_key() {
+            self.card_updates.own_previous_log = Some(self.log_key.verifying_key());
+        }
+        if keys.seal != self.seal_private {
+            let old = self.seal_private;
+            self.add_seal_opener(old);
+        }
+        self.origin = crate::audit::checkpoint::origin(&self.me, &keys.log.verifying_key());
+        self.key = keys.message;
+        self.log_key = keys.log;
+        self.seal_private = keys.seal;
+    }
+
     /// Replays a card-update entry.
     pub(super) fn replay_card_update(&mut self, event: &Event) {
         match event {
@@ -335,6 +420,10 @@ impl Core {
                     .is_some_and(|(fp, _)| *fp == u.new_fingerprint);
                 if !same {
                     self.card_updates.waiting.clear();
+                }
+                if u.old_log_key != u.log_key {
+                    self.card_updates.own_previous_log =
+                        crate::identity::keys::parse_public(&u.old_log_key);
                 }
                 if let Some(env) = &pe.envelope {
                     self.card_updates.offered = Some((u.new_fingerprint, env.clone()));
@@ -357,6 +446,7 @@ impl Core {
                 };
                 self.pinned
                     .insert(peer.to_string(), u.new_fingerprint.clone());
+                self.replay_rekey(&peer, &u);
                 self.card_updates
                     .pinned_from
                     .insert(peer.clone(), u.new_fingerprint.clone());

@@ -15,7 +15,7 @@ use super::budget::{Budgets, Spend};
 use crate::audit::checkpoint::SignedCheckpoint;
 use crate::identity::OfficeName;
 use crate::wire::proto::{AlertLevel, Message, Precedence, Response, SignedEnvelope};
-use crate::wire::MessageId;
+use crate::wire::{KeyId, MessageId};
 
 /// Delivery state of a message we sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -257,6 +257,9 @@ pub(crate) struct Channel {
     /// The peer's X25519 seal key and the relays that may carry to it.
     pub seal_key: [u8; 32],
     pub relays: Vec<OfficeName>,
+    /// The peer's keys before its last card update changed them, still
+    /// accepted while it changes over (docs/protocol.md §8d).
+    pub previous: Option<RetiringKeys>,
     /// The channel's effective alert level (what line checks follow):
     /// `own_level`, raised to `peer_level` if the policy allows.
     pub level: AlertLevel,
@@ -333,7 +336,88 @@ pub(crate) struct Channel {
     pub received_count: u64,
 }
 
+/// How long a peer's replaced message and log keys stay accepted after it
+/// is first seen signing with the new ones: envelopes it signed before it
+/// switched may still be retransmitted (docs/protocol.md §8d).
+pub const KEY_OVERLAP_MS: u64 = 24 * 3_600_000;
+
+/// A peer's message and log keys before a card update replaced them.
+#[derive(Debug, Clone)]
+pub(crate) struct RetiringKeys {
+    pub key: VerifyingKey,
+    pub log_key: VerifyingKey,
+    pub origin: String,
+    /// Wall time after which they are refused; unset until the peer is
+    /// seen signing with its new message key.
+    pub until_wall_ms: Option<u64>,
+}
+
+impl RetiringKeys {
+    fn live(&self, wall_ms: u64) -> bool {
+        self.until_wall_ms.is_none_or(|t| wall_ms < t)
+    }
+}
+
 impl Channel {
+    /// The peer's message key that `key_id` names, if it may sign with it
+    /// at `wall_ms`; otherwise the current one (which then fails to
+    /// verify, with the usual error).
+    pub fn message_key(&self, key_id: &[u8], wall_ms: u64) -> VerifyingKey {
+        match &self.previous {
+            Some(p) if p.live(wall_ms) && key_id == KeyId::of(&p.key).0 => p.key,
+            _ => self.key,
+        }
+    }
+
+    /// The peer's log key that `key_id` names and its origin, as
+    /// [`Channel::message_key`].
+    pub fn log_key(&self, key_id: &[u8], wall_ms: u64) -> (VerifyingKey, &str) {
+        match &self.previous {
+            Some(p) if p.live(wall_ms) && key_id == KeyId::of(&p.log_key).0 => {
+                (p.log_key, p.origin.as_str())
+            }
+            _ => (self.log_key, self.origin.as_str()),
+        }
+    }
+
+    /// The peer's log keys it may use at `wall_ms`, current first, with
+    /// their origins.
+    pub fn log_keys(&self, wall_ms: u64) -> Vec<(VerifyingKey, &str)> {
+        let mut v = vec![(self.log_key, self.origin.as_str())];
+        if let Some(p) = self.previous.as_ref().filter(|p| p.live(wall_ms)) {
+            v.push((p.log_key, p.origin.as_str()));
+        }
+        v
+    }
+
+    /// The peer signed with its current message key at `wall_ms`: its
+    /// previous keys are retired [`KEY_OVERLAP_MS`] later.
+    pub fn saw_current_key(&mut self, key_id: &[u8], wall_ms: u64) {
+        if key_id != KeyId::of(&self.key).0 {
+            return;
+        }
+        if let Some(p) = self.previous.as_mut().filter(|p| p.until_wall_ms.is_none()) {
+            p.until_wall_ms = Some(wall_ms.saturating_add(KEY_OVERLAP_MS));
+        }
+    }
+
+    /// Replaces the peer's keys with those of its new card, keeping the
+    /// old ones as retiring when they differ.
+    pub fn rekey(&mut self, key: VerifyingKey, log_key: VerifyingKey, seal_key: [u8; 32]) {
+        if key != self.key || log_key != self.log_key {
+            self.previous = Some(RetiringKeys {
+                key: self.key,
+                log_key: self.log_key,
+                origin: self.origin.clone(),
+                until_wall_ms: None,
+            });
+        }
+        self.origin = crate::audit::checkpoint::origin(&self.peer, &log_key);
+        self.key = key;
+        self.log_key = log_key;
+        self.seal_key = seal_key;
+    }
+
     pub fn new(peer: OfficeName, key: VerifyingKey, log_key: VerifyingKey) -> Self {
         Channel {
             origin: crate::audit::checkpoint::origin(&peer, &log_key),
@@ -344,6 +428,7 @@ impl Channel {
             peer_cosigned: 0,
             seal_key: [0; 32],
             relays: Vec::new(),
+            previous: None,
             level: AlertLevel::Normal,
             own_level: AlertLevel::Normal,
             peer_level: AlertLevel::Normal,

@@ -680,7 +680,7 @@ impl Core {
         domain: Domain,
         what: &str,
     ) -> Option<M> {
-        let key = self.channels.get(peer)?.key;
+        let key = self.peer_message_key(now, peer, &env.key_id)?;
         match envelope::open(env, domain, &key) {
             Ok(m) => Some(m),
             Err(e) => {

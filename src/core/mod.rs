@@ -41,7 +41,7 @@ mod witness;
 
 pub use budget::{log_bound_bytes, Spend};
 pub use card_update::{OfferError, MAX_CARD_UPDATE_BYTES};
-pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem};
+pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem, KEY_OVERLAP_MS};
 pub use escalation::Overdue;
 pub use office::{Core, Draft, OfficeKeys, PeerKeys, Randomness, ReplayError, SubmitError, Timing};
 pub use output::{CoreEvent, Output, StreamClass, Transmit};

@@ -153,6 +153,9 @@ pub struct ReplayError {
     pub why: String,
 }
 
+/// Seal keys kept besides the current one (see [`Core::add_seal_opener`]).
+pub const MAX_SEAL_OPENERS: usize = 2;
+
 /// One office's protocol state machine.
 pub struct Core {
     pub(super) me: OfficeName,
@@ -178,6 +181,9 @@ pub struct Core {
     pub(super) out: Output,
     pub(super) policy: Policy,
     pub(super) seal_private: [u8; 32],
+    /// Other seal keys that still open frames sealed to us: the one a key
+    /// rotation replaced, and the next one while peers learn it.
+    pub(super) seal_openers: Vec<[u8; 32]>,
     pub(super) is_relay: bool,
     pub(super) spool: BTreeMap<[u8; 32], super::relay::Spooled>,
     /// Set while processing a frame that arrived sealed through this relay.
@@ -247,6 +253,7 @@ impl Core {
             out: Output::default(),
             policy: Policy::default(),
             seal_private: keys.seal,
+            seal_openers: Vec::new(),
             is_relay: false,
             spool: BTreeMap::new(),
             receiving_via: None,
@@ -261,6 +268,50 @@ impl Core {
     pub fn seed_randomness(&mut self, seed: u64) {
         use rand::SeedableRng;
         self.randomness = Randomness::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(seed)));
+    }
+
+    /// Opens frames sealed to `secret` too (besides the current seal key):
+    /// the key a rotation replaced, or the one it introduces. At most
+    /// [`MAX_SEAL_OPENERS`] are kept, the newest.
+    pub fn add_seal_opener(&mut self, secret: [u8; 32]) {
+        if secret == self.seal_private || self.seal_openers.contains(&secret) {
+            return;
+        }
+        if self.seal_openers.len() >= MAX_SEAL_OPENERS {
+            self.seal_openers.remove(0);
+        }
+        self.seal_openers.push(secret);
+    }
+
+    /// Opens one of our own checkpoints (a peer returns it cosigned): under
+    /// our current log key, or the one our last card update replaced.
+    pub(super) fn open_own_checkpoint(
+        &self,
+        note: &[u8],
+    ) -> Result<SignedCheckpoint, checkpoint::CheckpointError> {
+        let current = checkpoint::open(note, &self.origin, &self.log_key.verifying_key());
+        match (&current, self.card_updates.own_previous_log) {
+            (Err(_), Some(old)) => {
+                let origin = checkpoint::origin(&self.me, &old);
+                checkpoint::open(note, &origin, &old).or(current)
+            }
+            _ => current,
+        }
+    }
+
+    /// The message key of `peer` that `key_id` names, if the peer may
+    /// sign with it now (its current key, or the one its last card update
+    /// replaced while that is retiring); a current-key signature starts
+    /// the old key's retirement.
+    pub(super) fn peer_message_key(
+        &mut self,
+        now: Now,
+        peer: &OfficeName,
+        key_id: &[u8],
+    ) -> Option<VerifyingKey> {
+        let ch = self.channels.get_mut(peer)?;
+        ch.saw_current_key(key_id, now.wall_ms);
+        Some(ch.message_key(key_id, now.wall_ms))
     }
 
     /// This office.

@@ -18,10 +18,10 @@ use crate::wire::MessageId;
 
 impl Core {
     pub(super) fn on_receipt(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let Some(ch) = self.channels.get_mut(peer) else {
+        let Some(key) = self.peer_message_key(now, peer, &env.key_id) else {
             return;
         };
-        let r: Receipt = match envelope::open(&env, Domain::Receipt, &ch.key) {
+        let r: Receipt = match envelope::open(&env, Domain::Receipt, &key) {
             Ok(r) => r,
             Err(e) => return self.report(now, peer, format!("receipt refused: {e}")),
         };
@@ -33,6 +33,9 @@ impl Core {
             );
             return self.report(now, peer, detail);
         }
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         let Some(p) = ch.pending.get(&r.sequence) else {
             if ch.history.get(&r.sequence).map(|h| h.state) != Some(OutState::Delivered) {
                 let detail = format!("receipt for sequence {} which is not pending", r.sequence);
@@ -58,10 +61,10 @@ impl Core {
     }
 
     pub(super) fn on_nack(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let Some(ch) = self.channels.get_mut(peer) else {
+        let Some(key) = self.peer_message_key(now, peer, &env.key_id) else {
             return;
         };
-        let n: NegativeReceipt = match envelope::open(&env, Domain::NegativeReceipt, &ch.key) {
+        let n: NegativeReceipt = match envelope::open(&env, Domain::NegativeReceipt, &key) {
             Ok(n) => n,
             Err(e) => return self.report(now, peer, format!("negative receipt refused: {e}")),
         };
@@ -85,6 +88,9 @@ impl Core {
             return self.report(now, peer, detail);
         }
         let reason = NackReason::try_from(n.reason).unwrap_or(NackReason::Unspecified);
+        let Some(ch) = self.channels.get_mut(peer) else {
+            return;
+        };
         if n.settles {
             if mark_refused(ch, n.sequence, &n.payload_hash) {
                 self.track_refused(peer, n.sequence);

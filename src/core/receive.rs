@@ -53,7 +53,7 @@ const QUOTE_MAX: usize = 48;
 
 impl Core {
     pub(super) fn on_message(&mut self, now: Now, peer: &OfficeName, env: SignedEnvelope) {
-        let Some(key) = self.channels.get(peer).map(|c| c.key) else {
+        let Some(key) = self.peer_message_key(now, peer, &env.key_id) else {
             return;
         };
         let hash = sha256(&env.payload);

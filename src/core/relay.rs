@@ -337,14 +337,21 @@ impl Core {
         let claimed = OfficeName::new(header.from.clone())
             .ok()
             .filter(|f| self.channels.contains_key(f));
-        let opened = seal::open(
-            &self.seal_private,
-            &header_bytes(&header),
-            &seal::Sealed {
-                enc: sealed.enc.clone(),
-                ciphertext: sealed.ciphertext.clone(),
-            },
-        );
+        let frame = seal::Sealed {
+            enc: sealed.enc.clone(),
+            ciphertext: sealed.ciphertext.clone(),
+        };
+        let aad = header_bytes(&header);
+        // The current seal key, then any a key rotation keeps (a frame
+        // sealed before the sender learned our new key, or after it learned
+        // the one we are about to switch to).
+        let mut opened = seal::open(&self.seal_private, &aad, &frame);
+        for secret in &self.seal_openers {
+            if opened.is_ok() {
+                break;
+            }
+            opened = seal::open(secret, &aad, &frame);
+        }
         let (Some(from), Ok(plain)) = (claimed.clone(), opened) else {
             // Altered in transit (or not for us): refuse, and say so to the
             // claimed sender through the same relay.
@@ -455,7 +462,7 @@ impl Core {
     }
 
     pub(super) fn on_relay_receipt(&mut self, now: Now, relay: &OfficeName, env: SignedEnvelope) {
-        let Some(key) = self.channels.get(relay).map(|c| c.key) else {
+        let Some(key) = self.peer_message_key(now, relay, &env.key_id) else {
             return;
         };
         let Ok(r) = envelope::open::<RelayReceipt>(&env, Domain::RelayReceipt, &key) else {

@@ -26,11 +26,15 @@ impl Core {
         let Some(ch) = self.channels.get(peer) else {
             return;
         };
-        let offer: CheckpointOffer =
-            match envelope::open(&env, Domain::CheckpointOffer, &ch.log_key) {
-                Ok(o) => o,
-                Err(e) => return self.report(now, peer, format!("checkpoint offer refused: {e}")),
-            };
+        // The log key the offer names: the peer's current one, or the one
+        // its card update replaced while that is retiring. The checkpoint
+        // inside must be under the same key's origin.
+        let (log_key, origin) = ch.log_key(&env.key_id, now.wall_ms);
+        let origin = origin.to_string();
+        let offer: CheckpointOffer = match envelope::open(&env, Domain::CheckpointOffer, &log_key) {
+            Ok(o) => o,
+            Err(e) => return self.report(now, peer, format!("checkpoint offer refused: {e}")),
+        };
         if offer.note.len() > MAX_NOTE_LEN || offer.proof.len() > MAX_PROOF_HASHES {
             let detail = format!(
                 "checkpoint offer out of limits: note {} bytes (limit {MAX_NOTE_LEN}), \
@@ -40,7 +44,7 @@ impl Core {
             );
             return self.report(now, peer, detail);
         }
-        let cp = match checkpoint::open(&offer.note, &ch.origin, &ch.log_key) {
+        let cp = match checkpoint::open(&offer.note, &origin, &log_key) {
             Ok(cp) => cp,
             Err(e) => return self.report(now, peer, format!("offered checkpoint refused: {e}")),
         };
@@ -184,10 +188,16 @@ impl Core {
             );
             return self.report(now, peer, detail);
         }
-        let result = checkpoint::open(&c.note, &self.origin, &self.log_key.verifying_key())
-            .and_then(|cp| {
-                checkpoint::verify_cosignature(&c.note, &ch.origin, &ch.log_key).map(|_| cp)
-            });
+        let result = self.open_own_checkpoint(&c.note).and_then(|cp| {
+            let mut r = Err(checkpoint::CheckpointError::Format);
+            for (key, origin) in ch.log_keys(now.wall_ms) {
+                r = checkpoint::verify_cosignature(&c.note, origin, &key);
+                if r.is_ok() {
+                    break;
+                }
+            }
+            r.map(|_| cp)
+        });
         let cp = match result {
             Ok(cp) => cp,
             Err(e) => return self.report(now, peer, format!("cosignature refused: {e}")),

@@ -171,16 +171,16 @@ impl OfficeCard {
         Ok(())
     }
 
-    /// This card as the update that replaces the card with fingerprint
-    /// `old_fingerprint` (docs/protocol.md §8d). The address is not in it.
-    pub fn to_update(
-        &self,
-        old_fingerprint: &str,
-        time_unix_ms: u64,
-    ) -> crate::wire::proto::CardUpdate {
+    /// This card as the update that replaces `old` (docs/protocol.md
+    /// §8d). The address is not in it.
+    pub fn to_update(&self, old: &OfficeCard, time_unix_ms: u64) -> crate::wire::proto::CardUpdate {
         crate::wire::proto::CardUpdate {
             office: self.office.to_string(),
-            old_fingerprint: old_fingerprint.into(),
+            old_fingerprint: old.fingerprint.clone(),
+            old_message_key: old.message_key.clone(),
+            old_log_key: old.log_key.clone(),
+            old_seal_key: old.seal_key.clone(),
+            old_node_cert_sha256: old.node_cert_sha256.clone(),
             new_fingerprint: self.fingerprint.clone(),
             role: self.role.clone(),
             message_key: self.message_key.clone(),
@@ -214,6 +214,26 @@ impl OfficeCard {
         };
         card.check()?;
         Ok(card)
+    }
+
+    /// The card an update replaces, from its `old_*` fields (the role and
+    /// CA are the new card's), checked against `old_fingerprint`.
+    pub fn replaced_by_update(u: &crate::wire::proto::CardUpdate) -> Result<Self, CardError> {
+        let mut card = OfficeCard::from_update(u, String::new())?;
+        card.message_key = u.old_message_key.clone();
+        card.log_key = u.old_log_key.clone();
+        card.seal_key = u.old_seal_key.clone();
+        card.node_cert_sha256 = u.old_node_cert_sha256.clone();
+        card.fingerprint = u.old_fingerprint.clone();
+        card.check()?;
+        Ok(card)
+    }
+
+    /// Whether `other` has the same message, log and seal keys.
+    pub fn same_keys(&self, other: &OfficeCard) -> bool {
+        self.message_key.eq_ignore_ascii_case(&other.message_key)
+            && self.log_key.eq_ignore_ascii_case(&other.log_key)
+            && self.seal_key.eq_ignore_ascii_case(&other.seal_key)
     }
 
     /// Reads and checks a card file.

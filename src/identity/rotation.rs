@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! tls/node.next.crt, tls/node.next.key   the new certificate, made from the CA key
-//! office-card.next.toml                  the card that pins it
+//! keys/{message,log,seal}.next.key       new keys (`hotline rotate keys`)
+//! office-card.next.toml                  the card that pins them
+//! keys/seal.previous.key                 the seal key a key rotation replaced: it
+//!                                        still opens frames sealed before peers
+//!                                        learned the new one
 //! peers/NAME.retiring                    a peer's replaced certificate (hex SHA-256),
 //!                                        trusted until it presents the new one
 //! ```
@@ -20,6 +24,25 @@ use rustls::pki_types::{pem::PemObject, CertificateDer};
 
 use super::{files, tls_material, IdentityError, OfficeCard, OfficeDir, OfficeName};
 use crate::wire::sha256;
+
+/// What a rotation replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The node certificate, reissued by the same CA.
+    Cert,
+    /// The message, log and seal keys.
+    Keys,
+}
+
+impl Rotation {
+    /// In words, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Rotation::Cert => "a new node certificate",
+            Rotation::Keys => "new message, log and seal keys",
+        }
+    }
+}
 
 /// The next card's path.
 pub fn next_card(dir: &OfficeDir) -> std::path::PathBuf {
@@ -60,6 +83,56 @@ pub fn prepare_cert(dir: &OfficeDir, current: &OfficeCard) -> Result<OfficeCard,
     Ok(card)
 }
 
+/// The three key files of a key rotation: (live, next).
+fn key_files(dir: &OfficeDir) -> [(std::path::PathBuf, std::path::PathBuf); 3] {
+    let next = |p: std::path::PathBuf| p.with_extension("next.key");
+    [
+        (dir.message_key(), next(dir.message_key())),
+        (dir.log_key(), next(dir.log_key())),
+        (dir.seal_key(), next(dir.seal_key())),
+    ]
+}
+
+/// The seal key a key rotation replaced.
+pub fn previous_seal_key(dir: &OfficeDir) -> std::path::PathBuf {
+    dir.seal_key().with_extension("previous.key")
+}
+
+/// New message, log and seal keys, written as the `next` key files with
+/// the card that holds them (the node certificate stays). Returns the new
+/// card.
+pub fn prepare_keys(dir: &OfficeDir, current: &OfficeCard) -> Result<OfficeCard, IdentityError> {
+    let message = super::keys::generate();
+    let log = super::keys::generate();
+    let seal_ikm = super::keys::generate();
+    let (_, seal_public) = crate::wire::seal::derive_keypair(&seal_ikm.to_bytes());
+    let [(_, m), (_, l), (_, s)] = key_files(dir);
+    super::keys::save(&m, &message).map_err(io(&m))?;
+    super::keys::save(&l, &log).map_err(io(&l))?;
+    super::keys::save(&s, &seal_ikm).map_err(io(&s))?;
+    let mut card = current.clone();
+    card.message_key = hex::encode(message.verifying_key().as_bytes());
+    card.log_key = hex::encode(log.verifying_key().as_bytes());
+    card.seal_key = hex::encode(seal_public);
+    card.fingerprint = card.compute_fingerprint()?;
+    let next = next_card(dir);
+    files::write_private(&next, card.to_toml().as_bytes()).map_err(io(&next))?;
+    Ok(card)
+}
+
+/// The X25519 secrets that still open frames sealed to this office
+/// besides its current seal key: the one a key rotation replaced and the
+/// one a pending rotation introduces.
+pub fn extra_seal_secrets(dir: &OfficeDir) -> Vec<[u8; 32]> {
+    let [_, _, (_, next)] = key_files(dir);
+    [previous_seal_key(dir), next]
+        .iter()
+        .filter(|p| p.exists())
+        .filter_map(|p| super::keys::load(p).ok())
+        .map(|ikm| crate::wire::seal::derive_keypair(&ikm.to_bytes()).0)
+        .collect()
+}
+
 /// The `next` card, if a rotation is prepared.
 pub fn load_next(dir: &OfficeDir) -> Option<OfficeCard> {
     OfficeCard::load(&next_card(dir)).ok()
@@ -69,7 +142,10 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }
 
-/// Makes the prepared certificate and card the live ones.
+/// Makes the prepared certificate or keys and the card the live ones.
+/// The replaced seal key is kept as `keys/seal.previous.key`; the
+/// replaced message and log keys are gone (nothing is signed with them
+/// again).
 pub fn switch(dir: &OfficeDir) -> Result<(), IdentityError> {
     for (from, to) in [
         (dir.tls("node.next.key"), dir.tls("node.key")),
@@ -81,21 +157,41 @@ pub fn switch(dir: &OfficeDir) -> Result<(), IdentityError> {
     }
     let tls = dir.tls("");
     sync_dir(&tls).map_err(io(&tls))?;
+    let [message, log, (seal, seal_next)] = key_files(dir);
+    for (live, next) in [message, log] {
+        if next.exists() {
+            std::fs::rename(&next, &live).map_err(io(&next))?;
+        }
+    }
+    if seal_next.exists() {
+        if seal.exists() {
+            let previous = previous_seal_key(dir);
+            std::fs::rename(&seal, &previous).map_err(io(&seal))?;
+        }
+        std::fs::rename(&seal_next, &seal).map_err(io(&seal_next))?;
+    }
+    let keys = dir.message_key();
+    if let Some(keys) = keys.parent() {
+        sync_dir(keys).map_err(io(keys))?;
+    }
     let next = next_card(dir);
     std::fs::rename(&next, dir.card()).map_err(io(&next))?;
     sync_dir(dir.root()).map_err(io(dir.root()))?;
     Ok(())
 }
 
-/// Completes a switch a crash interrupted. `prepare_cert` writes the
-/// key, the certificate and then the card, and [`switch`] renames them in
-/// that order: a `next` card without its key or certificate beside it
-/// means a switch began. Returns whether it did anything.
+/// Completes a switch a crash interrupted. The `prepare_` functions write
+/// the new files and then the card, and [`switch`] renames them in that
+/// order: a `next` card without every file it needs beside it means a
+/// switch began. Returns whether it did anything.
 pub fn finish_switch(dir: &OfficeDir) -> Result<bool, IdentityError> {
-    if !next_card(dir).exists() {
+    let (Some(next), Ok(current)) = (load_next(dir), dir.load_card()) else {
         return Ok(false);
-    }
-    let began = !dir.tls("node.next.key").exists() || !dir.tls("node.next.crt").exists();
+    };
+    let cert_files = !dir.tls("node.next.key").exists() || !dir.tls("node.next.crt").exists();
+    let key_files = key_files(dir).iter().any(|(_, n)| !n.exists());
+    let began = (next.node_cert_sha256 != current.node_cert_sha256 && cert_files)
+        || (!next.same_keys(&current) && key_files);
     if began {
         switch(dir)?;
     }
@@ -109,9 +205,11 @@ pub fn store_peer_card(dir: &OfficeDir, card: &OfficeCard) -> Result<(), Identit
     let old = OfficeCard::load(&path)?;
     let mut card = card.clone();
     card.address = old.address.clone();
-    let retiring = retiring_path(dir, &card.office);
-    files::write_private(&retiring, format!("{}\n", old.node_cert_sha256).as_bytes())
-        .map_err(io(&retiring))?;
+    if old.node_cert_sha256 != card.node_cert_sha256 {
+        let retiring = retiring_path(dir, &card.office);
+        files::write_private(&retiring, format!("{}\n", old.node_cert_sha256).as_bytes())
+            .map_err(io(&retiring))?;
+    }
     files::write_private(&path, card.to_toml().as_bytes()).map_err(io(&path))?;
     Ok(())
 }

@@ -167,8 +167,10 @@ pub enum Input {
         /// Peer.
         peer: OfficeName,
     },
-    /// Rotate the node certificate (docs/protocol.md §8d).
-    RotateCert {
+    /// Rotate the node certificate or the keys (docs/protocol.md §8d).
+    Rotate {
+        /// Which.
+        what: rotation::Rotation,
         /// Answer once the offer is made.
         reply: oneshot::Sender<Result<api::RotateResponse, SendError>>,
     },
@@ -610,13 +612,13 @@ impl Actor {
             }),
             Input::Refused(a) => self.refused(a),
             Input::NewCertSeen { peer } => self.retire_old_cert(&peer),
-            Input::RotateCert { reply } => {
+            Input::Rotate { what, reply } => {
                 let r = if self.closing {
                     Err(SendError::Stopping)
                 } else if let Some(e) = self.disk_refusal() {
                     Err(e)
                 } else {
-                    self.rotate_cert(now)
+                    self.rotate(now, what)
                 };
                 let _ = reply.send(r);
             }
@@ -807,9 +809,14 @@ impl Actor {
         })
     }
 
-    /// Prepares a new node certificate and offers the card that pins it to
-    /// every peer; the switch comes when all have accepted.
-    fn rotate_cert(&mut self, now: crate::core::Now) -> Result<api::RotateResponse, SendError> {
+    /// Prepares a new node certificate or new keys and offers the card
+    /// that holds them to every peer; the switch comes when all have
+    /// accepted.
+    fn rotate(
+        &mut self,
+        now: crate::core::Now,
+        what: rotation::Rotation,
+    ) -> Result<api::RotateResponse, SendError> {
         if let Some((fp, waiting)) = self.core.card_offer() {
             if !waiting.is_empty() {
                 let waiting: Vec<String> = waiting.iter().map(|p| p.to_string()).collect();
@@ -819,9 +826,17 @@ impl Actor {
                 )));
             }
         }
-        let card = rotation::prepare_cert(&self.facts.dir, &self.facts.card)
-            .map_err(|e| SendError::Failed(e.to_string()))?;
-        let update = card.to_update(&self.facts.card.fingerprint, now.wall_ms);
+        let card = match what {
+            rotation::Rotation::Cert => rotation::prepare_cert(&self.facts.dir, &self.facts.card),
+            rotation::Rotation::Keys => rotation::prepare_keys(&self.facts.dir, &self.facts.card),
+        }
+        .map_err(|e| SendError::Failed(e.to_string()))?;
+        // Frames peers seal to the new seal key once they pin the card
+        // must open before we switch.
+        for secret in rotation::extra_seal_secrets(&self.facts.dir) {
+            self.core.add_seal_opener(secret);
+        }
+        let update = card.to_update(&self.facts.card, now.wall_ms);
         self.core
             .offer_card(now, update)
             .map_err(|e| SendError::Conflict(e.to_string()))?;
@@ -831,18 +846,19 @@ impl Actor {
             .map(|(_, w)| w.iter().map(|p| p.to_string()).collect())
             .unwrap_or_default();
         tracing::info!(
-            "offered card {} with a new node certificate to {}",
+            "offered card {} with {} to {}",
             card.fingerprint,
+            what.what(),
             waiting.join(", ")
         );
         self.push_event(
             "card",
             None,
             None,
-            format!("offered card {} (new node certificate)", card.fingerprint),
+            format!("offered card {} ({})", card.fingerprint, what.what()),
         );
         if waiting.is_empty() {
-            self.switch_cert();
+            self.switch_card();
         }
         Ok(api::RotateResponse {
             old_fingerprint: self.facts.card.fingerprint.clone(),
@@ -851,47 +867,54 @@ impl Actor {
         })
     }
 
-    /// Every peer accepted our new card: present its certificate from now
-    /// on. Connections already up keep the one they began with.
-    fn switch_cert(&mut self) {
+    /// Every peer accepted our new card: present its certificate, or sign
+    /// and open with its keys, from now on. Connections already up keep
+    /// the certificate they began with.
+    fn switch_card(&mut self) {
         let dir = self.facts.dir.clone();
-        let loaded = rotation::switch(&dir).and_then(|()| {
-            let card = dir.load_card()?;
-            let office = dir.load()?;
-            Ok((card, office.node_cert, office.node_key))
-        });
-        match loaded {
-            Ok((card, cert, key)) => {
-                let next = self.facts.identity.borrow().with_cert(cert.clone(), key);
-                self.facts.identity.send_replace(std::sync::Arc::new(next));
-                self.facts.node_cert_not_after_ms =
-                    crate::identity::tls_material::not_after_unix_ms(cert.as_ref());
-                tracing::info!(
-                    "every peer accepted card {}: presenting the new node certificate",
-                    card.fingerprint
-                );
-                self.push_event(
-                    "card",
-                    None,
-                    None,
-                    format!(
-                        "every peer accepted card {}; presenting the new node certificate",
-                        card.fingerprint
-                    ),
-                );
-                self.facts.fingerprint = card.fingerprint.clone();
-                self.facts.card = card;
-            }
+        let loaded = rotation::switch(&dir).and_then(|()| dir.load());
+        let office = match loaded {
+            Ok(office) => office,
             Err(e) => {
-                tracing::error!("could not switch to the new node certificate: {e}");
+                tracing::error!("could not switch to the new card: {e}");
                 self.push_event(
                     "alert",
                     None,
                     None,
-                    format!("could not switch to the new node certificate: {e}"),
+                    format!("could not switch to the new card: {e}"),
                 );
+                return;
             }
+        };
+        let card = office.card.clone();
+        let mut what = Vec::new();
+        if card.node_cert_sha256 != self.facts.card.node_cert_sha256 {
+            let cert = office.node_cert.clone();
+            let next = self
+                .facts
+                .identity
+                .borrow()
+                .with_cert(cert.clone(), office.node_key.clone_key());
+            self.facts.identity.send_replace(std::sync::Arc::new(next));
+            self.facts.node_cert_not_after_ms =
+                crate::identity::tls_material::not_after_unix_ms(cert.as_ref());
+            what.push("presenting the new node certificate");
         }
+        if !card.same_keys(&self.facts.card) {
+            self.core
+                .switch_own_keys(super::offline::office_keys(&office));
+            what.push("signing with the new keys");
+        }
+        let what = what.join(" and ");
+        tracing::info!("every peer accepted card {}: {what}", card.fingerprint);
+        self.push_event(
+            "card",
+            None,
+            None,
+            format!("every peer accepted card {}; {what}", card.fingerprint),
+        );
+        self.facts.fingerprint = card.fingerprint.clone();
+        self.facts.card = card;
     }
 
     /// A peer's new card was pinned and logged: store it and trust its new
@@ -1141,7 +1164,7 @@ impl Actor {
                         format!("{peer} accepted our card {fingerprint}"),
                     );
                     if all {
-                        self.switch_cert();
+                        self.switch_card();
                     }
                 }
                 CoreEvent::Delivered { peer, id, sequence } => {

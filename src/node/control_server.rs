@@ -83,6 +83,7 @@ pub async fn serve(
         .route("/v1/ack", post(ack))
         .route("/v1/alert-level", post(alert_level))
         .route("/v1/rotate/cert", post(rotate_cert))
+        .route("/v1/rotate/keys", post(rotate_keys))
         .route("/v1/events", get(events))
         .route("/v1/delivery", get(delivery))
         .route("/v1/shutdown", post(shutdown))
@@ -173,7 +174,15 @@ fn send_error(e: SendError) -> Response {
 }
 
 async fn rotate_cert(State(s): State<AppState>) -> Response {
-    match s.node.rotate_cert().await {
+    rotate(s, crate::identity::rotation::Rotation::Cert).await
+}
+
+async fn rotate_keys(State(s): State<AppState>) -> Response {
+    rotate(s, crate::identity::rotation::Rotation::Keys).await
+}
+
+async fn rotate(s: AppState, what: crate::identity::rotation::Rotation) -> Response {
+    match s.node.rotate(what).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => send_error(e),
     }

@@ -182,12 +182,15 @@ impl NodeHandle {
         rx.await.map_err(|_| SendError::Stopping)?
     }
 
-    /// Rotates the node certificate: offers a new card to every peer
-    /// (docs/protocol.md §8d).
-    pub async fn rotate_cert(&self) -> Result<api::RotateResponse, SendError> {
+    /// Rotates the node certificate or the keys: offers a new card to every
+    /// peer (docs/protocol.md §8d).
+    pub async fn rotate(
+        &self,
+        what: crate::identity::rotation::Rotation,
+    ) -> Result<api::RotateResponse, SendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Input::RotateCert { reply })
+            .send(Input::Rotate { what, reply })
             .await
             .map_err(|_| SendError::Stopping)?;
         rx.await.map_err(|_| SendError::Stopping)?
@@ -362,8 +365,13 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         }
     }
     let office = if switched || repaired {
-        tracing::info!("switched to the rotated node certificate");
-        dir.load().map_err(|e| NodeError::Config(e.to_string()))?
+        let office = dir.load().map_err(|e| NodeError::Config(e.to_string()))?;
+        if switched {
+            tracing::info!("switched to the rotated card {}", office.card.fingerprint);
+            // The core replayed the log with the keys of the card before.
+            core.switch_own_keys(offline::office_keys(&office));
+        }
+        office
     } else {
         office
     };
@@ -500,8 +508,13 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     };
     // After a core panic the actor rebuilds the core exactly as here: the
     // log's entries replayed, the relay's spool restored, then started.
-    let reload_office = office.clone();
+    // The office is read again each time: a rotation since the start may
+    // have changed its card, its keys and its peers' cards.
+    let reload_dir = dir.clone();
     let reload: actor::Reload = Box::new(move |now| {
+        let reload_office = reload_dir
+            .load()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
         let mut core = offline::load_core(&reload_office)?;
         pin_peer_cas(&mut core, &reload_office);
         core.check_own_checkpoint()?;

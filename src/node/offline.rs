@@ -5,16 +5,23 @@ use crate::control::api::{InboxEntry, OutboxEntry};
 use crate::core::{Core, OfficeKeys, PeerKeys, Timing};
 use crate::identity::Office;
 
+/// The office's own keys, as the core takes them.
+pub fn office_keys(office: &Office) -> OfficeKeys {
+    OfficeKeys {
+        message: office.message_key.clone(),
+        log: office.log_key.clone(),
+        seal: *office.seal_private,
+    }
+}
+
 /// A core for `office` with its keys, its peers' keys and its timing.
+/// Seal keys a rotation keeps (`keys/seal.previous.key`, or the next
+/// one while a rotation waits) open too.
 pub fn new_core(office: &Office) -> Core {
     let t = &office.config.timing;
     let mut core = Core::new(
         office.config.office.clone(),
-        OfficeKeys {
-            message: office.message_key.clone(),
-            log: office.log_key.clone(),
-            seal: *office.seal_private,
-        },
+        office_keys(office),
         office.peers.iter().map(|p| PeerKeys {
             office: p.name.clone(),
             message: p.message_key,
@@ -32,6 +39,9 @@ pub fn new_core(office: &Office) -> Core {
     let e = &office.config.escalation;
     core.set_policy(e.policy.scaled(e.time_scale));
     core.set_relay_role(office.card.is_relay());
+    for secret in crate::identity::rotation::extra_seal_secrets(&office.dir) {
+        core.add_seal_opener(secret);
+    }
     core
 }
 
