@@ -976,3 +976,65 @@ fn a_card_update_with_new_keys_is_pinned_and_the_old_keys_retire_a_day_after_the
         "replayed core knows the new key"
     );
 }
+
+#[test]
+fn a_peer_whose_updates_need_confirmation_has_them_held_until_the_operator_confirms_the_fingerprint(
+) {
+    let (card, ca_key) = washington_card();
+    let mut b = Bench::pinning(&[(office("washington"), card.fingerprint.clone())]);
+    b.core
+        .require_card_confirmation(&office("washington"), true);
+    b.take_sent();
+    let good = reissued(&card, &ca_key);
+    let env = envelope::seal_proto(
+        Domain::CardUpdate,
+        &good.to_update(&card, WALL),
+        &b.peer.key,
+    );
+    // Signed and correct, but held: nothing logged or answered yet.
+    b.frame(Body::CardUpdate(env.clone()));
+    b.frame(Body::CardUpdate(env.clone()));
+    assert_eq!(card_entries(&b), 0);
+    assert!(acceptances(&b.take_sent()).is_empty());
+    let held: Vec<_> = b
+        .events
+        .iter()
+        .filter(|e| matches!(e, CoreEvent::CardUpdateHeld { fingerprint, .. } if *fingerprint == good.fingerprint))
+        .collect();
+    assert_eq!(held.len(), 1, "told once, though offered twice");
+    assert_eq!(b.core.held_card_updates().len(), 1);
+    assert!(!b
+        .events
+        .iter()
+        .any(|e| matches!(e, CoreEvent::PeerCardUpdated { .. })));
+    // A fingerprint misread is refused; nothing changes.
+    let now = b.at();
+    let wrong = b
+        .core
+        .confirm_card(now, &office("washington"), &card.fingerprint);
+    assert!(matches!(
+        wrong,
+        Err(hotline::core::ConfirmError::Mismatch { .. })
+    ));
+    let nothing = b
+        .core
+        .confirm_card(now, &office("pyongyang"), &good.fingerprint);
+    assert!(matches!(
+        nothing,
+        Err(hotline::core::ConfirmError::NothingHeld(_))
+    ));
+    b.flush();
+    assert_eq!(card_entries(&b), 0);
+    // Confirmed: pinned, logged and answered.
+    b.core
+        .confirm_card(now, &office("washington"), &good.fingerprint)
+        .unwrap();
+    b.flush();
+    assert_eq!(card_entries(&b), 2);
+    assert_eq!(acceptances(&b.take_sent()).len(), 1);
+    assert!(b.core.held_card_updates().is_empty());
+    assert!(b.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::PeerCardUpdated { card, .. } if card.fingerprint == good.fingerprint
+    )));
+}

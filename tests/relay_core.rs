@@ -288,3 +288,51 @@ fn a_reroute_that_finds_no_relay_goes_through_the_first_one_that_comes_up() {
         .any(|e| matches!(e, CoreEvent::Delivered { id: got, .. } if *got == id));
     assert!(delivered, "the receipt came back through the relay");
 }
+
+#[test]
+fn a_frame_sealed_to_the_seal_key_a_rotation_replaced_still_opens() {
+    let mut net = Net::new();
+    net.link("washington", "stockholm");
+    net.link("pyongyang", "stockholm");
+    // Pyongyang switches to a new seal key (its rotation completed) while
+    // washington still seals to the old one, as it would for a frame it
+    // sealed before it pinned the new card.
+    let mut keys = net.sim.office_keys(P);
+    let old = keys.seal;
+    keys.seal = hotline::wire::seal::derive_keypair(&[0x5a; 32]).0;
+    assert_ne!(keys.seal, old);
+    net.sim
+        .with_core(P, |core, _| core.switch_own_keys(keys.clone()))
+        .unwrap();
+    let (id, seq) = net.submit("Sealed to the key before.");
+    net.pump();
+    net.via_relay(seq);
+    assert!(
+        net.core("pyongyang")
+            .inbox()
+            .iter()
+            .any(|m| m.message.id == id.to_string()),
+        "opened with the replaced seal key"
+    );
+    // Without that key kept, the same frame would not open: a core whose
+    // only seal key is the new one refuses it.
+    let mut net = Net::new();
+    net.link("washington", "stockholm");
+    net.link("pyongyang", "stockholm");
+    net.sim.with_core(P, |core, _| {
+        let fresh = hotline::core::MAX_SEAL_OPENERS;
+        // Push the replaced key out with unrelated ones.
+        core.switch_own_keys(keys.clone());
+        for b in 0..fresh as u8 {
+            core.add_seal_opener(hotline::wire::seal::derive_keypair(&[b; 32]).0);
+        }
+    });
+    let (id, seq) = net.submit("Sealed to a key no longer kept.");
+    net.pump();
+    net.via_relay(seq);
+    assert!(!net
+        .core("pyongyang")
+        .inbox()
+        .iter()
+        .any(|m| m.message.id == id.to_string()));
+}

@@ -74,6 +74,12 @@ pub fn run(cmd: Command) -> Res {
             json,
         }) => peer_add(&dir, &card, addr, replace, json),
         Command::Peer(PeerCommand::List(a)) => peer_list(&a.dir, a.json),
+        Command::Peer(PeerCommand::ConfirmCard {
+            dir,
+            peer,
+            fingerprint,
+            json,
+        }) => confirm_card(&dir, &peer, &fingerprint, json),
         Command::Node(NodeCommand::Run { dir }) => node_run(&dir),
         Command::Node(NodeCommand::Stop { dir }) => node_stop(&dir),
         Command::Send(a) => send(a),
@@ -90,8 +96,8 @@ pub fn run(cmd: Command) -> Res {
             level,
             reason,
         } => alert_level(&dir, peer, level, reason),
-        Command::Rotate(super::RotateCommand::Cert(a)) => rotate(&a.dir, a.json, false),
-        Command::Rotate(super::RotateCommand::Keys(a)) => rotate(&a.dir, a.json, true),
+        Command::Rotate(super::RotateCommand::Cert(a)) => rotate(&a.dir, a.json, None),
+        Command::Rotate(super::RotateCommand::Keys(a)) => rotate(&a.dir, a.json, Some(&a.only)),
         Command::Watch(a) => watch(&a.dir, a.json),
         Command::Inbox(a) => inbox(&a.dir, a.json),
         Command::Outbox(a) => outbox(&a.dir, a.json),
@@ -401,12 +407,27 @@ fn alert_level(dir: &std::path::Path, peer: String, level: String, reason: Strin
     Ok(exit::OK)
 }
 
-fn rotate(dir: &std::path::Path, json: bool, keys: bool) -> Res {
+fn confirm_card(dir: &std::path::Path, peer: &str, fingerprint: &str, json: bool) -> Res {
     let c = ControlClient::from_dir(&OfficeDir::new(dir)).map_err(client_failure)?;
-    let (r, what) = if keys {
-        (c.rotate_keys(), "keys")
+    let v = c
+        .confirm_card(&hotline::control::ConfirmCardRequest {
+            peer: peer.into(),
+            fingerprint: fingerprint.into(),
+        })
+        .map_err(client_failure)?;
+    if json {
+        print_json(&v);
     } else {
-        (c.rotate_cert(), "certificate")
+        println!("card {fingerprint} of {peer} pinned; {peer} is told");
+    }
+    Ok(exit::OK)
+}
+
+fn rotate(dir: &std::path::Path, json: bool, keys: Option<&[String]>) -> Res {
+    let c = ControlClient::from_dir(&OfficeDir::new(dir)).map_err(client_failure)?;
+    let (r, what) = match keys {
+        Some(k) => (c.rotate_keys(k), "keys"),
+        None => (c.rotate_cert(), "certificate"),
     };
     let r = r.map_err(client_failure)?;
     if json {

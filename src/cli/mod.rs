@@ -199,7 +199,20 @@ enum RotateCommand {
     /// New message, log and seal keys (the certificate stays). The new card
     /// is signed with the old message key; each peer pins it and accepts the
     /// old keys for 24 h after it first sees the new ones in use.
-    Keys(DirJson),
+    Keys(RotateKeysArgs),
+}
+
+#[derive(Args, Debug)]
+struct RotateKeysArgs {
+    /// The office directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Replace only this key (repeat for two); without it, all three.
+    #[arg(long, value_parser = ["message", "log", "seal"])]
+    only: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,6 +236,22 @@ enum PeerCommand {
     },
     /// List pinned peers.
     List(DirJson),
+    /// Pin a peer's new card that the node holds for confirmation (the
+    /// peer's `confirm_card_updates = true` in hotline.toml): read the
+    /// fingerprint aloud with the peer first. `hotline status` lists what
+    /// is held.
+    ConfirmCard {
+        /// The office directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The peer office.
+        peer: String,
+        /// The new card's fingerprint, as read aloud.
+        fingerprint: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

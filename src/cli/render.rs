@@ -155,6 +155,12 @@ pub fn status(s: &StatusResponse) {
     if let Some(w) = &s.node_cert_warning {
         println!("WARNING: {w}");
     }
+    for h in &s.held_card_updates {
+        println!(
+            "card update held: {} offers card {} (replacing {}); read it aloud with {}, then: hotline peer confirm-card {} {}",
+            h.peer, h.fingerprint, h.old_fingerprint, h.peer, h.peer, h.fingerprint
+        );
+    }
     if let Some(r) = &s.card_rotation {
         println!(
             "card rotation: new card {} waiting for {} to accept it",

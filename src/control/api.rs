@@ -406,6 +406,35 @@ pub struct Refusal {
     pub error: String,
 }
 
+/// `POST /v1/confirm-card` body: the operator read the fingerprint aloud
+/// with the peer and confirms its held card update.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmCardRequest {
+    /// The peer.
+    pub peer: String,
+    /// The new card's fingerprint, as read aloud.
+    pub fingerprint: String,
+}
+
+/// A peer's card update waiting for the operator's confirmation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldCardStatus {
+    /// The peer.
+    pub peer: String,
+    /// The card it replaces.
+    pub old_fingerprint: String,
+    /// The new card's fingerprint.
+    pub fingerprint: String,
+}
+
+/// `POST /v1/rotate/keys` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RotateKeysRequest {
+    /// Which keys: any of `message`, `log`, `seal`; empty = all three.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
 /// `POST /v1/rotate/cert` and `/v1/rotate/keys`: the card offered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RotateResponse {
@@ -444,6 +473,9 @@ pub struct StatusResponse {
     /// A rotation waiting for peers to accept the new card.
     #[serde(default)]
     pub card_rotation: Option<CardRotationStatus>,
+    /// Peers' card updates waiting for this operator's confirmation.
+    #[serde(default)]
+    pub held_card_updates: Vec<HeldCardStatus>,
     /// Log entries.
     pub log_entries: u64,
     /// Size covered by our latest checkpoint.

@@ -190,14 +190,28 @@ impl ControlClient {
     ) -> Result<serde_json::Value, ClientError> {
         self.post("/v1/alert-level", req)
     }
+    /// `POST /v1/confirm-card`.
+    pub fn confirm_card(
+        &self,
+        req: &super::api::ConfirmCardRequest,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post("/v1/confirm-card", req)
+    }
+
     /// `POST /v1/rotate/cert`.
     pub fn rotate_cert(&self) -> Result<super::api::RotateResponse, ClientError> {
         self.post("/v1/rotate/cert", &serde_json::json!({}))
     }
 
-    /// `POST /v1/rotate/keys`.
-    pub fn rotate_keys(&self) -> Result<super::api::RotateResponse, ClientError> {
-        self.post("/v1/rotate/keys", &serde_json::json!({}))
+    /// `POST /v1/rotate/keys`: `keys` any of `message`, `log`, `seal`
+    /// (none = all three).
+    pub fn rotate_keys(&self, keys: &[String]) -> Result<super::api::RotateResponse, ClientError> {
+        self.post(
+            "/v1/rotate/keys",
+            &super::api::RotateKeysRequest {
+                keys: keys.to_vec(),
+            },
+        )
     }
     /// `GET /v1/events?after=N&wait_ms=M`.
     pub fn events(

@@ -52,6 +52,42 @@ pub(crate) struct CardUpdates {
     /// Our log key before our last update changed it: a cosignature of a
     /// checkpoint signed with it may still arrive.
     pub(super) own_previous_log: Option<VerifyingKey>,
+    /// Peers whose updates wait for the operator's confirmation.
+    confirm: BTreeSet<OfficeName>,
+    /// Each such peer's latest update that passed every check, waiting
+    /// (one per peer: a later one replaces it). Not logged until confirmed.
+    held: BTreeMap<OfficeName, (CardUpdate, SignedEnvelope)>,
+    /// Set for the moment a confirmed update is processed.
+    confirming: Option<(OfficeName, String)>,
+}
+
+/// A card update waiting for its operator (see [`Core::held_card_updates`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldCardUpdate {
+    /// The peer.
+    pub peer: OfficeName,
+    /// The card it replaces.
+    pub old_fingerprint: String,
+    /// The new card's fingerprint: read it aloud with the peer.
+    pub fingerprint: String,
+}
+
+/// Why a held update could not be confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfirmError {
+    /// Nothing from that peer is waiting.
+    #[error("no card update from {0} is waiting for confirmation")]
+    NothingHeld(String),
+    /// The fingerprint given is not the one waiting.
+    #[error("the card update from {peer} waiting is {held}, not {given}: read the fingerprint aloud again")]
+    Mismatch {
+        /// Peer.
+        peer: String,
+        /// Waiting.
+        held: String,
+        /// Given.
+        given: String,
+    },
 }
 
 /// Why an update could not be offered.
@@ -119,6 +155,55 @@ impl Core {
         for peer in &peers {
             self.send_card_update(peer);
         }
+        Ok(())
+    }
+
+    /// Holds `peer`'s card updates for the operator's confirmation instead
+    /// of pinning them on the signature alone (the office's policy).
+    pub fn require_card_confirmation(&mut self, peer: &OfficeName, on: bool) {
+        if on {
+            self.card_updates.confirm.insert(peer.clone());
+        } else {
+            self.card_updates.confirm.remove(peer);
+        }
+    }
+
+    /// Card updates waiting for the operator's confirmation.
+    pub fn held_card_updates(&self) -> Vec<HeldCardUpdate> {
+        self.card_updates
+            .held
+            .iter()
+            .map(|(peer, (u, _))| HeldCardUpdate {
+                peer: peer.clone(),
+                old_fingerprint: u.old_fingerprint.clone(),
+                fingerprint: u.new_fingerprint.clone(),
+            })
+            .collect()
+    }
+
+    /// The operator confirmed `peer`'s held update with `fingerprint`
+    /// (compared by voice): it is checked again, pinned, logged and
+    /// answered.
+    pub fn confirm_card(
+        &mut self,
+        now: Now,
+        peer: &OfficeName,
+        fingerprint: &str,
+    ) -> Result<(), ConfirmError> {
+        let Some((u, env)) = self.card_updates.held.get(peer).cloned() else {
+            return Err(ConfirmError::NothingHeld(peer.to_string()));
+        };
+        if u.new_fingerprint != fingerprint {
+            return Err(ConfirmError::Mismatch {
+                peer: peer.to_string(),
+                held: u.new_fingerprint,
+                given: fingerprint.into(),
+            });
+        }
+        self.card_updates.held.remove(peer);
+        self.card_updates.confirming = Some((peer.clone(), u.new_fingerprint));
+        self.on_card_update(now, peer, env);
+        self.card_updates.confirming = None;
         Ok(())
     }
 
@@ -252,9 +337,34 @@ impl Core {
         ) else {
             return; // checked by from_update
         };
-        if self.spend(now, peer, Spend::CardUpdate) != Verdict::Allowed {
+        let confirmed = self
+            .card_updates
+            .confirming
+            .as_ref()
+            .is_some_and(|(p, fp)| p == peer && *fp == u.new_fingerprint);
+        if self.card_updates.confirm.contains(peer) && !confirmed {
+            let again = self
+                .card_updates
+                .held
+                .get(peer)
+                .is_some_and(|(h, _)| h.new_fingerprint == u.new_fingerprint);
+            // A resend of what waits costs nothing; a new one spends from
+            // the budget like a pin would, and replaces it.
+            if again || self.spend(now, peer, Spend::CardUpdate) != Verdict::Allowed {
+                return;
+            }
+            self.out.events.push(CoreEvent::CardUpdateHeld {
+                peer: peer.clone(),
+                old_fingerprint: u.old_fingerprint.clone(),
+                fingerprint: u.new_fingerprint.clone(),
+            });
+            self.card_updates.held.insert(peer.clone(), (u, env));
             return;
         }
+        if !confirmed && self.spend(now, peer, Spend::CardUpdate) != Verdict::Allowed {
+            return;
+        }
+        self.card_updates.held.remove(peer);
         self.persist(
             now,
             Event::CardUpdateReceived(PeerEnvelope {
@@ -393,14 +503,12 @@ impl Core {
         if keys.log.verifying_key() != self.log_key.verifying_key() {
             self.card_updates.own_previous_log = Some(self.log_key.verifying_key());
         }
-        if keys.seal != self.seal_private {
-            let old = self.seal_private;
-            self.add_seal_opener(old);
-        }
+        let old_seal = std::mem::replace(&mut self.seal_private, keys.seal);
+        // After the replacement: an opener equal to the current key is skipped.
+        self.add_seal_opener(old_seal);
         self.origin = crate::audit::checkpoint::origin(&self.me, &keys.log.verifying_key());
         self.key = keys.message;
         self.log_key = keys.log;
-        self.seal_private = keys.seal;
     }
 
     /// Replays a card-update entry.

@@ -40,10 +40,13 @@ pub mod relay;
 mod witness;
 
 pub use budget::{log_bound_bytes, Spend};
-pub use card_update::{OfferError, MAX_CARD_UPDATE_BYTES};
+pub use card_update::{ConfirmError, HeldCardUpdate, OfferError, MAX_CARD_UPDATE_BYTES};
 pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem, KEY_OVERLAP_MS};
 pub use escalation::Overdue;
-pub use office::{Core, Draft, OfficeKeys, PeerKeys, Randomness, ReplayError, SubmitError, Timing};
+pub use office::{
+    Core, Draft, OfficeKeys, PeerKeys, Randomness, ReplayError, SubmitError, Timing,
+    MAX_SEAL_OPENERS,
+};
 pub use output::{CoreEvent, Output, StreamClass, Transmit};
 
 /// Largest message body, in bytes (64 KiB).

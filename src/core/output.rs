@@ -205,6 +205,16 @@ pub enum CoreEvent {
         /// The new card (its address empty: the node keeps the old one).
         card: Box<crate::identity::OfficeCard>,
     },
+    /// A peer's card update passed every check but its operator must
+    /// confirm the new fingerprint (read aloud) before it is pinned.
+    CardUpdateHeld {
+        /// Peer.
+        peer: OfficeName,
+        /// The card it replaces.
+        old_fingerprint: String,
+        /// The new card's fingerprint.
+        fingerprint: String,
+    },
     /// A peer accepted the card we offered.
     CardUpdateAccepted {
         /// Peer.

@@ -98,6 +98,11 @@ pub struct PeerConfig {
     /// this peer when the direct line fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
+    /// Hold this peer's in-band card updates until the operator confirms
+    /// the new fingerprint, read aloud (`hotline peer confirm-card`),
+    /// instead of pinning them on the signature alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm_card_updates: bool,
 }
 
 /// Timing knobs, all in milliseconds.

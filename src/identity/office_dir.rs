@@ -320,10 +320,10 @@ impl OfficeDir {
                 return Ok((card, false));
             }
         }
-        let relays = config
+        let (relays, confirm_card_updates) = config
             .peers
             .get(card.office.as_str())
-            .map(|p| p.relays.clone())
+            .map(|p| (p.relays.clone(), p.confirm_card_updates))
             .unwrap_or_default();
         let peers = self.root.join("peers");
         files::create_private_dir(&peers).map_err(io(&peers))?;
@@ -334,6 +334,7 @@ impl OfficeDir {
                 card: rel,
                 addr,
                 relays,
+                confirm_card_updates,
             },
         );
         self.save_config(&config)?;

@@ -25,21 +25,84 @@ use rustls::pki_types::{pem::PemObject, CertificateDer};
 use super::{files, tls_material, IdentityError, OfficeCard, OfficeDir, OfficeName};
 use crate::wire::sha256;
 
+/// Which of the office's keys a key rotation replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyChoice {
+    /// The message key.
+    pub message: bool,
+    /// The log key.
+    pub log: bool,
+    /// The seal key.
+    pub seal: bool,
+}
+
+impl KeyChoice {
+    /// All three.
+    pub const ALL: KeyChoice = KeyChoice {
+        message: true,
+        log: true,
+        seal: true,
+    };
+
+    /// From key names (`message`, `log`, `seal`); none named means all.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
+        if names.is_empty() {
+            return Ok(Self::ALL);
+        }
+        let mut c = KeyChoice {
+            message: false,
+            log: false,
+            seal: false,
+        };
+        for n in names {
+            match n.as_ref() {
+                "message" => c.message = true,
+                "log" => c.log = true,
+                "seal" => c.seal = true,
+                other => {
+                    return Err(format!(
+                        "{} is not a key (expected message, log or seal)",
+                        crate::text::quote(other, 32)
+                    ))
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// The names chosen, in words.
+    pub fn names(self) -> String {
+        let v: Vec<&str> = [
+            (self.message, "message"),
+            (self.log, "log"),
+            (self.seal, "seal"),
+        ]
+        .into_iter()
+        .filter_map(|(on, n)| on.then_some(n))
+        .collect();
+        match v.as_slice() {
+            [one] => format!("{one} key"),
+            [init @ .., last] => format!("{} and {last} keys", init.join(", ")),
+            [] => "no keys".into(),
+        }
+    }
+}
+
 /// What a rotation replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
     /// The node certificate, reissued by the same CA.
     Cert,
-    /// The message, log and seal keys.
-    Keys,
+    /// Some or all of the message, log and seal keys.
+    Keys(KeyChoice),
 }
 
 impl Rotation {
     /// In words, for messages.
-    pub fn what(self) -> &'static str {
+    pub fn what(self) -> String {
         match self {
-            Rotation::Cert => "a new node certificate",
-            Rotation::Keys => "new message, log and seal keys",
+            Rotation::Cert => "a new node certificate".into(),
+            Rotation::Keys(k) => format!("a new {}", k.names()),
         }
     }
 }
@@ -61,6 +124,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 /// with the card that pins it as the `next` files. Returns the new card
 /// (the address and keys are the current card's).
 pub fn prepare_cert(dir: &OfficeDir, current: &OfficeCard) -> Result<OfficeCard, IdentityError> {
+    clear_next(dir)?;
     let ca_key_path = dir.tls("ca.key");
     let ca_key = files::read_secret(&ca_key_path).map_err(io(&ca_key_path))?;
     let ca_key = String::from_utf8(ca_key)
@@ -93,27 +157,59 @@ fn key_files(dir: &OfficeDir) -> [(std::path::PathBuf, std::path::PathBuf); 3] {
     ]
 }
 
+/// Removes the `next` files an earlier rotation left without offering
+/// them (so that a switch renames only what this one prepared).
+fn clear_next(dir: &OfficeDir) -> Result<(), IdentityError> {
+    let [(_, m), (_, l), (_, s)] = key_files(dir);
+    for p in [
+        next_card(dir),
+        m,
+        l,
+        s,
+        dir.tls("node.next.key"),
+        dir.tls("node.next.crt"),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&p)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// The seal key a key rotation replaced.
 pub fn previous_seal_key(dir: &OfficeDir) -> std::path::PathBuf {
     dir.seal_key().with_extension("previous.key")
 }
 
-/// New message, log and seal keys, written as the `next` key files with
-/// the card that holds them (the node certificate stays). Returns the new
-/// card.
-pub fn prepare_keys(dir: &OfficeDir, current: &OfficeCard) -> Result<OfficeCard, IdentityError> {
-    let message = super::keys::generate();
-    let log = super::keys::generate();
-    let seal_ikm = super::keys::generate();
-    let (_, seal_public) = crate::wire::seal::derive_keypair(&seal_ikm.to_bytes());
+/// New keys (those `which` names), written as the `next` key files with
+/// the card that holds them (the node certificate and the other keys
+/// stay). Returns the new card.
+pub fn prepare_keys(
+    dir: &OfficeDir,
+    current: &OfficeCard,
+    which: KeyChoice,
+) -> Result<OfficeCard, IdentityError> {
+    clear_next(dir)?;
     let [(_, m), (_, l), (_, s)] = key_files(dir);
-    super::keys::save(&m, &message).map_err(io(&m))?;
-    super::keys::save(&l, &log).map_err(io(&l))?;
-    super::keys::save(&s, &seal_ikm).map_err(io(&s))?;
     let mut card = current.clone();
-    card.message_key = hex::encode(message.verifying_key().as_bytes());
-    card.log_key = hex::encode(log.verifying_key().as_bytes());
-    card.seal_key = hex::encode(seal_public);
+    if which.message {
+        let key = super::keys::generate();
+        super::keys::save(&m, &key).map_err(io(&m))?;
+        card.message_key = hex::encode(key.verifying_key().as_bytes());
+    }
+    if which.log {
+        let key = super::keys::generate();
+        super::keys::save(&l, &key).map_err(io(&l))?;
+        card.log_key = hex::encode(key.verifying_key().as_bytes());
+    }
+    if which.seal {
+        let ikm = super::keys::generate();
+        super::keys::save(&s, &ikm).map_err(io(&s))?;
+        let (_, public) = crate::wire::seal::derive_keypair(&ikm.to_bytes());
+        card.seal_key = hex::encode(public);
+    }
     card.fingerprint = card.compute_fingerprint()?;
     let next = next_card(dir);
     files::write_private(&next, card.to_toml().as_bytes()).map_err(io(&next))?;
@@ -189,9 +285,12 @@ pub fn finish_switch(dir: &OfficeDir) -> Result<bool, IdentityError> {
         return Ok(false);
     };
     let cert_files = !dir.tls("node.next.key").exists() || !dir.tls("node.next.crt").exists();
-    let key_files = key_files(dir).iter().any(|(_, n)| !n.exists());
+    let [(_, m), (_, l), (_, s)] = key_files(dir);
+    let changed = |a: &str, b: &str| !a.eq_ignore_ascii_case(b);
     let began = (next.node_cert_sha256 != current.node_cert_sha256 && cert_files)
-        || (!next.same_keys(&current) && key_files);
+        || (changed(&next.message_key, &current.message_key) && !m.exists())
+        || (changed(&next.log_key, &current.log_key) && !l.exists())
+        || (changed(&next.seal_key, &current.seal_key) && !s.exists());
     if began {
         switch(dir)?;
     }

@@ -188,6 +188,13 @@ pub enum Input {
         /// Answer.
         reply: oneshot::Sender<Result<(), SendError>>,
     },
+    /// Confirm a peer's held card update.
+    ConfirmCard {
+        /// The request.
+        req: api::ConfirmCardRequest,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
     /// Events after `after`; answered when there is at least one.
     Events {
         /// Last sequence seen.
@@ -683,6 +690,20 @@ impl Actor {
                 };
                 let _ = reply.send(r);
             }
+            Input::ConfirmCard { req, reply } => {
+                let r = if let Some(e) = self.disk_refusal() {
+                    Err(e)
+                } else {
+                    match OfficeName::new(req.peer.clone()) {
+                        Err(_) => Err(SendError::Refused(SubmitError::UnknownPeer(req.peer))),
+                        Ok(peer) => self
+                            .core
+                            .confirm_card(now, &peer, req.fingerprint.trim())
+                            .map_err(|e| SendError::Conflict(e.to_string())),
+                    }
+                };
+                let _ = reply.send(r);
+            }
             Input::Events { after, reply } => {
                 let ready: Vec<WatchEvent> = self
                     .events
@@ -828,7 +849,9 @@ impl Actor {
         }
         let card = match what {
             rotation::Rotation::Cert => rotation::prepare_cert(&self.facts.dir, &self.facts.card),
-            rotation::Rotation::Keys => rotation::prepare_keys(&self.facts.dir, &self.facts.card),
+            rotation::Rotation::Keys(which) => {
+                rotation::prepare_keys(&self.facts.dir, &self.facts.card, which)
+            }
         }
         .map_err(|e| SendError::Failed(e.to_string()))?;
         // Frames peers seal to the new seal key once they pin the card
@@ -1151,6 +1174,22 @@ impl Actor {
         for ev in out.events {
             match ev {
                 CoreEvent::PeerCardUpdated { peer, card } => self.pin_peer_card(&peer, &card),
+                CoreEvent::CardUpdateHeld {
+                    peer,
+                    old_fingerprint,
+                    fingerprint,
+                } => {
+                    tracing::warn!(%peer, "{peer} offers card {fingerprint} to replace {old_fingerprint}; held for the operator's confirmation");
+                    self.push_event(
+                        "alert",
+                        Some(&peer),
+                        None,
+                        format!(
+                            "{peer} offers a new card {fingerprint} (replacing {old_fingerprint}); read the fingerprint aloud with {peer}, then run: hotline peer confirm-card --dir {} {peer} {fingerprint}",
+                            self.facts.dir.root().display()
+                        ),
+                    );
+                }
                 CoreEvent::CardUpdateAccepted {
                     peer,
                     fingerprint,
@@ -1428,6 +1467,16 @@ impl Actor {
                             waiting: w.iter().map(|p| p.to_string()).collect(),
                         },
                     ),
+                    held_card_updates: self
+                        .core
+                        .held_card_updates()
+                        .into_iter()
+                        .map(|h| api::HeldCardStatus {
+                            peer: h.peer.to_string(),
+                            old_fingerprint: h.old_fingerprint,
+                            fingerprint: h.fingerprint,
+                        })
+                        .collect(),
                     node_cert_warning: self.facts.node_cert_not_after_ms.and_then(|t| {
                         crate::identity::tls_material::expiry_warning(t, self.clock.now().wall_ms)
                     }),

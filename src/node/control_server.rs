@@ -84,6 +84,7 @@ pub async fn serve(
         .route("/v1/alert-level", post(alert_level))
         .route("/v1/rotate/cert", post(rotate_cert))
         .route("/v1/rotate/keys", post(rotate_keys))
+        .route("/v1/confirm-card", post(confirm_card))
         .route("/v1/events", get(events))
         .route("/v1/delivery", get(delivery))
         .route("/v1/shutdown", post(shutdown))
@@ -177,8 +178,24 @@ async fn rotate_cert(State(s): State<AppState>) -> Response {
     rotate(s, crate::identity::rotation::Rotation::Cert).await
 }
 
-async fn rotate_keys(State(s): State<AppState>) -> Response {
-    rotate(s, crate::identity::rotation::Rotation::Keys).await
+async fn rotate_keys(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let req: crate::control::api::RotateKeysRequest = if body.is_empty() {
+        Default::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid request body: {e}"),
+                )
+            }
+        }
+    };
+    match crate::identity::rotation::KeyChoice::from_names(&req.keys) {
+        Ok(k) => rotate(s, crate::identity::rotation::Rotation::Keys(k)).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 async fn rotate(s: AppState, what: crate::identity::rotation::Rotation) -> Response {
@@ -215,6 +232,22 @@ async fn alert_level(State(s): State<AppState>, body: axum::body::Bytes) -> Resp
         }
     };
     match s.node.alert_level(req).await {
+        Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
+        Err(e) => send_error(e),
+    }
+}
+
+async fn confirm_card(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let req: crate::control::api::ConfirmCardRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            )
+        }
+    };
+    match s.node.confirm_card(req).await {
         Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
         Err(e) => send_error(e),
     }

@@ -182,6 +182,16 @@ impl NodeHandle {
         rx.await.map_err(|_| SendError::Stopping)?
     }
 
+    /// Confirms a peer's held card update (its fingerprint read aloud).
+    pub async fn confirm_card(&self, req: api::ConfirmCardRequest) -> Result<(), SendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::ConfirmCard { req, reply })
+            .await
+            .map_err(|_| SendError::Stopping)?;
+        rx.await.map_err(|_| SendError::Stopping)?
+    }
+
     /// Rotates the node certificate or the keys: offers a new card to every
     /// peer (docs/protocol.md §8d).
     pub async fn rotate(
@@ -596,9 +606,16 @@ fn fingerprints_of(office: &Office) -> Vec<(OfficeName, String)> {
 /// Bytes of QUIC DATAGRAMs buffered each way per connection (§8b).
 const DATAGRAM_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Tells the core each peer's CA and role, which a card update must keep.
+/// Tells the core each peer's CA and role, which a card update must keep,
+/// and whose updates the operator confirms.
 fn pin_peer_cas(core: &mut crate::core::Core, office: &Office) {
     for peer in &office.peers {
+        let confirm = office
+            .config
+            .peers
+            .get(peer.name.as_str())
+            .is_some_and(|p| p.confirm_card_updates);
+        core.require_card_confirmation(&peer.name, confirm);
         if let Ok(ca) = peer.card.ca_cert_der() {
             core.pin_peer_ca(
                 &peer.name,

@@ -500,6 +500,16 @@ impl Sim {
         self.offices[i].seal_public
     }
 
+    /// Office `i`'s own keys, as its core was made with them.
+    pub fn office_keys(&self, i: usize) -> OfficeKeys {
+        let o = &self.offices[i];
+        OfficeKeys {
+            message: o.key.clone(),
+            log: o.log_key.clone(),
+            seal: crate::wire::seal::derive_keypair(&o.log_key.to_bytes()).0,
+        }
+    }
+
     /// Runs `f` on office `i`'s core while it is up, then applies the
     /// output under the durability rule (tests use it to act as an operator).
     /// Returns what `f` returned, or `None` while the office is down.
