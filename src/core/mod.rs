@@ -27,6 +27,7 @@
     )
 )]
 
+mod apply;
 mod budget;
 mod card_update;
 mod channel;

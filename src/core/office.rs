@@ -8,14 +8,12 @@
 use std::collections::BTreeMap;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use prost::Message as _;
 
+use super::apply::outbox_item;
 use super::budget::{Spend, Verdict};
 use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem, Pending};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::policy::Policy;
-use super::receipts::{mark_delivered, mark_refused};
-use super::receive::settle_refused;
 use super::{Now, MAX_BODY_LEN, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN};
 use crate::audit::checkpoint::{self, SignedCheckpoint};
 use crate::audit::merkle::Tree;
@@ -24,8 +22,8 @@ use crate::identity::OfficeName;
 use crate::wire::envelope::{self, Domain};
 use crate::wire::proto::{
     frame::Body, log_entry::Event, CheckpointIssued, CheckpointOffer, Frame, Hello, Kind,
-    LinkChanged, LinkState, LogEntry, Message, NegativeReceipt, NodeStarted, NodeStopped,
-    PeerAdded, PeerEnvelope, Precedence, Receipt, Recovery, SignedEnvelope,
+    LinkChanged, LinkState, LogEntry, Message, NodeStarted, NodeStopped, PeerAdded, PeerEnvelope,
+    Precedence, Receipt, Recovery, SignedEnvelope,
 };
 use crate::wire::proto::{AlertLevel, Response};
 use crate::wire::{sha256, MessageId, PROTOCOL_VERSION};
@@ -369,183 +367,6 @@ impl Core {
                 why: format!("the log holds {} entries but its checkpoint covers {}", self.tree.size(), cp.size),
             }),
         }
-    }
-
-    // ------------------------------------------------------------------
-    // Rebuilding state from the log.
-
-    /// Applies one entry read back from the log (`bytes` is its exact
-    /// stored encoding). Produces no output.
-    pub fn replay(&mut self, entry: &LogEntry, bytes: &[u8]) -> Result<(), ReplayError> {
-        let bad = |why: String| ReplayError {
-            index: entry.index,
-            why,
-        };
-        if entry.index != self.next_index {
-            return Err(bad(format!("expected index {}", self.next_index)));
-        }
-        self.next_index = self.next_index.saturating_add(1);
-        self.tree.push(bytes);
-        let Some(event) = &entry.event else {
-            return Ok(());
-        };
-        match event {
-            Event::PeerAdded(p) => {
-                self.pinned
-                    .insert(p.office.clone(), p.card_fingerprint.clone());
-            }
-            Event::MessageSent(pe) => {
-                let (env, msg) = own_message(pe).map_err(bad)?;
-                let Some(ch) = channel_for(&mut self.channels, &pe.peer) else {
-                    return Ok(()); // peer since removed from config: history only
-                };
-                let seq = msg.sequence;
-                ch.next_seq = ch.next_seq.max(seq.saturating_add(1));
-                let ps = ch.prec_sent.get_mut(msg.precedence);
-                *ps = (*ps).max(msg.precedence_sequence);
-                ch.pending.insert(
-                    seq,
-                    Pending {
-                        hash: sha256(&env.payload),
-                        precedence: msg.precedence(),
-                        attempts: 0,
-                        on_link: false,
-                        deadline: None,
-                    },
-                );
-                ch.history
-                    .insert(seq, outbox_item(&ch.peer, &msg, env.clone()));
-                let peer = ch.peer.clone();
-                if let Some(id) = MessageId::parse(&msg.id) {
-                    self.sent_by_id.insert(id, (peer.clone(), seq));
-                }
-                self.track_sent(&peer, seq, msg.precedence(), entry.time_unix_ms, 0);
-                self.mark_inbox_acknowledged(&peer, &msg.reply_to);
-            }
-            Event::ReceiptReceived(pe) => {
-                let r: Receipt = decode_env(pe).map_err(bad)?;
-                if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
-                    mark_delivered(ch, r.sequence, pe.envelope.clone().unwrap_or_default());
-                    let peer = ch.peer.clone();
-                    self.track_receipted(&peer, r.sequence);
-                }
-            }
-            Event::NegativeReceiptReceived(pe) => {
-                let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
-                if n.settles {
-                    if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
-                        let peer = ch.peer.clone();
-                        if mark_refused(ch, n.sequence, &n.payload_hash) {
-                            self.track_refused(&peer, n.sequence);
-                        }
-                    }
-                }
-            }
-            Event::MessageReceived(pe) => {
-                let env = pe.envelope.clone().unwrap_or_default();
-                let msg =
-                    Message::decode(env.payload.as_slice()).map_err(|e| bad(e.to_string()))?;
-                let Some(ch) = channel_for(&mut self.channels, &pe.peer) else {
-                    return Ok(());
-                };
-                let hash = sha256(&env.payload);
-                ch.received.insert(msg.sequence);
-                ch.received_count = ch.received_count.saturating_add(1);
-                if msg.precedence_sequence != 0 {
-                    ch.prec_received
-                        .get_mut(msg.precedence)
-                        .insert(msg.precedence_sequence);
-                }
-                self.unreceipted.push((
-                    ch.peer.clone(),
-                    msg.sequence,
-                    entry.index,
-                    entry.time_unix_ms,
-                    hash,
-                    msg.id.clone(),
-                ));
-                let peer = ch.peer.clone();
-                if !msg.reply_to.is_empty() {
-                    self.track_acknowledged(&peer, &msg.reply_to, msg.response);
-                }
-                self.inbox_by_id
-                    .insert((peer.clone(), msg.id.clone()), self.inbox.len());
-                self.inbox.push(InboxItem {
-                    peer,
-                    log_index: entry.index,
-                    received_unix_ms: entry.time_unix_ms,
-                    message: msg,
-                    envelope: env,
-                    acknowledged: false,
-                });
-            }
-            Event::ReceiptSent(pe) => {
-                let r: Receipt = decode_env(pe).map_err(bad)?;
-                if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
-                    let hash: [u8; 32] = r.message_hash.as_slice().try_into().unwrap_or([0; 32]);
-                    ch.receipts
-                        .insert(r.sequence, (pe.envelope.clone().unwrap_or_default(), hash));
-                    self.unreceipted
-                        .retain(|u| !(u.0 == ch.peer && u.1 == r.sequence));
-                }
-            }
-            Event::CheckpointIssued(c) => {
-                let (origin, size, root) =
-                    checkpoint::peek(&c.note).ok_or_else(|| bad("unreadable checkpoint".into()))?;
-                self.latest_checkpoint = Some(SignedCheckpoint {
-                    origin,
-                    size,
-                    root,
-                    note: c.note.clone(),
-                });
-            }
-            Event::CosignatureIssued(n) => {
-                if let Some(ch) = channel_for(&mut self.channels, &n.peer) {
-                    if let Some((origin, size, root)) = checkpoint::peek(&n.note) {
-                        ch.i_cosigned = Some(SignedCheckpoint {
-                            origin,
-                            size,
-                            root,
-                            note: n.note.clone(),
-                        });
-                    }
-                }
-            }
-            Event::CosignatureReceived(n) => {
-                if let Some(ch) = channel_for(&mut self.channels, &n.peer) {
-                    if let Some((_, size, _)) = checkpoint::peek(&n.note) {
-                        ch.peer_cosigned = ch.peer_cosigned.max(size);
-                    }
-                }
-            }
-            Event::Escalation(_) | Event::AlertLevelChanged(_) => self.replay_watch(event),
-            Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
-                self.replay_relay(event, entry.time_unix_ms)
-            }
-            Event::CardUpdateSent(_)
-            | Event::CardUpdateReceived(_)
-            | Event::CardUpdateAcceptedSent(_)
-            | Event::CardUpdateAcceptedReceived(_) => self.replay_card_update(event),
-            Event::NegativeReceiptSent(pe) => {
-                let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
-                if let (true, Some(ch), Some(env)) = (
-                    n.settles,
-                    channel_for(&mut self.channels, &pe.peer),
-                    pe.envelope.as_ref(),
-                ) {
-                    let hash = <[u8; 32]>::try_from(n.payload_hash.as_slice()).unwrap_or([0; 32]);
-                    settle_refused(ch, &n, env.clone(), hash);
-                }
-            }
-            Event::RelayReceiptReceived(_) => {}
-            Event::NodeStarted(_)
-            | Event::NodeStopped(_)
-            | Event::LinkChanged(_)
-            | Event::LinkHealth(_)
-            | Event::EquivocationDetected(_)
-            | Event::Recovery(_) => {}
-        }
-        Ok(())
     }
 
     /// Starts the office after replay: records the start (and a torn tail
@@ -1104,7 +925,7 @@ impl Core {
         }
     }
 
-    fn mark_inbox_acknowledged(&mut self, peer: &OfficeName, reply_to: &str) {
+    pub(super) fn mark_inbox_acknowledged(&mut self, peer: &OfficeName, reply_to: &str) {
         if reply_to.is_empty() {
             return;
         }
@@ -1166,6 +987,8 @@ impl Core {
         });
         self.next_index = self.next_index.saturating_add(1);
         self.tree.push(&entry.bytes);
+        // Our own entry: it applies (see apply.rs).
+        let _ = self.apply(&entry.entry, Some(now));
         self.out.persist.push(entry);
         if self.next_checkpoint_at.is_none() {
             self.next_checkpoint_at = Some(
@@ -1176,46 +999,11 @@ impl Core {
     }
 }
 
-fn channel_for<'a>(
-    channels: &'a mut BTreeMap<OfficeName, Channel>,
-    peer: &str,
-) -> Option<&'a mut Channel> {
-    let name = OfficeName::new(peer).ok()?;
-    channels.get_mut(&name)
-}
-
 pub(super) fn peer_env(peer: &OfficeName, env: SignedEnvelope) -> PeerEnvelope {
     PeerEnvelope {
         peer: peer.to_string(),
         envelope: Some(env),
         via: String::new(),
-    }
-}
-
-fn decode_env<M: prost::Message + Default>(pe: &PeerEnvelope) -> Result<M, String> {
-    let env = pe.envelope.as_ref().ok_or("entry has no envelope")?;
-    M::decode(env.payload.as_slice()).map_err(|e| e.to_string())
-}
-
-fn own_message(pe: &PeerEnvelope) -> Result<(&SignedEnvelope, Message), String> {
-    let env = pe.envelope.as_ref().ok_or("entry has no envelope")?;
-    let msg = Message::decode(env.payload.as_slice()).map_err(|e| e.to_string())?;
-    Ok((env, msg))
-}
-
-fn outbox_item(peer: &OfficeName, msg: &Message, env: SignedEnvelope) -> OutboxItem {
-    OutboxItem {
-        peer: peer.clone(),
-        id: MessageId::parse(&msg.id).unwrap_or(MessageId([0; 16])),
-        sequence: msg.sequence,
-        precedence: msg.precedence(),
-        subject: msg.subject.clone(),
-        state: OutState::Queued,
-        created_unix_ms: msg.created_unix_ms,
-        attempts: 0,
-        acknowledged: None,
-        receipt: None,
-        envelope: env,
     }
 }
 

@@ -1,0 +1,245 @@
+//! The core's state as a fold over its log: [`Core::apply`] is what each
+//! entry does to the state, run on every entry the core persists live and
+//! on every entry read back at start ([`Core::replay`]), so that the two
+//! cannot drift. Events whose live handler still changes the state itself
+//! apply only when replaying (`replaying`); they move here one by one.
+
+use std::collections::BTreeMap;
+
+use prost::Message as _;
+
+use super::channel::{Channel, InboxItem, OutState, OutboxItem, Pending};
+use super::office::{Core, ReplayError};
+use super::receipts::{mark_delivered, mark_refused};
+use super::receive::settle_refused;
+use super::Now;
+use crate::audit::checkpoint::{self, SignedCheckpoint};
+use crate::identity::OfficeName;
+use crate::wire::proto::{
+    log_entry::Event, LogEntry, Message, NegativeReceipt, PeerEnvelope, Receipt, SignedEnvelope,
+};
+use crate::wire::{sha256, MessageId};
+
+impl Core {
+    /// Applies one entry read back from the log (`bytes` is its exact
+    /// stored encoding). Produces no output.
+    pub fn replay(&mut self, entry: &LogEntry, bytes: &[u8]) -> Result<(), ReplayError> {
+        if entry.index != self.next_index {
+            return Err(ReplayError {
+                index: entry.index,
+                why: format!("expected index {}", self.next_index),
+            });
+        }
+        self.next_index = self.next_index.saturating_add(1);
+        self.tree.push(bytes);
+        self.apply(entry, None).map_err(|why| ReplayError {
+            index: entry.index,
+            why,
+        })
+    }
+
+    /// What `entry` does to the state; `live` is the time when the core
+    /// persists it now, `None` when it is read back at start (timers are
+    /// then armed by [`Core::start`]).
+    pub(super) fn apply(&mut self, entry: &LogEntry, live: Option<Now>) -> Result<(), String> {
+        let bad = |why: String| why;
+        let replaying = live.is_none();
+        let Some(event) = &entry.event else {
+            return Ok(());
+        };
+        match event {
+            // Still changed by their live handlers: only when replaying.
+            _ if !replaying => {}
+            Event::PeerAdded(p) => {
+                self.pinned
+                    .insert(p.office.clone(), p.card_fingerprint.clone());
+            }
+            Event::MessageSent(pe) => {
+                let (env, msg) = own_message(pe).map_err(bad)?;
+                let Some(ch) = channel_for(&mut self.channels, &pe.peer) else {
+                    return Ok(()); // peer since removed from config: history only
+                };
+                let seq = msg.sequence;
+                ch.next_seq = ch.next_seq.max(seq.saturating_add(1));
+                let ps = ch.prec_sent.get_mut(msg.precedence);
+                *ps = (*ps).max(msg.precedence_sequence);
+                ch.pending.insert(
+                    seq,
+                    Pending {
+                        hash: sha256(&env.payload),
+                        precedence: msg.precedence(),
+                        attempts: 0,
+                        on_link: false,
+                        deadline: None,
+                    },
+                );
+                ch.history
+                    .insert(seq, outbox_item(&ch.peer, &msg, env.clone()));
+                let peer = ch.peer.clone();
+                if let Some(id) = MessageId::parse(&msg.id) {
+                    self.sent_by_id.insert(id, (peer.clone(), seq));
+                }
+                self.track_sent(&peer, seq, msg.precedence(), entry.time_unix_ms, 0);
+                self.mark_inbox_acknowledged(&peer, &msg.reply_to);
+            }
+            Event::ReceiptReceived(pe) => {
+                let r: Receipt = decode_env(pe).map_err(bad)?;
+                if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
+                    mark_delivered(ch, r.sequence, pe.envelope.clone().unwrap_or_default());
+                    let peer = ch.peer.clone();
+                    self.track_receipted(&peer, r.sequence);
+                }
+            }
+            Event::NegativeReceiptReceived(pe) => {
+                let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
+                if n.settles {
+                    if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
+                        let peer = ch.peer.clone();
+                        if mark_refused(ch, n.sequence, &n.payload_hash) {
+                            self.track_refused(&peer, n.sequence);
+                        }
+                    }
+                }
+            }
+            Event::MessageReceived(pe) => {
+                let env = pe.envelope.clone().unwrap_or_default();
+                let msg =
+                    Message::decode(env.payload.as_slice()).map_err(|e| bad(e.to_string()))?;
+                let Some(ch) = channel_for(&mut self.channels, &pe.peer) else {
+                    return Ok(());
+                };
+                let hash = sha256(&env.payload);
+                ch.received.insert(msg.sequence);
+                ch.received_count = ch.received_count.saturating_add(1);
+                if msg.precedence_sequence != 0 {
+                    ch.prec_received
+                        .get_mut(msg.precedence)
+                        .insert(msg.precedence_sequence);
+                }
+                self.unreceipted.push((
+                    ch.peer.clone(),
+                    msg.sequence,
+                    entry.index,
+                    entry.time_unix_ms,
+                    hash,
+                    msg.id.clone(),
+                ));
+                let peer = ch.peer.clone();
+                if !msg.reply_to.is_empty() {
+                    self.track_acknowledged(&peer, &msg.reply_to, msg.response);
+                }
+                self.inbox_by_id
+                    .insert((peer.clone(), msg.id.clone()), self.inbox.len());
+                self.inbox.push(InboxItem {
+                    peer,
+                    log_index: entry.index,
+                    received_unix_ms: entry.time_unix_ms,
+                    message: msg,
+                    envelope: env,
+                    acknowledged: false,
+                });
+            }
+            Event::ReceiptSent(pe) => {
+                let r: Receipt = decode_env(pe).map_err(bad)?;
+                if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
+                    let hash: [u8; 32] = r.message_hash.as_slice().try_into().unwrap_or([0; 32]);
+                    ch.receipts
+                        .insert(r.sequence, (pe.envelope.clone().unwrap_or_default(), hash));
+                    self.unreceipted
+                        .retain(|u| !(u.0 == ch.peer && u.1 == r.sequence));
+                }
+            }
+            Event::CheckpointIssued(c) => {
+                let (origin, size, root) =
+                    checkpoint::peek(&c.note).ok_or_else(|| bad("unreadable checkpoint".into()))?;
+                self.latest_checkpoint = Some(SignedCheckpoint {
+                    origin,
+                    size,
+                    root,
+                    note: c.note.clone(),
+                });
+            }
+            Event::CosignatureIssued(n) => {
+                if let Some(ch) = channel_for(&mut self.channels, &n.peer) {
+                    if let Some((origin, size, root)) = checkpoint::peek(&n.note) {
+                        ch.i_cosigned = Some(SignedCheckpoint {
+                            origin,
+                            size,
+                            root,
+                            note: n.note.clone(),
+                        });
+                    }
+                }
+            }
+            Event::CosignatureReceived(n) => {
+                if let Some(ch) = channel_for(&mut self.channels, &n.peer) {
+                    if let Some((_, size, _)) = checkpoint::peek(&n.note) {
+                        ch.peer_cosigned = ch.peer_cosigned.max(size);
+                    }
+                }
+            }
+            Event::Escalation(_) | Event::AlertLevelChanged(_) => self.replay_watch(event),
+            Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
+                self.replay_relay(event, entry.time_unix_ms)
+            }
+            Event::CardUpdateSent(_)
+            | Event::CardUpdateReceived(_)
+            | Event::CardUpdateAcceptedSent(_)
+            | Event::CardUpdateAcceptedReceived(_) => self.replay_card_update(event),
+            Event::NegativeReceiptSent(pe) => {
+                let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
+                if let (true, Some(ch), Some(env)) = (
+                    n.settles,
+                    channel_for(&mut self.channels, &pe.peer),
+                    pe.envelope.as_ref(),
+                ) {
+                    let hash = <[u8; 32]>::try_from(n.payload_hash.as_slice()).unwrap_or([0; 32]);
+                    settle_refused(ch, &n, env.clone(), hash);
+                }
+            }
+            Event::RelayReceiptReceived(_) => {}
+            Event::NodeStarted(_)
+            | Event::NodeStopped(_)
+            | Event::LinkChanged(_)
+            | Event::LinkHealth(_)
+            | Event::EquivocationDetected(_)
+            | Event::Recovery(_) => {}
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn channel_for<'a>(
+    channels: &'a mut BTreeMap<OfficeName, Channel>,
+    peer: &str,
+) -> Option<&'a mut Channel> {
+    let name = OfficeName::new(peer).ok()?;
+    channels.get_mut(&name)
+}
+
+pub(super) fn decode_env<M: prost::Message + Default>(pe: &PeerEnvelope) -> Result<M, String> {
+    let env = pe.envelope.as_ref().ok_or("entry has no envelope")?;
+    M::decode(env.payload.as_slice()).map_err(|e| e.to_string())
+}
+
+pub(super) fn own_message(pe: &PeerEnvelope) -> Result<(&SignedEnvelope, Message), String> {
+    let env = pe.envelope.as_ref().ok_or("entry has no envelope")?;
+    let msg = Message::decode(env.payload.as_slice()).map_err(|e| e.to_string())?;
+    Ok((env, msg))
+}
+
+pub(super) fn outbox_item(peer: &OfficeName, msg: &Message, env: SignedEnvelope) -> OutboxItem {
+    OutboxItem {
+        peer: peer.clone(),
+        id: MessageId::parse(&msg.id).unwrap_or(MessageId([0; 16])),
+        sequence: msg.sequence,
+        precedence: msg.precedence(),
+        subject: msg.subject.clone(),
+        state: OutState::Queued,
+        created_unix_ms: msg.created_unix_ms,
+        attempts: 0,
+        acknowledged: None,
+        receipt: None,
+        envelope: env,
+    }
+}
