@@ -48,12 +48,6 @@ impl Core {
             return Ok(());
         };
         match event {
-            // Still changed by their live handlers: only when replaying.
-            _ if !replaying => {}
-            Event::PeerAdded(p) => {
-                self.pinned
-                    .insert(p.office.clone(), p.card_fingerprint.clone());
-            }
             Event::MessageSent(pe) => {
                 let (env, msg) = own_message(pe).map_err(bad)?;
                 let Some(ch) = channel_for(&mut self.channels, &pe.peer) else {
@@ -79,7 +73,8 @@ impl Core {
                 if let Some(id) = MessageId::parse(&msg.id) {
                     self.sent_by_id.insert(id, (peer.clone(), seq));
                 }
-                self.track_sent(&peer, seq, msg.precedence(), entry.time_unix_ms, 0);
+                let base_mono = live.map_or(0, |n| n.mono_ms as i64);
+                self.track_sent(&peer, seq, msg.precedence(), entry.time_unix_ms, base_mono);
                 self.mark_inbox_acknowledged(&peer, &msg.reply_to);
             }
             Event::ReceiptReceived(pe) => {
@@ -100,6 +95,12 @@ impl Core {
                         }
                     }
                 }
+            }
+            // Still changed by their live handlers: only when replaying.
+            _ if !replaying => {}
+            Event::PeerAdded(p) => {
+                self.pinned
+                    .insert(p.office.clone(), p.card_fingerprint.clone());
             }
             Event::MessageReceived(pe) => {
                 let env = pe.envelope.clone().unwrap_or_default();

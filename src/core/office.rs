@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use super::apply::outbox_item;
 use super::budget::{Spend, Verdict};
-use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem, Pending};
+use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::policy::Policy;
 use super::{Now, MAX_BODY_LEN, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN};
@@ -26,7 +25,7 @@ use crate::wire::proto::{
     Precedence, Receipt, Recovery, SignedEnvelope,
 };
 use crate::wire::proto::{AlertLevel, Response};
-use crate::wire::{sha256, MessageId, PROTOCOL_VERSION};
+use crate::wire::{MessageId, PROTOCOL_VERSION};
 
 /// Protocol timing and checkpoint cadence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -579,22 +578,9 @@ impl Core {
             precedence_sequence,
         };
         let env = envelope::seal_proto(Domain::Message, &msg, &self.key);
-        ch.pending.insert(
-            seq,
-            Pending {
-                hash: sha256(&env.payload),
-                precedence,
-                attempts: 0,
-                on_link: false,
-                deadline: None,
-            },
-        );
-        ch.history
-            .insert(seq, outbox_item(&peer, &msg, env.clone()));
-        self.sent_by_id.insert(id, (peer.clone(), seq));
+        // The outbox entry, the id index and the escalation track come
+        // from applying the entry (apply.rs).
         self.persist(now, Event::MessageSent(peer_env(&peer, env)));
-        self.track_sent(&peer, seq, precedence, now.wall_ms, now.mono_ms as i64);
-        self.mark_inbox_acknowledged(&peer, &msg.reply_to);
         if let Some(ch) = self.channels.get_mut(&peer) {
             if ch.connected && ch.resumed {
                 transmit_message(&mut self.out, ch, seq);

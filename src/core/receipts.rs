@@ -50,8 +50,8 @@ impl Core {
             let detail = format!("receipt for sequence {} names another message", r.sequence);
             return self.report(now, peer, detail);
         };
-        mark_delivered(ch, r.sequence, env.clone());
-        self.track_receipted(peer, r.sequence);
+        // Delivered, and its escalation track closed, by applying the
+        // entry (apply.rs).
         self.persist(now, Event::ReceiptReceived(peer_env(peer, env)));
         self.out.events.push(CoreEvent::Delivered {
             peer: peer.clone(),
@@ -92,9 +92,12 @@ impl Core {
             return;
         };
         if n.settles {
-            if mark_refused(ch, n.sequence, &n.payload_hash) {
-                self.track_refused(peer, n.sequence);
-            } else {
+            // Settled by applying the entry (apply.rs), when it names a
+            // message pending with that payload.
+            let pending = n.sequence != 0
+                && ch.pending.get(&n.sequence).map(|p| p.hash.as_slice())
+                    == Some(n.payload_hash.as_slice());
+            if !pending {
                 let refused_before = ch.history.get(&n.sequence).is_some_and(|h| {
                     h.state == OutState::Refused
                         && h.envelope_hash().as_slice() == n.payload_hash.as_slice()
