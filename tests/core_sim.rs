@@ -559,6 +559,7 @@ fn random_schedule(seed: u64) -> Result<(), String> {
         check_missed_deadlines_escalate(&sim, i).map_err(|e| format!("seed {seed}: {e}"))?;
     }
     check_logs_verify_and_agree(&sim).map_err(|e| format!("seed {seed}: {e}"))?;
+    check_live_state_is_the_fold_of_the_log(&sim).map_err(|e| format!("seed {seed}: {e}"))?;
     // Honest offices never accuse each other, whatever the faults.
     for o in &sim.offices {
         if o.events
@@ -572,6 +573,30 @@ fn random_schedule(seed: u64) -> Result<(), String> {
     for o in &sim.offices {
         if let Some((id, n)) = o.delivered.iter().find(|(_, n)| **n > 1) {
             return Err(format!("seed {seed}: {id} reported delivered {n} times"));
+        }
+    }
+    Ok(())
+}
+
+/// Each live core holds exactly what replaying its durable log gives: the
+/// live path and the replay path are one fold (src/core/apply.rs).
+fn check_live_state_is_the_fold_of_the_log(sim: &Sim) -> Result<(), String> {
+    for i in 0..sim.offices.len() {
+        let Some((live, replayed)) = sim.live_and_replayed(i) else {
+            continue;
+        };
+        if live != replayed {
+            let diff: Vec<String> = live
+                .lines()
+                .zip(replayed.lines())
+                .filter(|(a, b)| a != b)
+                .take(4)
+                .map(|(a, b)| format!("live     {a}\nreplayed {b}"))
+                .collect();
+            return Err(format!(
+                "office {i}'s live state is not its log's:\n{}",
+                diff.join("\n")
+            ));
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ use prost::Message as _;
 
 use super::channel::{Channel, InboxItem, OutState, OutboxItem, Pending};
 use super::office::{Core, ReplayError};
+use super::output::CoreEvent;
 use super::receipts::{mark_delivered, mark_refused};
 use super::receive::settle_refused;
 use super::Now;
@@ -96,12 +97,6 @@ impl Core {
                     }
                 }
             }
-            // Still changed by their live handlers: only when replaying.
-            _ if !replaying => {}
-            Event::PeerAdded(p) => {
-                self.pinned
-                    .insert(p.office.clone(), p.card_fingerprint.clone());
-            }
             Event::MessageReceived(pe) => {
                 let env = pe.envelope.clone().unwrap_or_default();
                 let msg =
@@ -127,7 +122,14 @@ impl Core {
                 ));
                 let peer = ch.peer.clone();
                 if !msg.reply_to.is_empty() {
-                    self.track_acknowledged(&peer, &msg.reply_to, msg.response);
+                    let answered = self.track_acknowledged(&peer, &msg.reply_to, msg.response);
+                    // Live, the operator hears of it; read back, it is history.
+                    if let (Some(id), Some(_)) = (answered, live) {
+                        self.out.events.push(CoreEvent::Acknowledged {
+                            peer: peer.clone(),
+                            id,
+                        });
+                    }
                 }
                 self.inbox_by_id
                     .insert((peer.clone(), msg.id.clone()), self.inbox.len());
@@ -149,6 +151,12 @@ impl Core {
                     self.unreceipted
                         .retain(|u| !(u.0 == ch.peer && u.1 == r.sequence));
                 }
+            }
+            // Still changed by their live handlers: only when replaying.
+            _ if !replaying => {}
+            Event::PeerAdded(p) => {
+                self.pinned
+                    .insert(p.office.clone(), p.card_fingerprint.clone());
             }
             Event::CheckpointIssued(c) => {
                 let (origin, size, root) =
@@ -242,5 +250,91 @@ pub(super) fn outbox_item(peer: &OfficeName, msg: &Message, env: SignedEnvelope)
         acknowledged: None,
         receipt: None,
         envelope: env,
+    }
+}
+
+impl Core {
+    /// The state the log determines, as text: what a core replayed from
+    /// the same log must hold too. Leaves out what belongs to this run
+    /// (links, timers, retransmission attempts, health). Tests and the
+    /// simulator compare a live core with one replayed from its log.
+    pub fn fold_digest(&self) -> String {
+        use std::fmt::Write as _;
+        let mut d = String::new();
+        let _ = writeln!(
+            d,
+            "index {} tree {} {} checkpoint {:?}",
+            self.next_index,
+            self.tree.size(),
+            hex::encode(self.tree.root().0),
+            self.latest_checkpoint.as_ref().map(|c| c.size)
+        );
+        let _ = writeln!(d, "pinned {:?}", self.pinned);
+        let _ = writeln!(d, "sent_by_id {:?}", self.sent_by_id);
+        let _ = writeln!(d, "unreceipted {:?}", self.unreceipted);
+        for m in &self.inbox {
+            let _ = writeln!(
+                d,
+                "inbox {} {} {} {} ack {}",
+                m.peer, m.log_index, m.received_unix_ms, m.message.id, m.acknowledged
+            );
+        }
+        for (name, ch) in &self.channels {
+            let _ = writeln!(
+                d,
+                "channel {name}: next {} delivered {} received {:?} count {} receipted {:?}",
+                ch.next_seq, ch.delivered, ch.received, ch.received_count, ch.receipted
+            );
+            let _ = writeln!(
+                d,
+                "  prec sent {:?} received {:?}",
+                ch.prec_sent, ch.prec_received
+            );
+            for (seq, p) in &ch.pending {
+                let _ = writeln!(
+                    d,
+                    "  pending {seq} {} {:?}",
+                    hex::encode(p.hash),
+                    p.precedence
+                );
+            }
+            for (seq, h) in &ch.history {
+                let settled = matches!(h.state, OutState::Delivered | OutState::Refused);
+                let _ = writeln!(
+                    d,
+                    "  history {seq} {} {} {:?} ack {:?} receipt {}",
+                    h.id,
+                    if settled {
+                        format!("{:?}", h.state)
+                    } else {
+                        "open".into()
+                    },
+                    h.precedence,
+                    h.acknowledged,
+                    h.receipt.is_some()
+                );
+            }
+            let receipts: Vec<(u64, String)> = ch
+                .receipts
+                .iter()
+                .map(|(s, (_, h))| (*s, hex::encode(h)))
+                .collect();
+            let refusals: Vec<u64> = ch.refusals.keys().copied().collect();
+            let tracks: Vec<u64> = ch.tracks.keys().copied().collect();
+            let _ = writeln!(
+                d,
+                "  receipts {receipts:?} refusals {refusals:?} tracks {tracks:?}"
+            );
+            let _ = writeln!(
+                d,
+                "  cosigned by us {:?} by peer {} levels {:?} {:?} {:?}",
+                ch.i_cosigned.as_ref().map(|c| c.size),
+                ch.peer_cosigned,
+                ch.level,
+                ch.own_level,
+                ch.peer_level
+            );
+        }
+        d
     }
 }

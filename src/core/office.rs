@@ -424,10 +424,7 @@ impl Core {
                 },
             };
             let env = envelope::seal_proto(Domain::Receipt, &receipt, &self.key);
-            self.persist(now, Event::ReceiptSent(peer_env(&peer, env.clone())));
-            if let Some(ch) = self.channels.get_mut(&peer) {
-                ch.receipts.insert(seq, (env, hash));
-            }
+            self.persist(now, Event::ReceiptSent(peer_env(&peer, env)));
         }
         self.start_watch(now);
     }

@@ -15,7 +15,7 @@
 use prost::Message as _;
 
 use super::budget::{Spend, Verdict};
-use super::channel::{prec_index, Channel, HeldMessage, InboxItem};
+use super::channel::{prec_index, Channel, HeldMessage};
 use super::office::{peer_env, Core};
 use super::output::{CoreEvent, StreamClass, Transmit};
 use super::{
@@ -378,8 +378,17 @@ impl Core {
         };
         let seq = msg.sequence;
         let index = self.next_index;
-        let mut received = peer_env(peer, env.clone());
+        self.out.events.push(CoreEvent::Received {
+            peer: peer.clone(),
+            id,
+            sequence: seq,
+            precedence: msg.precedence(),
+        });
+        let mut received = peer_env(peer, env);
         received.via = via.as_ref().map(|r| r.to_string()).unwrap_or_default();
+        // The inbox, the windows and the acknowledgement of what it answers
+        // come from applying the entry (apply.rs); so does the receipt's
+        // place in the channel.
         self.persist(now, Event::MessageReceived(received));
         let receipt = Receipt {
             message_id: msg.id.clone(),
@@ -394,17 +403,6 @@ impl Core {
         };
         let renv = envelope::seal_proto(Domain::Receipt, &receipt, &self.key);
         self.persist(now, Event::ReceiptSent(peer_env(peer, renv.clone())));
-        let Some(ch) = self.channels.get_mut(peer) else {
-            return;
-        };
-        ch.received.insert(seq);
-        ch.received_count = ch.received_count.saturating_add(1);
-        ch.receipts.insert(seq, (renv.clone(), hash));
-        if msg.precedence_sequence != 0 {
-            ch.prec_received
-                .get_mut(msg.precedence)
-                .insert(msg.precedence_sequence);
-        }
         self.out.transmit.push(Transmit {
             datagram: false,
             message: None,
@@ -414,31 +412,6 @@ impl Core {
                 body: Some(Body::Receipt(renv)),
             },
         });
-        self.out.events.push(CoreEvent::Received {
-            peer: peer.clone(),
-            id,
-            sequence: seq,
-            precedence: msg.precedence(),
-        });
-        let (reply_to, response) = (msg.reply_to.clone(), msg.response);
-        self.inbox_by_id
-            .insert((peer.clone(), msg.id.clone()), self.inbox.len());
-        self.inbox.push(InboxItem {
-            peer: peer.clone(),
-            log_index: index,
-            received_unix_ms: now.wall_ms,
-            message: msg,
-            envelope: env,
-            acknowledged: false,
-        });
-        if !reply_to.is_empty() {
-            if let Some(id) = self.track_acknowledged(peer, &reply_to, response) {
-                self.out.events.push(CoreEvent::Acknowledged {
-                    peer: peer.clone(),
-                    id,
-                });
-            }
-        }
     }
 
     /// Signs, logs and sends a negative receipt, within the peer's refusal

@@ -500,6 +500,19 @@ impl Sim {
         self.offices[i].seal_public
     }
 
+    /// Office `i`'s state as its live core holds it and as a core replayed
+    /// from its durable log holds it ([`Core::fold_digest`]); `None` while
+    /// it is down.
+    pub fn live_and_replayed(&self, i: usize) -> Option<(String, String)> {
+        let o = &self.offices[i];
+        let live = o.core.as_ref()?;
+        let mut replayed = (o.make)();
+        for e in &o.disk {
+            replayed.replay(&e.entry, &e.bytes).ok()?;
+        }
+        Some((live.fold_digest(), replayed.fold_digest()))
+    }
+
     /// Office `i`'s own keys, as its core was made with them.
     pub fn office_keys(&self, i: usize) -> OfficeKeys {
         let o = &self.offices[i];
