@@ -152,11 +152,16 @@ impl Core {
                         .retain(|u| !(u.0 == ch.peer && u.1 == r.sequence));
                 }
             }
-            // Still changed by their live handlers: only when replaying.
-            _ if !replaying => {}
-            Event::PeerAdded(p) => {
-                self.pinned
-                    .insert(p.office.clone(), p.card_fingerprint.clone());
+            Event::NegativeReceiptSent(pe) => {
+                let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
+                if let (true, Some(ch), Some(env)) = (
+                    n.settles,
+                    channel_for(&mut self.channels, &pe.peer),
+                    pe.envelope.as_ref(),
+                ) {
+                    let hash = <[u8; 32]>::try_from(n.payload_hash.as_slice()).unwrap_or([0; 32]);
+                    settle_refused(ch, &n, env.clone(), hash);
+                }
             }
             Event::CheckpointIssued(c) => {
                 let (origin, size, root) =
@@ -187,6 +192,12 @@ impl Core {
                     }
                 }
             }
+            // Still changed by their live handlers: only when replaying.
+            _ if !replaying => {}
+            Event::PeerAdded(p) => {
+                self.pinned
+                    .insert(p.office.clone(), p.card_fingerprint.clone());
+            }
             Event::Escalation(_) | Event::AlertLevelChanged(_) => self.replay_watch(event),
             Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
                 self.replay_relay(event, entry.time_unix_ms)
@@ -195,17 +206,6 @@ impl Core {
             | Event::CardUpdateReceived(_)
             | Event::CardUpdateAcceptedSent(_)
             | Event::CardUpdateAcceptedReceived(_) => self.replay_card_update(event),
-            Event::NegativeReceiptSent(pe) => {
-                let n: NegativeReceipt = decode_env(pe).map_err(bad)?;
-                if let (true, Some(ch), Some(env)) = (
-                    n.settles,
-                    channel_for(&mut self.channels, &pe.peer),
-                    pe.envelope.as_ref(),
-                ) {
-                    let hash = <[u8; 32]>::try_from(n.payload_hash.as_slice()).unwrap_or([0; 32]);
-                    settle_refused(ch, &n, env.clone(), hash);
-                }
-            }
             Event::RelayReceiptReceived(_) => {}
             Event::NodeStarted(_)
             | Event::NodeStopped(_)

@@ -448,7 +448,7 @@ impl Core {
             return;
         }
         let cp = checkpoint::sign(&self.origin, size, self.tree.root(), &self.log_key);
-        self.latest_checkpoint = Some(cp.clone());
+        // It becomes the latest by applying the entry (apply.rs).
         self.next_checkpoint_at = None;
         self.persist(
             now,

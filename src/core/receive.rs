@@ -415,7 +415,7 @@ impl Core {
     }
 
     /// Signs, logs and sends a negative receipt, within the peer's refusal
-    /// budget; a settling one settles its numbers here as it is logged.
+    /// budget; a settling one settles its numbers as it is logged.
     pub(super) fn refuse(
         &mut self,
         now: Now,
@@ -470,15 +470,11 @@ impl Core {
             precedence_sequence,
         };
         let nenv = envelope::seal_proto(Domain::NegativeReceipt, &nack, &self.key);
+        // A settling one settles its numbers by applying the entry.
         self.persist(
             now,
             Event::NegativeReceiptSent(peer_env(peer, nenv.clone())),
         );
-        if let Some(ch) = self.channels.get_mut(peer) {
-            if settles {
-                settle_refused(ch, &nack, nenv.clone(), hash);
-            }
-        }
         self.out.transmit.push(Transmit {
             datagram: false,
             message: None,

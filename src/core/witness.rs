@@ -9,7 +9,7 @@ use super::budget::{Spend, Verdict};
 use super::office::Core;
 use super::output::{CoreEvent, Transmit};
 use super::{Now, MAX_NOTE_LEN, MAX_PROOF_HASHES};
-use crate::audit::checkpoint::{self, SignedCheckpoint};
+use crate::audit::checkpoint;
 use crate::audit::evidence::Evidence;
 use crate::audit::merkle::{verify_consistency, Hash, EMPTY_HASH};
 use crate::identity::OfficeName;
@@ -138,12 +138,7 @@ impl Core {
                 Ok(n) => n,
                 Err(e) => return self.report(now, peer, format!("cannot cosign: {e}")),
             };
-        if let Some(ch) = self.channels.get_mut(peer) {
-            ch.i_cosigned = Some(SignedCheckpoint {
-                note: cosigned.clone(),
-                ..cp
-            });
-        }
+        // Our latest cosignature of the peer's log by applying the entry.
         self.persist(
             now,
             Event::CosignatureIssued(PeerNote {
@@ -205,9 +200,7 @@ impl Core {
         if self.tree.root_at(cp.size) != Some(cp.root) || cp.size <= ch.peer_cosigned {
             return; // not ours as it stands, or nothing new
         }
-        if let Some(ch) = self.channels.get_mut(peer) {
-            ch.peer_cosigned = cp.size;
-        }
+        // How far the peer vouches for our log, by applying the entry.
         self.persist(
             now,
             Event::CosignatureReceived(PeerNote {
