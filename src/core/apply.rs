@@ -192,13 +192,14 @@ impl Core {
                     }
                 }
             }
-            // Still changed by their live handlers: only when replaying.
-            _ if !replaying => {}
             Event::PeerAdded(p) => {
                 self.pinned
                     .insert(p.office.clone(), p.card_fingerprint.clone());
             }
-            Event::Escalation(_) | Event::AlertLevelChanged(_) => self.replay_watch(event),
+            Event::AlertLevelChanged(_) => self.replay_watch(event),
+            // Still changed by their live handlers: only when replaying.
+            _ if !replaying => {}
+            Event::Escalation(_) => self.replay_watch(event),
             Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
                 self.replay_relay(event, entry.time_unix_ms)
             }

@@ -587,19 +587,9 @@ impl Core {
         if *slot == level {
             return;
         }
-        *slot = level;
-        let effective = self.policy.effective_level(ch.own_level, ch.peer_level);
-        if effective != ch.level {
-            ch.level = effective;
-            ch.level_since_mono = now.mono_ms;
-            // A shorter interval takes effect now, not after the old one runs out.
-            let interval = self.policy.line_check_interval(effective);
-            ch.next_check_at = Some(
-                ch.next_check_at
-                    .map_or(now.mono_ms + interval, |t| t.min(now.mono_ms + interval)),
-            );
-        }
+        let before = ch.level;
         let notify = !from_peer && ch.connected && ch.resumed;
+        // The levels change by applying the entry (apply.rs).
         self.persist(
             now,
             Event::AlertLevelChanged(AlertLevelChanged {
@@ -609,6 +599,20 @@ impl Core {
                 reason: reason.into(),
             }),
         );
+        let interval = self
+            .channels
+            .get(peer)
+            .map(|ch| self.policy.line_check_interval(ch.level));
+        if let (Some(ch), Some(interval)) = (self.channels.get_mut(peer), interval) {
+            if ch.level != before {
+                ch.level_since_mono = now.mono_ms;
+                // A shorter interval takes effect now, not after the old one runs out.
+                ch.next_check_at = Some(
+                    ch.next_check_at
+                        .map_or(now.mono_ms + interval, |t| t.min(now.mono_ms + interval)),
+                );
+            }
+        }
         self.out.events.push(CoreEvent::AlertLevelChanged {
             peer: peer.clone(),
             level,
@@ -710,6 +714,9 @@ impl Core {
     }
 
     /// Replays the escalation-related part of an entry.
+    /// What an escalation or alert-level entry does to the state (the
+    /// alert level applies live too; an escalation step only when read
+    /// back, its live handler schedules the next step itself).
     pub(super) fn replay_watch(&mut self, event: &Event) {
         match event {
             Event::Escalation(e) => {

@@ -396,7 +396,7 @@ impl Core {
         }
         for (name, fp) in peer_fingerprints {
             if self.pinned.get(name.as_str()) != Some(fp) {
-                self.pinned.insert(name.to_string(), fp.clone());
+                // Pinned by applying the entry (apply.rs).
                 self.persist(
                     now,
                     Event::PeerAdded(PeerAdded {
