@@ -197,16 +197,16 @@ impl Core {
                     .insert(p.office.clone(), p.card_fingerprint.clone());
             }
             Event::AlertLevelChanged(_) => self.replay_watch(event),
+            Event::CardUpdateSent(_)
+            | Event::CardUpdateReceived(_)
+            | Event::CardUpdateAcceptedSent(_)
+            | Event::CardUpdateAcceptedReceived(_) => self.apply_card_update(event),
             // Still changed by their live handlers: only when replaying.
             _ if !replaying => {}
             Event::Escalation(_) => self.replay_watch(event),
             Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
                 self.replay_relay(event, entry.time_unix_ms)
             }
-            Event::CardUpdateSent(_)
-            | Event::CardUpdateReceived(_)
-            | Event::CardUpdateAcceptedSent(_)
-            | Event::CardUpdateAcceptedReceived(_) => self.replay_card_update(event),
             Event::RelayReceiptReceived(_) => {}
             Event::NodeStarted(_)
             | Event::NodeStopped(_)

@@ -140,6 +140,8 @@ impl Core {
             )));
         }
         let peers: Vec<OfficeName> = self.channels.keys().cloned().collect();
+        // The offer and the peers it waits for come from applying the
+        // entries (apply.rs).
         for peer in &peers {
             self.persist(
                 now,
@@ -150,8 +152,6 @@ impl Core {
                 }),
             );
         }
-        self.card_updates.waiting = peers.iter().cloned().collect();
-        self.card_updates.offered = Some((update.new_fingerprint.clone(), env));
         for peer in &peers {
             self.send_card_update(peer);
         }
@@ -330,13 +330,6 @@ impl Core {
                 "card update changes the CA or the role: exchange the new card out of band".into(),
             );
         }
-        let (Ok(key), Ok(log_key), Ok(seal_key)) = (
-            card.message_verifying_key(),
-            card.log_verifying_key(),
-            card.seal_public(),
-        ) else {
-            return; // checked by from_update
-        };
         let confirmed = self
             .card_updates
             .confirming
@@ -373,15 +366,8 @@ impl Core {
                 via: String::new(),
             }),
         );
-        self.pinned
-            .insert(peer.to_string(), card.fingerprint.clone());
-        if let Some(ch) = self.channels.get_mut(peer) {
-            ch.rekey(key, log_key, seal_key);
-        }
-        self.card_updates
-            .pinned_from
-            .insert(peer.clone(), card.fingerprint.clone());
-        self.card_updates.pinned_updates.insert(peer.clone(), u);
+        // Pinned, with the channel's keys changed over, by applying the
+        // entry logged above (apply.rs).
         self.accept_card(now, peer, &card.fingerprint, true);
         self.out.events.push(CoreEvent::PeerCardUpdated {
             peer: peer.clone(),
@@ -449,7 +435,6 @@ impl Core {
                 via: String::new(),
             }),
         );
-        self.card_updates.waiting.remove(peer);
         self.out.events.push(CoreEvent::CardUpdateAccepted {
             peer: peer.clone(),
             fingerprint: a.new_fingerprint,
@@ -511,8 +496,8 @@ impl Core {
         self.log_key = keys.log;
     }
 
-    /// Replays a card-update entry.
-    pub(super) fn replay_card_update(&mut self, event: &Event) {
+    /// What a card-update entry does to the state (live and replayed).
+    pub(super) fn apply_card_update(&mut self, event: &Event) {
         match event {
             Event::CardUpdateSent(pe) => {
                 let Ok(u) = CardUpdate::decode(payload_of(pe)) else {
