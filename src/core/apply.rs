@@ -201,12 +201,12 @@ impl Core {
             | Event::CardUpdateReceived(_)
             | Event::CardUpdateAcceptedSent(_)
             | Event::CardUpdateAcceptedReceived(_) => self.apply_card_update(event),
+            Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
+                self.apply_relay(event, entry.time_unix_ms)
+            }
             // Still changed by their live handlers: only when replaying.
             _ if !replaying => {}
             Event::Escalation(_) => self.replay_watch(event),
-            Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
-                self.replay_relay(event, entry.time_unix_ms)
-            }
             Event::RelayReceiptReceived(_) => {}
             Event::NodeStarted(_)
             | Event::NodeStopped(_)
@@ -273,6 +273,19 @@ impl Core {
         let _ = writeln!(d, "pinned {:?}", self.pinned);
         let _ = writeln!(d, "sent_by_id {:?}", self.sent_by_id);
         let _ = writeln!(d, "unreceipted {:?}", self.unreceipted);
+        let spool: Vec<(String, &str, &str, u64)> = self
+            .spool
+            .iter()
+            .map(|(h, s)| {
+                (
+                    hex::encode(h),
+                    s.from.as_str(),
+                    s.to.as_str(),
+                    s.accepted_unix_ms,
+                )
+            })
+            .collect();
+        let _ = writeln!(d, "spool {spool:?}");
         for m in &self.inbox {
             let _ = writeln!(
                 d,

@@ -224,17 +224,13 @@ impl Core {
             return; // refused above
         };
         if !self.spool.contains_key(&hash) {
+            // Spooled by applying the entry (apply.rs); the frame itself
+            // is this run's to hold (the caller writes it to the spool).
             self.persist(now, Event::RelayAccepted(passage(&hash, &header)));
             self.out.spool_write.push((hash, bytes));
-            self.spool.insert(
-                hash,
-                Spooled {
-                    from: submitter.clone(),
-                    to: to.clone(),
-                    sealed: Some(sealed.clone()),
-                    accepted_unix_ms: now.wall_ms,
-                },
-            );
+            if let Some(s) = self.spool.get_mut(&hash) {
+                s.sealed = Some(sealed.clone());
+            }
         }
         self.relay_receipt(now, submitter, &hash, &header, RelayState::Accepted, "");
         if self.is_resumed(&to) {
@@ -303,7 +299,8 @@ impl Core {
     /// Relay side: a spooled frame leaves (handed over, or expired): log it
     /// by hash, drop the stored copy, and tell the submitter if it is there.
     fn release_spooled(&mut self, now: Now, hash: [u8; 32], outcome: RelayState) {
-        let Some(item) = self.spool.remove(&hash) else {
+        // Removed from the spool by applying the entry (apply.rs).
+        let Some(item) = self.spool.get(&hash).cloned() else {
             return;
         };
         let header = item
@@ -498,7 +495,8 @@ impl Core {
 
     /// Relay side: rebuilds the spool index from the log; the shell then
     /// gives back each stored frame with [`Core::restore_spooled`].
-    pub(super) fn replay_relay(&mut self, event: &Event, time_unix_ms: u64) {
+    /// What a relay-passage entry does to the spool (live and replayed).
+    pub(super) fn apply_relay(&mut self, event: &Event, time_unix_ms: u64) {
         match event {
             Event::RelayExpired(p) => {
                 if let Ok(hash) = <[u8; 32]>::try_from(p.sealed_hash.as_slice()) {
