@@ -1,8 +1,9 @@
 //! The core's state as a fold over its log: [`Core::apply`] is what each
 //! entry does to the state, run on every entry the core persists live and
 //! on every entry read back at start ([`Core::replay`]), so that the two
-//! cannot drift. Events whose live handler still changes the state itself
-//! apply only when replaying (`replaying`); they move here one by one.
+//! cannot drift. A live handler checks what arrived, persists the entry
+//! (which applies it), then does only what belongs to this run: transmit,
+//! arm timers, tell the operator.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +45,6 @@ impl Core {
     /// then armed by [`Core::start`]).
     pub(super) fn apply(&mut self, entry: &LogEntry, live: Option<Now>) -> Result<(), String> {
         let bad = |why: String| why;
-        let replaying = live.is_none();
         let Some(event) = &entry.event else {
             return Ok(());
         };
@@ -196,7 +196,7 @@ impl Core {
                 self.pinned
                     .insert(p.office.clone(), p.card_fingerprint.clone());
             }
-            Event::AlertLevelChanged(_) => self.replay_watch(event),
+            Event::AlertLevelChanged(_) => self.apply_watch(event),
             Event::CardUpdateSent(_)
             | Event::CardUpdateReceived(_)
             | Event::CardUpdateAcceptedSent(_)
@@ -204,9 +204,10 @@ impl Core {
             Event::RelayAccepted(_) | Event::RelayHandedOver(_) | Event::RelayExpired(_) => {
                 self.apply_relay(event, entry.time_unix_ms)
             }
-            // Still changed by their live handlers: only when replaying.
-            _ if !replaying => {}
-            Event::Escalation(_) => self.replay_watch(event),
+            // The step taken; the live handler has already scheduled the
+            // next one, which `start` does after a replay.
+            Event::Escalation(_) => self.apply_watch(event),
+            // History only.
             Event::RelayReceiptReceived(_) => {}
             Event::NodeStarted(_)
             | Event::NodeStopped(_)

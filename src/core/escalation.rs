@@ -714,10 +714,9 @@ impl Core {
     }
 
     /// Replays the escalation-related part of an entry.
-    /// What an escalation or alert-level entry does to the state (the
-    /// alert level applies live too; an escalation step only when read
-    /// back, its live handler schedules the next step itself).
-    pub(super) fn replay_watch(&mut self, event: &Event) {
+    /// What an escalation or alert-level entry does to the state, live and
+    /// replayed (the live handler schedules the next step itself).
+    pub(super) fn apply_watch(&mut self, event: &Event) {
         match event {
             Event::Escalation(e) => {
                 if let Ok(name) = OfficeName::new(e.peer.clone()) {
