@@ -161,7 +161,7 @@ impl Core {
         match step.action {
             Action::Retransmit => {
                 let on_link = ch.pending.get(&seq).is_some_and(|p| p.on_link);
-                if super::office::transmit_message(&mut self.out, ch, seq) {
+                if super::send::transmit_message(&mut self.out, ch, seq) {
                     detail = "resent now".into();
                 } else if on_link {
                     // QUIC still owns the copy this connection carries: a
@@ -380,7 +380,7 @@ impl Core {
                     // We dropped the peer's input unanswered; with room to
                     // answer again, ask it to resend what we lack (§7).
                     ch.resync_wanted = false;
-                    super::office::send_hello(&mut self.out, &self.me, ch, false);
+                    super::resume::send_hello(&mut self.out, &self.me, ch, false);
                 }
                 self.send_line_check(now, &peer);
             }

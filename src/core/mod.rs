@@ -38,6 +38,8 @@ pub mod policy;
 mod receipts;
 mod receive;
 pub mod relay;
+mod resume;
+mod send;
 mod witness;
 
 pub use budget::{log_bound_bytes, Spend};

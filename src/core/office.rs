@@ -10,22 +10,23 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use super::budget::{Spend, Verdict};
-use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem};
+use super::channel::{Channel, ChannelStatus, InboxItem, OutboxItem};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::policy::Policy;
-use super::{Now, MAX_BODY_LEN, MAX_OUTBOX, MAX_RETRANSMIT_BURST, MAX_SUBJECT_LEN};
+use super::send::transmit_message;
+use super::{Now, MAX_RETRANSMIT_BURST};
 use crate::audit::checkpoint::{self, SignedCheckpoint};
 use crate::audit::merkle::Tree;
 use crate::audit::Persisted;
 use crate::identity::OfficeName;
 use crate::wire::envelope::{self, Domain};
+use crate::wire::proto::Response;
 use crate::wire::proto::{
-    frame::Body, log_entry::Event, CheckpointIssued, CheckpointOffer, Frame, Hello, Kind,
-    LinkChanged, LinkState, LogEntry, Message, NodeStarted, NodeStopped, PeerAdded, PeerEnvelope,
-    Precedence, Receipt, Recovery, SignedEnvelope,
+    frame::Body, log_entry::Event, CheckpointIssued, CheckpointOffer, Frame, Kind, LogEntry,
+    NodeStarted, NodeStopped, PeerAdded, PeerEnvelope, Precedence, Receipt, Recovery,
+    SignedEnvelope,
 };
-use crate::wire::proto::{AlertLevel, Response};
-use crate::wire::{MessageId, PROTOCOL_VERSION};
+use crate::wire::MessageId;
 
 /// Protocol timing and checkpoint cadence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,7 +469,7 @@ impl Core {
         }
     }
 
-    fn maybe_checkpoint(&mut self, now: Now) {
+    pub(super) fn maybe_checkpoint(&mut self, now: Now) {
         let covered = self.latest_checkpoint.as_ref().map(|c| c.size).unwrap_or(0);
         let due_by_count = self.tree.size() >= covered.saturating_add(self.timing.checkpoint_every);
         let due_by_time = self.next_checkpoint_at.is_some_and(|t| t <= now.mono_ms);
@@ -477,7 +478,7 @@ impl Core {
         }
     }
 
-    fn offer_checkpoint(&mut self, peer: &OfficeName, from: u64) {
+    pub(super) fn offer_checkpoint(&mut self, peer: &OfficeName, from: u64) {
         let Some(cp) = self.latest_checkpoint.clone() else {
             return;
         };
@@ -508,148 +509,8 @@ impl Core {
     // ------------------------------------------------------------------
     // Operator input.
 
-    /// Queues a message: signs it, persists it, and sends it if the line is
-    /// up. Returns its sequence. The message is *accepted* only once this
-    /// call's output has been made durable.
-    pub fn submit(&mut self, now: Now, id: MessageId, draft: Draft) -> Result<u64, SubmitError> {
-        let peer = OfficeName::new(draft.to.clone())
-            .ok()
-            .filter(|p| self.channels.contains_key(p))
-            .ok_or_else(|| SubmitError::UnknownPeer(draft.to.clone()))?;
-        if draft.body.len() > MAX_BODY_LEN {
-            return Err(SubmitError::BodyTooLarge {
-                len: draft.body.len(),
-                max: MAX_BODY_LEN,
-            });
-        }
-        if draft.subject.len() > MAX_SUBJECT_LEN {
-            return Err(SubmitError::SubjectTooLarge {
-                len: draft.subject.len(),
-                max: MAX_SUBJECT_LEN,
-            });
-        }
-        if !draft.reply_to.is_empty() && MessageId::parse(&draft.reply_to).is_none() {
-            return Err(SubmitError::BadReplyTo(draft.reply_to));
-        }
-        let Some(ch) = self.channels.get_mut(&peer) else {
-            return Err(SubmitError::UnknownPeer(draft.to.clone()));
-        };
-        if ch.pending.len() >= MAX_OUTBOX {
-            return Err(SubmitError::OutboxFull {
-                peer: peer.to_string(),
-                limit: MAX_OUTBOX,
-            });
-        }
-        let seq = ch.next_seq;
-        ch.next_seq = ch.next_seq.saturating_add(1);
-        let precedence = match draft.precedence {
-            Precedence::Unspecified => Precedence::Routine,
-            p => p,
-        };
-        let ps = ch.prec_sent.get_mut(precedence as i32);
-        *ps = ps.saturating_add(1);
-        let precedence_sequence = *ps;
-        let kind = match draft.kind {
-            Kind::Unspecified => Kind::Notification,
-            k => k,
-        };
-        let msg = Message {
-            id: id.to_string(),
-            sequence: seq,
-            from: self.me.to_string(),
-            to: peer.to_string(),
-            created_unix_ms: now.wall_ms,
-            precedence: precedence as i32,
-            kind: kind as i32,
-            thread: draft.thread,
-            reply_to: draft.reply_to,
-            subject: draft.subject,
-            body: draft.body,
-            language: if draft.language.is_empty() {
-                "en".into()
-            } else {
-                draft.language
-            },
-            exercise: draft.exercise,
-            response: draft.response as i32,
-            precedence_sequence,
-        };
-        let env = envelope::seal_proto(Domain::Message, &msg, &self.key);
-        // The outbox entry, the id index and the escalation track come
-        // from applying the entry (apply.rs).
-        self.persist(now, Event::MessageSent(peer_env(&peer, env)));
-        if let Some(ch) = self.channels.get_mut(&peer) {
-            if ch.connected && ch.resumed {
-                transmit_message(&mut self.out, ch, seq);
-            }
-        }
-        self.maybe_checkpoint(now);
-        Ok(seq)
-    }
-
     // ------------------------------------------------------------------
     // Transport input.
-
-    /// The transport to `peer` is up (authenticated). Sends our hello.
-    pub fn link_up(&mut self, now: Now, peer: &OfficeName, detail: &str) {
-        let Some(ch) = self.channels.get_mut(peer) else {
-            return;
-        };
-        ch.connected = true;
-        ch.resumed = false;
-        // The peer's check counter restarts with its process, which a new
-        // connection may mean.
-        ch.lc_answered = 0;
-        // A connection that replaced another: what the old one carried is
-        // lost with it, as on `link_down`.
-        let seqs: Vec<u64> = ch.pending.keys().copied().collect();
-        for s in seqs {
-            ch.set_timer(s, None);
-            if let Some(p) = ch.pending.get_mut(&s) {
-                p.on_link = false;
-            }
-        }
-        // The transport delivers this hello or ends the connection, so it
-        // is sent once per connection (§7).
-        send_hello(&mut self.out, &self.me, ch, false);
-        self.persist(
-            now,
-            Event::LinkChanged(LinkChanged {
-                peer: peer.to_string(),
-                state: LinkState::Up as i32,
-                detail: detail.to_string(),
-            }),
-        );
-    }
-
-    /// The transport to `peer` is gone.
-    pub fn link_down(&mut self, now: Now, peer: &OfficeName, detail: &str) {
-        let Some(ch) = self.channels.get_mut(peer) else {
-            return;
-        };
-        if !ch.connected {
-            return;
-        }
-        ch.connected = false;
-        ch.resumed = false;
-        // What this connection carried is lost with it: the next one's
-        // resumption decides what to send again.
-        let seqs: Vec<u64> = ch.pending.keys().copied().collect();
-        for s in seqs {
-            ch.set_timer(s, None);
-            if let Some(p) = ch.pending.get_mut(&s) {
-                p.on_link = false;
-            }
-        }
-        self.persist(
-            now,
-            Event::LinkChanged(LinkChanged {
-                peer: peer.to_string(),
-                state: LinkState::Down as i32,
-                detail: detail.to_string(),
-            }),
-        );
-    }
 
     /// A frame arrived from the authenticated `peer`.
     pub fn handle_frame(&mut self, now: Now, peer: &OfficeName, frame: Frame) {
@@ -783,131 +644,6 @@ impl Core {
     // ------------------------------------------------------------------
     // Frame handlers.
 
-    fn on_hello(&mut self, now: Now, peer: &OfficeName, h: Hello) {
-        if h.office != peer.as_str() || h.protocol_version != PROTOCOL_VERSION {
-            let detail = format!(
-                "hello from {} version {} on the line to {peer}",
-                crate::text::quote(&h.office, 48),
-                h.protocol_version
-            );
-            return self.report(now, peer, detail);
-        }
-        let Some(ch) = self.channels.get_mut(peer) else {
-            return;
-        };
-        if !ch.resumed {
-            if !h.reply {
-                send_hello(&mut self.out, &self.me, ch, true);
-            }
-            ch.resumed = true;
-            self.resume(now, peer, &h, false);
-            return self.send_card_update(peer);
-        }
-        if h.reply {
-            return; // the answer to our hello on a line already resumed
-        }
-        // A hello with reply = false on a resumed connection asks us to
-        // resynchronise (§7): the peer lost frames this connection carried
-        // (its core was rebuilt, or it dropped our input over its budget).
-        // It is answered within the peer's budget, and acted on at most once
-        // per resend timeout, so a hostile peer cannot make us hand our
-        // whole outbox to the transport at will.
-        if self.spend(now, peer, Spend::Answer) != Verdict::Allowed {
-            return;
-        }
-        let Some(ch) = self.channels.get_mut(peer) else {
-            return;
-        };
-        send_hello(&mut self.out, &self.me, ch, true);
-        let due = ch
-            .last_resync_mono
-            .is_none_or(|t| now.mono_ms >= t.saturating_add(self.timing.rto_ms));
-        if !due {
-            return;
-        }
-        ch.last_resync_mono = Some(now.mono_ms);
-        for p in ch.pending.values_mut() {
-            p.on_link = false;
-        }
-        self.resume(now, peer, &h, true);
-    }
-
-    /// Resumption (§7) from the peer's hello `h`: our answers it lacks, our
-    /// messages it lacks, and, on a new connection, what a line that came
-    /// up needs (checkpoint offer, relay work, a line check, our level).
-    fn resume(&mut self, now: Now, peer: &OfficeName, h: &Hello, resync: bool) {
-        let Some(ch) = self.channels.get_mut(peer) else {
-            return;
-        };
-        // The peer lacks our answers above its receipted_through: resend the
-        // receipts and settling refusals we signed, oldest first, at most a
-        // burst (a hostile hello of 0 must not make us resend all history;
-        // the rest come back as answers to the sender's resends).
-        if let Some(from) = h.receipted_through.checked_add(1) {
-            let mut answers: Vec<(u64, SignedEnvelope, bool)> = ch
-                .receipts
-                .range(from..)
-                .take(MAX_RETRANSMIT_BURST)
-                .map(|(s, (e, _))| (*s, e.clone(), true))
-                .collect();
-            answers.extend(
-                ch.refusals
-                    .range(from..)
-                    .take(MAX_RETRANSMIT_BURST)
-                    .map(|(s, (e, _))| (*s, e.clone(), false)),
-            );
-            answers.sort_by_key(|a| a.0);
-            answers.truncate(MAX_RETRANSMIT_BURST);
-            for (_, env, receipt) in answers {
-                let body = if receipt {
-                    Body::Receipt(env)
-                } else {
-                    Body::NegativeReceipt(env)
-                };
-                self.out.transmit.push(Transmit::control(peer, body));
-            }
-        }
-        // Our messages. The peer answers (as above) every sequence it settled
-        // from our receipted_through + 1, at least the next 1,024: those
-        // answers are on their way, so such a message waits for its answer
-        // (a backstop timer sends it once if none comes). Any other pending
-        // message is handed to the transport now, in sequence order.
-        let answered_through = h.received_through.min(
-            ch.receipted
-                .through
-                .saturating_add(MAX_RETRANSMIT_BURST as u64),
-        );
-        let seqs: Vec<u64> = ch.pending.keys().copied().collect();
-        for seq in seqs {
-            if seq > answered_through {
-                transmit_message(&mut self.out, ch, seq);
-            } else {
-                let wait = self.timing.rto_max_ms;
-                ch.set_timer(seq, Some(now.mono_ms.saturating_add(wait)));
-            }
-        }
-        if resync {
-            return;
-        }
-        // Offer our latest checkpoint from the size the peer says it last
-        // cosigned. That is only where to start the proof: what the peer has
-        // cosigned is what its verified cosignatures say, never its hello.
-        self.offer_checkpoint(peer, h.cosigned_size);
-        // A relay forwards what it holds for this office.
-        self.forward_spooled(peer);
-        // A relay came up: send what earlier reroute steps could not.
-        self.reroute_waiting_via(peer);
-        // Check the line at once, and restate a raised alert level.
-        self.send_line_check(now, peer);
-        if self
-            .channels
-            .get(peer)
-            .is_some_and(|c| c.own_level != AlertLevel::Normal)
-        {
-            self.send_alert_level(now, peer, "restated on reconnection");
-        }
-    }
-
     pub(super) fn mark_inbox_acknowledged(&mut self, peer: &OfficeName, reply_to: &str) {
         if reply_to.is_empty() {
             return;
@@ -988,62 +724,4 @@ pub(super) fn peer_env(peer: &OfficeName, env: SignedEnvelope) -> PeerEnvelope {
         envelope: Some(env),
         via: String::new(),
     }
-}
-
-pub(super) fn send_hello(out: &mut Output, me: &OfficeName, ch: &Channel, reply: bool) {
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        office: me.to_string(),
-        received_through: ch.received.through,
-        receipted_through: ch.receipted.through,
-        reply,
-        cosigned_size: ch.i_cosigned.as_ref().map(|c| c.size).unwrap_or(0),
-    };
-    out.transmit.push(Transmit {
-        datagram: false,
-        message: None,
-        peer: ch.peer.clone(),
-        class: StreamClass::Control,
-        frame: Frame {
-            body: Some(Body::Hello(hello)),
-        },
-    });
-}
-
-/// Hands our message `seq` to the transport, unless the current connection
-/// already carries it: within a live QUIC connection delivery is QUIC's
-/// job, and a second copy would only compete with the first for the line
-/// (docs/protocol.md §8). Nothing is sent on a line not resumed. Returns
-/// whether it was handed over now.
-pub(super) fn transmit_message(out: &mut Output, ch: &mut Channel, seq: u64) -> bool {
-    if !(ch.connected && ch.resumed) {
-        return false;
-    }
-    let Some(p) = ch.pending.get_mut(&seq) else {
-        return false;
-    };
-    if p.on_link {
-        return false;
-    }
-    let class = StreamClass::for_precedence(p.precedence);
-    let Some(item) = ch.history.get_mut(&seq) else {
-        return false; // the history holds every pending message
-    };
-    p.on_link = true;
-    p.attempts = p.attempts.saturating_add(1);
-    item.attempts = p.attempts;
-    if item.state == OutState::Queued {
-        item.state = OutState::Sent;
-    }
-    out.transmit.push(Transmit {
-        datagram: false,
-        message: Some(seq),
-        peer: ch.peer.clone(),
-        class,
-        frame: Frame {
-            body: Some(Body::Message(item.envelope.clone())),
-        },
-    });
-    ch.set_timer(seq, None);
-    true
 }
