@@ -92,6 +92,25 @@ fn schedule(seed: u64) -> Result<(), String> {
         }
         let dt = sim.rng().gen_range(1..1_500);
         sim.run_for(dt);
+        // Whatever the hostile peer sends, washington's live state is
+        // exactly what its log replays to (one fold, src/core/apply.rs).
+        if step % 20 == 19 {
+            if let Some((live, replayed)) = sim.live_and_replayed(W) {
+                if live != replayed {
+                    let diff: Vec<String> = live
+                        .lines()
+                        .zip(replayed.lines())
+                        .filter(|(a, b)| a != b)
+                        .take(3)
+                        .map(|(a, b)| format!("live     {a}\nreplayed {b}"))
+                        .collect();
+                    return Err(format!(
+                        "washington's live state is not its log's:\n{}",
+                        diff.join("\n")
+                    ));
+                }
+            }
+        }
         // Memory the peer can make us hold stays within its caps.
         if let Some(c) = sim.offices[W].core.as_ref() {
             for st in c.status() {
