@@ -95,20 +95,8 @@ fn schedule(seed: u64) -> Result<(), String> {
         // Whatever the hostile peer sends, washington's live state is
         // exactly what its log replays to (one fold, src/core/apply.rs).
         if step % 20 == 19 {
-            if let Some((live, replayed)) = sim.live_and_replayed(W) {
-                if live != replayed {
-                    let diff: Vec<String> = live
-                        .lines()
-                        .zip(replayed.lines())
-                        .filter(|(a, b)| a != b)
-                        .take(3)
-                        .map(|(a, b)| format!("live     {a}\nreplayed {b}"))
-                        .collect();
-                    return Err(format!(
-                        "washington's live state is not its log's:\n{}",
-                        diff.join("\n")
-                    ));
-                }
+            if let Some(diff) = sim.fold_mismatch(W) {
+                return Err(format!("washington's live state is not its log's:\n{diff}"));
             }
         }
         // Memory the peer can make us hold stays within its caps.

@@ -582,21 +582,8 @@ fn random_schedule(seed: u64) -> Result<(), String> {
 /// live path and the replay path are one fold (src/core/apply.rs).
 fn check_live_state_is_the_fold_of_the_log(sim: &Sim) -> Result<(), String> {
     for i in 0..sim.offices.len() {
-        let Some((live, replayed)) = sim.live_and_replayed(i) else {
-            continue;
-        };
-        if live != replayed {
-            let diff: Vec<String> = live
-                .lines()
-                .zip(replayed.lines())
-                .filter(|(a, b)| a != b)
-                .take(4)
-                .map(|(a, b)| format!("live     {a}\nreplayed {b}"))
-                .collect();
-            return Err(format!(
-                "office {i}'s live state is not its log's:\n{}",
-                diff.join("\n")
-            ));
+        if let Some(diff) = sim.fold_mismatch(i) {
+            return Err(format!("office {i}'s live state is not its log's:\n{diff}"));
         }
     }
     Ok(())

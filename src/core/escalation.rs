@@ -609,7 +609,9 @@ impl Core {
                 // A shorter interval takes effect now, not after the old one runs out.
                 ch.next_check_at = Some(
                     ch.next_check_at
-                        .map_or(now.mono_ms + interval, |t| t.min(now.mono_ms + interval)),
+                        .map_or(now.mono_ms.saturating_add(interval), |t| {
+                            t.min(now.mono_ms.saturating_add(interval))
+                        }),
                 );
             }
         }

@@ -94,10 +94,7 @@ impl Core {
         if n.settles {
             // Settled by applying the entry (apply.rs), when it names a
             // message pending with that payload.
-            let pending = n.sequence != 0
-                && ch.pending.get(&n.sequence).map(|p| p.hash.as_slice())
-                    == Some(n.payload_hash.as_slice());
-            if !pending {
+            if !settles_pending(ch, n.sequence, &n.payload_hash) {
                 let refused_before = ch.history.get(&n.sequence).is_some_and(|h| {
                     h.state == OutState::Refused
                         && h.envelope_hash().as_slice() == n.payload_hash.as_slice()
@@ -153,11 +150,17 @@ pub(super) fn mark_delivered(ch: &mut Channel, seq: u64, receipt: SignedEnvelope
     }
 }
 
+/// Whether a settling refusal of `seq` names a message of ours still
+/// pending with this payload hash.
+fn settles_pending(ch: &Channel, seq: u64, payload_hash: &[u8]) -> bool {
+    seq != 0 && ch.pending.get(&seq).map(|p| p.hash.as_slice()) == Some(payload_hash)
+}
+
 /// Settles our message `seq` as refused if it is pending with this payload
 /// hash: no more retransmissions, and `receipted_through` moves past it.
 /// Returns whether it did.
 pub(super) fn mark_refused(ch: &mut Channel, seq: u64, payload_hash: &[u8]) -> bool {
-    if seq == 0 || ch.pending.get(&seq).map(|p| p.hash.as_slice()) != Some(payload_hash) {
+    if !settles_pending(ch, seq, payload_hash) {
         return false;
     }
     // Refused messages leave the outbox but stay in the history.

@@ -500,17 +500,28 @@ impl Sim {
         self.offices[i].seal_public
     }
 
-    /// Office `i`'s state as its live core holds it and as a core replayed
-    /// from its durable log holds it ([`Core::fold_digest`]); `None` while
-    /// it is down.
-    pub fn live_and_replayed(&self, i: usize) -> Option<(String, String)> {
+    /// Where office `i`'s live core differs from a core replayed from its
+    /// durable log ([`Core::fold_digest`]), the first few lines of each;
+    /// `None` when they agree or the office is down.
+    pub fn fold_mismatch(&self, i: usize) -> Option<String> {
         let o = &self.offices[i];
-        let live = o.core.as_ref()?;
+        let live = o.core.as_ref()?.fold_digest();
         let mut replayed = (o.make)();
         for e in &o.disk {
-            replayed.replay(&e.entry, &e.bytes).ok()?;
+            if let Err(e) = replayed.replay(&e.entry, &e.bytes) {
+                return Some(format!("its log does not replay: {e:?}"));
+            }
         }
-        Some((live.fold_digest(), replayed.fold_digest()))
+        let replayed = replayed.fold_digest();
+        (live != replayed).then(|| {
+            live.lines()
+                .zip(replayed.lines())
+                .filter(|(a, b)| a != b)
+                .take(4)
+                .map(|(a, b)| format!("live     {a}\nreplayed {b}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
     }
 
     /// Office `i`'s own keys, as its core was made with them.
