@@ -13,6 +13,9 @@
 //! - [`identity`]: office names, keys, the private TLS CA, the public office
 //!   card, `hotline.toml`, and the office directory that holds them.
 //! - [`audit`]: the append-only log: record framing, recovery, group commit.
+//! - [`history`]: message history on disk: an index (redb) from ids and
+//!   sequences to log entries, so views page through years of traffic
+//!   without holding it in memory.
 //! - [`core`]: the sans-IO channel state machine. Takes `now` and events,
 //!   returns entries to persist, frames to send and events to report.
 //! - [`sim`]: the one deterministic network and clock for N cores, with
@@ -48,6 +51,7 @@ pub mod control;
 pub mod core;
 pub mod demo;
 pub mod drill;
+pub mod history;
 pub mod identity;
 pub mod node;
 pub mod sim;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use super::budget::{Spend, Verdict};
-use super::channel::{Channel, ChannelStatus, InboxItem, OutboxItem};
+use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::policy::Policy;
 use super::send::transmit_message;
@@ -626,6 +626,20 @@ impl Core {
     pub fn find_sent(&self, id: &MessageId) -> Option<&OutboxItem> {
         let (peer, seq) = self.sent_by_id.get(id)?;
         self.channels.get(peer)?.history.get(seq)
+    }
+
+    /// What only the running core knows of our message `seq` to `peer`
+    /// while it is unsettled: `Queued` (never handed to the transport) or
+    /// `Sent`, with its transmissions this run. `None` once settled.
+    pub fn pending_state(&self, peer: &str, seq: u64) -> Option<(OutState, u32)> {
+        let ch = self.channels.get(&OfficeName::new(peer).ok()?)?;
+        let p = ch.pending.get(&seq)?;
+        let state = if p.attempts == 0 {
+            OutState::Queued
+        } else {
+            OutState::Sent
+        };
+        Some((state, p.attempts))
     }
 
     /// Our message `seq` to `peer`, while it is unsettled: what a shell that

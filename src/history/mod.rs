@@ -1,0 +1,528 @@
+//! Message history on disk: what was sent and received, and what became of
+//! it, read from the log through an index.
+//!
+//! The log stays the only source of truth. [`History`] is a fold of its
+//! entries into a small record per message (where its entry lies, its
+//! receipt, its acknowledgement), kept in an embedded B-tree (redb) so that
+//! the node's memory does not grow with years of traffic: views page
+//! through the index and read the messages themselves from the log
+//! ([`crate::audit::LogReader`]). The index can always be rebuilt from the
+//! log; it records the log position it reflects ([`Position`]), with the
+//! Merkle root there, so a node catches up from where it stopped and
+//! rebuilds from scratch when the log is not the one it indexed.
+//!
+//! # Layout
+//! - this file: the tables, the fold ([`History::apply`]) and the lookups;
+//! - [`views`]: inbox and outbox pages, one message by id, as the control
+//!   API shows them.
+
+// The index reads what our own log holds; a damaged or hostile record must
+// still never panic the node.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod views;
+
+use std::path::Path;
+
+use prost::Message as _;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::wire::proto::{log_entry::Event, LogEntry, Message, NegativeReceipt, Receipt};
+use crate::wire::{sha256, MessageId};
+
+/// The index's own records (`proto/store.proto`).
+#[allow(missing_docs, clippy::all)]
+pub mod record {
+    include!(concat!(env!("OUT_DIR"), "/hotline.store.v1.rs"));
+}
+pub use record::{ReceivedRecord, SentRecord};
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    /// We sent it.
+    Sent,
+    /// We received it.
+    Received,
+}
+
+impl Direction {
+    fn code(self) -> u8 {
+        match self {
+            Direction::Sent => 0,
+            Direction::Received => 1,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(Direction::Sent),
+            1 => Some(Direction::Received),
+            _ => None,
+        }
+    }
+}
+
+/// [`SentRecord::state`] values.
+pub mod sent_state {
+    /// No receipt or settling refusal yet.
+    pub const OPEN: u32 = 0;
+    /// The peer's signed receipt is logged.
+    pub const DELIVERED: u32 = 1;
+    /// The peer's settling negative receipt is logged.
+    pub const REFUSED: u32 = 2;
+}
+
+/// How far into the log the index reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Index of the first entry not yet folded in.
+    pub next_index: u64,
+    /// Its byte offset in the log.
+    pub next_offset: u64,
+    /// Root of the log's Merkle tree over the first `next_index` entries:
+    /// tells whether the log is still the one indexed.
+    pub root: [u8; 32],
+}
+
+/// What went wrong with the index. The log is never at risk: the index can
+/// be deleted and rebuilt from it.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The embedded store refused or is damaged.
+    #[error("history index {path}: {detail}; it is rebuilt from the log if you remove it")]
+    Store {
+        /// The index file (or "memory").
+        path: String,
+        /// What the store said.
+        detail: String,
+    },
+}
+
+// (peer, sequence) -> record bytes.
+const SENT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("sent");
+const RECEIVED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("received");
+// (id, direction, peer) -> sequence: ids are unique per sender, so per
+// (direction, peer); the same id from two offices is two messages.
+const BY_ID: TableDefinition<(u128, u8, &str), u64> = TableDefinition::new("by_id");
+// (direction, log index) -> (peer, sequence): pages in log order.
+const ORDER: TableDefinition<(u8, u64), (&str, u64)> = TableDefinition::new("order");
+// "next_index", "next_offset" -> u64; "root" kept as 4 u64 words.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ROOT_WORDS: [&str; 4] = ["root0", "root1", "root2", "root3"];
+
+/// Memory the store may use for its page cache. Kept small: the node's
+/// memory must not grow with the history (docs/architecture.md).
+pub const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A message found in the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// Which way it went.
+    pub direction: Direction,
+    /// The other office.
+    pub peer: String,
+    /// Its sequence on that channel.
+    pub sequence: u64,
+}
+
+/// One entry to fold in: the decoded entry and its byte offset in the log.
+pub struct Indexed<'a> {
+    /// The entry.
+    pub entry: &'a LogEntry,
+    /// Its record's byte offset.
+    pub offset: u64,
+}
+
+/// The history index.
+pub struct History {
+    db: Database,
+    path: String,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History").field("path", &self.path).finish()
+    }
+}
+
+impl History {
+    /// Opens (creating if needed) the index file at `path`.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        let name = path.display().to_string();
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| store_err(&name, e))?;
+        let h = History { db, path: name };
+        h.ensure_tables()?;
+        Ok(h)
+    }
+
+    /// An index held in memory (the simulator, offline views, tests).
+    pub fn in_memory() -> Result<Self, HistoryError> {
+        let name = "memory".to_string();
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| store_err(&name, e))?;
+        let h = History { db, path: name };
+        h.ensure_tables()?;
+        Ok(h)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> HistoryError {
+        store_err(&self.path, e)
+    }
+
+    fn ensure_tables(&self) -> Result<(), HistoryError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            tx.open_table(SENT).map_err(|e| self.err(e))?;
+            tx.open_table(RECEIVED).map_err(|e| self.err(e))?;
+            tx.open_table(BY_ID).map_err(|e| self.err(e))?;
+            tx.open_table(ORDER).map_err(|e| self.err(e))?;
+            tx.open_table(META).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Where the index stands in the log.
+    pub fn position(&self) -> Result<Position, HistoryError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = tx.open_table(META).map_err(|e| self.err(e))?;
+        let get = |k: &str| -> Result<u64, HistoryError> {
+            Ok(meta
+                .get(k)
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        };
+        let mut root = [0u8; 32];
+        for (chunk, k) in root.chunks_mut(8).zip(ROOT_WORDS) {
+            chunk.copy_from_slice(&get(k)?.to_be_bytes());
+        }
+        Ok(Position {
+            next_index: get("next_index")?,
+            next_offset: get("next_offset")?,
+            root,
+        })
+    }
+
+    /// Empties the index (before a rebuild from the log's start).
+    pub fn clear(&mut self) -> Result<(), HistoryError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.delete_table(SENT).map_err(|e| self.err(e))?;
+        tx.delete_table(RECEIVED).map_err(|e| self.err(e))?;
+        tx.delete_table(BY_ID).map_err(|e| self.err(e))?;
+        tx.delete_table(ORDER).map_err(|e| self.err(e))?;
+        tx.delete_table(META).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        self.ensure_tables()
+    }
+
+    /// Folds `entries` (consecutive, from [`Position::next_index`]) into
+    /// the index, which then stands at `after`, in one transaction.
+    /// `durable` makes it survive a crash of the machine; otherwise it is
+    /// kept if the process stops but may be lost with the machine, and the
+    /// index then catches up from the log at the next start.
+    pub fn apply<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = Indexed<'a>>,
+        after: Position,
+        durable: bool,
+    ) -> Result<(), HistoryError> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let durability = if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        tx.set_durability(durability).map_err(|e| self.err(e))?;
+        {
+            let mut t = Tables {
+                sent: tx.open_table(SENT).map_err(|e| self.err(e))?,
+                received: tx.open_table(RECEIVED).map_err(|e| self.err(e))?,
+                by_id: tx.open_table(BY_ID).map_err(|e| self.err(e))?,
+                order: tx.open_table(ORDER).map_err(|e| self.err(e))?,
+            };
+            for e in entries {
+                t.fold(e).map_err(|e| self.err(e))?;
+            }
+            let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
+            meta.insert("next_index", after.next_index)
+                .map_err(|e| self.err(e))?;
+            meta.insert("next_offset", after.next_offset)
+                .map_err(|e| self.err(e))?;
+            for (chunk, k) in after.root.chunks(8).zip(ROOT_WORDS) {
+                let word = <[u8; 8]>::try_from(chunk).unwrap_or_default();
+                meta.insert(k, u64::from_be_bytes(word))
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every message with this id (normally one; the same id from two
+    /// offices, or sent and received, is more).
+    pub fn find(&self, id: &MessageId) -> Result<Vec<Found>, HistoryError> {
+        let key = u128::from_be_bytes(id.0);
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BY_ID).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        let range = t
+            .range((key, 0u8, "")..=(key, u8::MAX, "\u{10FFFF}"))
+            .map_err(|e| self.err(e))?;
+        for row in range {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (_, dir, peer) = k.value();
+            if let Some(direction) = Direction::from_code(dir) {
+                out.push(Found {
+                    direction,
+                    peer: peer.to_string(),
+                    sequence: v.value(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Our message `seq` to `peer`.
+    pub fn sent(&self, peer: &str, seq: u64) -> Result<Option<SentRecord>, HistoryError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(SENT).map_err(|e| self.err(e))?;
+        let v = t.get((peer, seq)).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| SentRecord::decode(v.value()).ok()))
+    }
+
+    /// `peer`'s message `seq` to us.
+    pub fn received(&self, peer: &str, seq: u64) -> Result<Option<ReceivedRecord>, HistoryError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(RECEIVED).map_err(|e| self.err(e))?;
+        let v = t.get((peer, seq)).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| ReceivedRecord::decode(v.value()).ok()))
+    }
+
+    /// Messages of one direction in log order, newest first: at most
+    /// `limit`, all logged before log index `before` (a cursor: the
+    /// smallest index of the previous page), as (log index, peer, seq).
+    pub fn page(
+        &self,
+        direction: Direction,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String, u64)>, HistoryError> {
+        let d = direction.code();
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(ORDER).map_err(|e| self.err(e))?;
+        let end = before.unwrap_or(u64::MAX);
+        let range = t.range((d, 0u64)..(d, end)).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in range.rev().take(limit) {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (_, index) = k.value();
+            let (peer, seq) = v.value();
+            out.push((index, peer.to_string(), seq));
+        }
+        Ok(out)
+    }
+
+    /// How many messages each direction holds: (sent, received).
+    pub fn counts(&self) -> Result<(u64, u64), HistoryError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let s = tx.open_table(SENT).map_err(|e| self.err(e))?;
+        let r = tx.open_table(RECEIVED).map_err(|e| self.err(e))?;
+        Ok((
+            s.len().map_err(|e| self.err(e))?,
+            r.len().map_err(|e| self.err(e))?,
+        ))
+    }
+}
+
+fn store_err(path: &str, e: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Store {
+        path: path.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+struct Tables<'tx> {
+    sent: redb::Table<'tx, (&'static str, u64), &'static [u8]>,
+    received: redb::Table<'tx, (&'static str, u64), &'static [u8]>,
+    by_id: redb::Table<'tx, (u128, u8, &'static str), u64>,
+    order: redb::Table<'tx, (u8, u64), (&'static str, u64)>,
+}
+
+impl Tables<'_> {
+    fn get_sent(&self, peer: &str, seq: u64) -> Result<Option<SentRecord>, redb::StorageError> {
+        Ok(self
+            .sent
+            .get((peer, seq))?
+            .and_then(|v| SentRecord::decode(v.value()).ok()))
+    }
+
+    fn get_received(
+        &self,
+        peer: &str,
+        seq: u64,
+    ) -> Result<Option<ReceivedRecord>, redb::StorageError> {
+        Ok(self
+            .received
+            .get((peer, seq))?
+            .and_then(|v| ReceivedRecord::decode(v.value()).ok()))
+    }
+
+    fn seq_of(
+        &self,
+        id: &str,
+        dir: Direction,
+        peer: &str,
+    ) -> Result<Option<u64>, redb::StorageError> {
+        let Some(id) = MessageId::parse(id) else {
+            return Ok(None);
+        };
+        let key = (u128::from_be_bytes(id.0), dir.code(), peer);
+        Ok(self.by_id.get(key)?.map(|v| v.value()))
+    }
+
+    /// What one entry does to the history. Entries the log holds were
+    /// checked when they were logged; anything that does not decode or
+    /// names nothing known is skipped, never trusted.
+    fn fold(&mut self, e: Indexed<'_>) -> Result<(), redb::StorageError> {
+        let index = e.entry.index;
+        let Some(event) = &e.entry.event else {
+            return Ok(());
+        };
+        match event {
+            Event::MessageSent(pe) => {
+                let Some(env) = &pe.envelope else {
+                    return Ok(());
+                };
+                let Ok(msg) = Message::decode(env.payload.as_slice()) else {
+                    return Ok(());
+                };
+                let peer = pe.peer.as_str();
+                let rec = SentRecord {
+                    log_index: index,
+                    offset: e.offset,
+                    hash: sha256(&env.payload).to_vec(),
+                    ..Default::default()
+                };
+                self.sent
+                    .insert((peer, msg.sequence), rec.encode_to_vec().as_slice())?;
+                self.order
+                    .insert((Direction::Sent.code(), index), (peer, msg.sequence))?;
+                if let Some(id) = MessageId::parse(&msg.id) {
+                    let key = (u128::from_be_bytes(id.0), Direction::Sent.code(), peer);
+                    self.by_id.insert(key, msg.sequence)?;
+                }
+                // Our reply acknowledges the peer's message (the first does).
+                if let Some(seq) = self.seq_of(&msg.reply_to, Direction::Received, peer)? {
+                    if let Some(mut r) = self.get_received(peer, seq)? {
+                        if r.acknowledged_by.is_empty() {
+                            r.acknowledged_by = id_bytes(&msg.id);
+                            self.received
+                                .insert((peer, seq), r.encode_to_vec().as_slice())?;
+                        }
+                    }
+                }
+            }
+            Event::ReceiptReceived(pe) => {
+                let Some(r) = decode::<Receipt>(pe) else {
+                    return Ok(());
+                };
+                let peer = pe.peer.as_str();
+                if let Some(mut s) = self.get_sent(peer, r.sequence)? {
+                    s.state = sent_state::DELIVERED;
+                    s.receipt_index_plus_one = index.saturating_add(1);
+                    s.receipt_offset = e.offset;
+                    self.sent
+                        .insert((peer, r.sequence), s.encode_to_vec().as_slice())?;
+                }
+            }
+            Event::NegativeReceiptReceived(pe) => {
+                let Some(n) = decode::<NegativeReceipt>(pe) else {
+                    return Ok(());
+                };
+                let peer = pe.peer.as_str();
+                if !n.settles {
+                    return Ok(());
+                }
+                if let Some(mut s) = self.get_sent(peer, n.sequence)? {
+                    if s.state == sent_state::OPEN && s.hash == n.payload_hash {
+                        s.state = sent_state::REFUSED;
+                        s.receipt_index_plus_one = index.saturating_add(1);
+                        s.receipt_offset = e.offset;
+                        self.sent
+                            .insert((peer, n.sequence), s.encode_to_vec().as_slice())?;
+                    }
+                }
+            }
+            Event::MessageReceived(pe) => {
+                let Some(env) = &pe.envelope else {
+                    return Ok(());
+                };
+                let Ok(msg) = Message::decode(env.payload.as_slice()) else {
+                    return Ok(());
+                };
+                let peer = pe.peer.as_str();
+                let rec = ReceivedRecord {
+                    log_index: index,
+                    offset: e.offset,
+                    ..Default::default()
+                };
+                self.received
+                    .insert((peer, msg.sequence), rec.encode_to_vec().as_slice())?;
+                self.order
+                    .insert((Direction::Received.code(), index), (peer, msg.sequence))?;
+                if let Some(id) = MessageId::parse(&msg.id) {
+                    let key = (u128::from_be_bytes(id.0), Direction::Received.code(), peer);
+                    self.by_id.insert(key, msg.sequence)?;
+                }
+                // The peer's reply acknowledges our message (the first does).
+                if let Some(seq) = self.seq_of(&msg.reply_to, Direction::Sent, peer)? {
+                    if let Some(mut s) = self.get_sent(peer, seq)? {
+                        if s.acknowledged_by.is_empty() {
+                            s.acknowledged_by = id_bytes(&msg.id);
+                            s.response = msg.response;
+                            self.sent
+                                .insert((peer, seq), s.encode_to_vec().as_slice())?;
+                        }
+                    }
+                }
+            }
+            Event::ReceiptSent(pe) => {
+                let Some(r) = decode::<Receipt>(pe) else {
+                    return Ok(());
+                };
+                let peer = pe.peer.as_str();
+                if let Some(mut rec) = self.get_received(peer, r.sequence)? {
+                    rec.receipt_index_plus_one = index.saturating_add(1);
+                    rec.receipt_offset = e.offset;
+                    self.received
+                        .insert((peer, r.sequence), rec.encode_to_vec().as_slice())?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn decode<M: prost::Message + Default>(pe: &crate::wire::proto::PeerEnvelope) -> Option<M> {
+    M::decode(pe.envelope.as_ref()?.payload.as_slice()).ok()
+}
+
+/// A message id as its 16 bytes (a reply's id that is not one is kept as
+/// a single zero byte: "acknowledged, by a reply without a proper id").
+fn id_bytes(id: &str) -> Vec<u8> {
+    MessageId::parse(id).map_or(vec![0], |i| i.0.to_vec())
+}
