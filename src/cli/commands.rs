@@ -5,7 +5,10 @@ use std::io::Read;
 use anyhow::{anyhow, Context};
 
 use super::{exit, render, Command, NodeCommand, PeerCommand};
+use hotline::audit::LogReader;
 use hotline::control::{ClientError, ControlClient, SendRequest};
+use hotline::history::views::Page;
+use hotline::history::History;
 use hotline::identity::{OfficeCard, OfficeDir, OfficeName};
 use hotline::node::{self, NodeOptions};
 
@@ -99,8 +102,8 @@ pub fn run(cmd: Command) -> Res {
         Command::Rotate(super::RotateCommand::Cert(a)) => rotate(&a.dir, a.json, None),
         Command::Rotate(super::RotateCommand::Keys(a)) => rotate(&a.dir, a.json, Some(&a.only)),
         Command::Watch(a) => watch(&a.dir, a.json),
-        Command::Inbox(a) => inbox(&a.dir, a.json),
-        Command::Outbox(a) => outbox(&a.dir, a.json),
+        Command::Inbox(a) => inbox(&a),
+        Command::Outbox(a) => outbox(&a),
         Command::Status(a) => status(&a.dir, a.json),
         Command::Demo(a) => demo(a),
         Command::Bench(a) => bench(a),
@@ -472,38 +475,85 @@ fn watch(dir: &std::path::Path, json: bool) -> Res {
 fn online_or_log<T>(
     dir: &std::path::Path,
     online: impl FnOnce(&ControlClient) -> Result<T, ClientError>,
-    offline: impl FnOnce(&hotline::core::Core) -> T,
+    offline: impl FnOnce(&(hotline::core::Core, History, LogReader)) -> Result<T, node::NodeError>,
 ) -> Result<T, Failure> {
     let od = OfficeDir::new(dir);
     match ControlClient::from_dir(&od).and_then(|c| online(&c)) {
         Ok(v) => Ok(v),
         Err(ClientError::NotRunning(_) | ClientError::StaleAddress(_)) => {
             let office = od.load()?;
-            let core = node::offline::load_core(&office)?;
+            let loaded = node::offline::load_with_history(&office)?;
             eprintln!("(no node running: read from the log)");
-            Ok(offline(&core))
+            Ok(offline(&loaded)?)
         }
         Err(e) => Err(client_failure(e)),
     }
 }
 
-fn inbox(dir: &std::path::Path, json: bool) -> Res {
-    let items = online_or_log(dir, |c| c.inbox(), node::offline::inbox)?;
-    if json {
+/// The page a history command asks for.
+fn history_page(a: &super::HistoryArgs) -> Result<Page, Failure> {
+    let since_unix_ms = match &a.since {
+        None => None,
+        Some(s) => {
+            let ago = hotline::drill::duration::parse(s).map_err(|e| Failure {
+                code: 2, // bad usage, as clap's own
+                err: anyhow!(
+                    "--since {}: {e} (give a duration such as 30m, 6h or 2d)",
+                    hotline::text::quote(s, 40)
+                ),
+            })?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            Some(now.saturating_sub(ago))
+        }
+    };
+    Ok(Page {
+        limit: a.limit as usize,
+        before: a.before,
+        since_unix_ms,
+    })
+}
+
+/// Tells where the next (older) page starts, when there may be one.
+fn more_hint(shown: usize, page: &Page, oldest: Option<u64>) {
+    if let (true, Some(i)) = (shown >= page.limit && page.since_unix_ms.is_none(), oldest) {
+        eprintln!("(newest {shown} shown; older ones: --before {i})");
+    }
+}
+
+fn inbox(a: &super::HistoryArgs) -> Res {
+    let page = history_page(a)?;
+    let mut items = online_or_log(
+        &a.dir,
+        |c| c.inbox_page(&page),
+        |l| node::offline::inbox(l, page),
+    )?;
+    items.reverse();
+    if a.json {
         print_json(&items);
     } else {
         render::inbox(&items);
     }
+    more_hint(items.len(), &page, items.first().map(|e| e.log_index));
     Ok(exit::OK)
 }
 
-fn outbox(dir: &std::path::Path, json: bool) -> Res {
-    let items = online_or_log(dir, |c| c.outbox(), node::offline::outbox)?;
-    if json {
+fn outbox(a: &super::HistoryArgs) -> Res {
+    let page = history_page(a)?;
+    let mut items = online_or_log(
+        &a.dir,
+        |c| c.outbox_page(&page),
+        |l| node::offline::outbox(l, page),
+    )?;
+    items.reverse();
+    if a.json {
         print_json(&items);
     } else {
         render::outbox(&items);
     }
+    more_hint(items.len(), &page, items.first().map(|e| e.log_index));
     Ok(exit::OK)
 }
 

@@ -143,10 +143,12 @@ enum Command {
     Rotate(RotateCommand),
     /// A live stream of events for the duty officer's terminal (Ctrl-C to stop).
     Watch(DirJson),
-    /// Messages received, oldest first.
-    Inbox(DirJson),
-    /// Messages sent and their delivery state.
-    Outbox(DirJson),
+    /// Messages received: the newest page, shown oldest first. Years of
+    /// history stay on disk; page back with --before.
+    Inbox(HistoryArgs),
+    /// Messages sent and their delivery state: the newest page, shown
+    /// oldest first; page back with --before.
+    Outbox(HistoryArgs),
     /// Peers, link state, round-trip time, last heard, queue lengths.
     Status(DirJson),
     /// Two offices in this process on loopback: one message of each
@@ -190,6 +192,27 @@ struct DirJson {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct HistoryArgs {
+    /// The office directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Print JSON instead of a table (the page, oldest first).
+    #[arg(long)]
+    json: bool,
+    /// Most messages to show (at most 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    limit: u64,
+    /// Only messages logged before this log index: the cursor printed
+    /// with the previous page.
+    #[arg(long, value_name = "LOG_INDEX")]
+    before: Option<u64>,
+    /// Only messages logged in the last DURATION (for example 90s, 30m,
+    /// 6h, 2d).
+    #[arg(long, value_name = "DURATION")]
+    since: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -281,6 +281,9 @@ pub struct OutboxEntry {
     /// Drill traffic.
     #[serde(default)]
     pub exercise: bool,
+    /// Our log index of the entry that holds it (the paging cursor).
+    #[serde(default)]
+    pub log_index: u64,
 }
 
 impl OutboxEntry {
@@ -301,6 +304,7 @@ impl OutboxEntry {
                 crate::wire::proto::Message::decode(o.envelope.payload.as_slice())
                     .is_ok_and(|m| m.exercise)
             },
+            log_index: o.log_index,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::api::{ErrorBody, InboxEntry, OutboxEntry, SendRequest, SendResponse, StatusResponse};
+use crate::history::views::{Page, PageWalk};
 use crate::identity::{files, OfficeDir};
 
 /// Why a control call failed.
@@ -167,13 +168,33 @@ impl ControlClient {
     pub fn status(&self) -> Result<StatusResponse, ClientError> {
         self.get("/v1/status")
     }
-    /// `GET /v1/inbox`.
-    pub fn inbox(&self) -> Result<Vec<InboxEntry>, ClientError> {
-        self.get("/v1/inbox")
+    /// `GET /v1/inbox`: one page, newest first.
+    pub fn inbox_page(&self, page: &Page) -> Result<Vec<InboxEntry>, ClientError> {
+        self.get(&format!("/v1/inbox{}", page_query(page)))
     }
-    /// `GET /v1/outbox`.
+    /// `GET /v1/outbox`: one page, newest first.
+    pub fn outbox_page(&self, page: &Page) -> Result<Vec<OutboxEntry>, ClientError> {
+        self.get(&format!("/v1/outbox{}", page_query(page)))
+    }
+    /// The whole inbox, oldest first, page by page.
+    pub fn inbox(&self) -> Result<Vec<InboxEntry>, ClientError> {
+        let mut walk = PageWalk::default();
+        loop {
+            let items = self.inbox_page(&walk.next())?;
+            if let Some(all) = walk.take(items, |e| e.log_index) {
+                return Ok(all);
+            }
+        }
+    }
+    /// The whole outbox, oldest first, page by page.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, ClientError> {
-        self.get("/v1/outbox")
+        let mut walk = PageWalk::default();
+        loop {
+            let items = self.outbox_page(&walk.next())?;
+            if let Some(all) = walk.take(items, |e| e.log_index) {
+                return Ok(all);
+            }
+        }
     }
     /// `POST /v1/messages`.
     pub fn send(&self, req: &SendRequest) -> Result<SendResponse, ClientError> {
@@ -236,4 +257,15 @@ impl ControlClient {
     pub fn shutdown(&self) -> Result<serde_json::Value, ClientError> {
         self.post("/v1/shutdown", &serde_json::json!({}))
     }
+}
+
+fn page_query(p: &Page) -> String {
+    let mut q = vec![format!("limit={}", p.limit)];
+    if let Some(b) = p.before {
+        q.push(format!("before={b}"));
+    }
+    if let Some(s) = p.since_unix_ms {
+        q.push(format!("since={s}"));
+    }
+    format!("?{}", q.join("&"))
 }

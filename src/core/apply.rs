@@ -68,8 +68,9 @@ impl Core {
                         deadline: None,
                     },
                 );
-                ch.history
-                    .insert(seq, outbox_item(&ch.peer, &msg, env.clone()));
+                let mut item = outbox_item(&ch.peer, &msg, env.clone());
+                item.log_index = entry.index;
+                ch.history.insert(seq, item);
                 let peer = ch.peer.clone();
                 if let Some(id) = MessageId::parse(&msg.id) {
                     self.sent_by_id.insert(id, (peer.clone(), seq));
@@ -252,6 +253,7 @@ pub(super) fn outbox_item(peer: &OfficeName, msg: &Message, env: SignedEnvelope)
         acknowledged: None,
         receipt: None,
         envelope: env,
+        log_index: 0,
     }
 }
 

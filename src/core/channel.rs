@@ -56,6 +56,8 @@ pub struct OutboxItem {
     pub receipt: Option<SignedEnvelope>,
     /// The signed message.
     pub envelope: SignedEnvelope,
+    /// Our log index of the entry that holds it.
+    pub log_index: u64,
 }
 
 impl OutboxItem {

@@ -526,3 +526,137 @@ fn decode<M: prost::Message + Default>(pe: &crate::wire::proto::PeerEnvelope) ->
 fn id_bytes(id: &str) -> Vec<u8> {
     MessageId::parse(id).map_or(vec![0], |i| i.0.to_vec())
 }
+
+/// Opens the index file at `path` (created 0600 if missing). A file the
+/// store cannot open is damaged: it is replaced by an empty index, which
+/// the caller then rebuilds from the log; `Ok((h, true))` says so.
+pub fn open_or_replace(path: &Path) -> Result<(History, bool), HistoryError> {
+    let create = || {
+        crate::identity::files::private_open_options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| store_err(&path.display().to_string(), e))
+    };
+    if !path.exists() {
+        create()?;
+    }
+    match History::open(path) {
+        Ok(h) => Ok((h, false)),
+        Err(_) => {
+            std::fs::remove_file(path).map_err(|e| store_err(&path.display().to_string(), e))?;
+            create()?;
+            Ok((History::open(path)?, true))
+        }
+    }
+}
+
+/// Folds a log into the index as the node reads it at start: entries
+/// before the index's position are skipped (after checking, at the
+/// position, that the log is still the one indexed), the rest are folded
+/// in batches.
+pub struct CatchUp {
+    from: Position,
+    batch: Vec<crate::audit::StoredEntry>,
+    /// The log is not the one the index reflects (or ends before it).
+    pub mismatch: bool,
+    /// Entries folded.
+    pub folded: u64,
+    next_offset: u64,
+}
+
+/// Entries folded per index transaction while catching up.
+const CATCH_UP_BATCH: usize = 4096;
+
+impl CatchUp {
+    /// Starts a catch-up from where `history` stands.
+    pub fn new(history: &History) -> Result<Self, HistoryError> {
+        let from = history.position()?;
+        Ok(CatchUp {
+            from,
+            batch: Vec::new(),
+            mismatch: false,
+            folded: 0,
+            next_offset: 0,
+        })
+    }
+
+    /// Feeds the next entry of the log; `root_before` is the Merkle root
+    /// of the log's entries before it (the caller's tree).
+    pub fn feed(
+        &mut self,
+        history: &mut History,
+        e: crate::audit::StoredEntry,
+        root_before: impl FnOnce() -> [u8; 32],
+        root_after: impl FnOnce() -> [u8; 32],
+    ) -> Result<(), HistoryError> {
+        let index = e.entry.index;
+        if index == self.from.next_index
+            && self.from.next_index > 0
+            && (root_before() != self.from.root || e.offset != self.from.next_offset)
+        {
+            self.mismatch = true;
+        }
+        let end = e
+            .offset
+            .saturating_add(crate::audit::RECORD_HEADER_LEN as u64)
+            .saturating_add(e.bytes.len() as u64);
+        self.next_offset = end;
+        if self.mismatch || index < self.from.next_index {
+            return Ok(());
+        }
+        self.batch.push(e);
+        if self.batch.len() >= CATCH_UP_BATCH {
+            let after = Position {
+                next_index: index.saturating_add(1),
+                next_offset: end,
+                root: root_after(),
+            };
+            self.flush(history, after, false)?;
+        }
+        Ok(())
+    }
+
+    /// Folds what is left once the log is read; `entries` is how many the
+    /// log holds and `root` their Merkle root.
+    pub fn finish(
+        mut self,
+        history: &mut History,
+        entries: u64,
+        root: [u8; 32],
+    ) -> Result<Self, HistoryError> {
+        if entries < self.from.next_index {
+            self.mismatch = true;
+        }
+        if self.mismatch {
+            return Ok(self);
+        }
+        let after = Position {
+            next_index: entries,
+            next_offset: self.next_offset.max(self.from.next_offset),
+            root,
+        };
+        self.flush(history, after, true)?;
+        Ok(self)
+    }
+
+    fn flush(
+        &mut self,
+        history: &mut History,
+        after: Position,
+        durable: bool,
+    ) -> Result<(), HistoryError> {
+        let batch = std::mem::take(&mut self.batch);
+        self.folded = self.folded.saturating_add(batch.len() as u64);
+        history.apply(
+            batch.iter().map(|e| Indexed {
+                entry: &e.entry,
+                offset: e.offset,
+            }),
+            after,
+            durable,
+        )
+    }
+}

@@ -124,7 +124,7 @@ pub fn outbox_entry(
     pending: PendingState<'_>,
     elapsed_us: Option<u64>,
 ) -> Result<OutboxEntry, LogError> {
-    let (_, m) = message_at(log, rec.offset)?;
+    let (at, m) = message_at(log, rec.offset)?;
     let (state, attempts) = match rec.state {
         sent_state::DELIVERED => (OutState::Delivered, 0),
         sent_state::REFUSED => (OutState::Refused, 0),
@@ -148,6 +148,7 @@ pub fn outbox_entry(
         created_unix_ms: m.created_unix_ms,
         delivery,
         exercise: m.exercise,
+        log_index: at.index,
     })
 }
 
@@ -200,6 +201,49 @@ pub fn outbox(
         }
     }
     Ok(Paged { items, next_before })
+}
+
+/// Walks every page of a view, oldest first at the end: ask for
+/// [`PageWalk::next`], hand each page to [`PageWalk::take`] until it
+/// returns the whole list.
+#[derive(Debug)]
+pub struct PageWalk<T> {
+    all: Vec<T>,
+    before: Option<u64>,
+}
+
+impl<T> Default for PageWalk<T> {
+    fn default() -> Self {
+        PageWalk {
+            all: Vec::new(),
+            before: None,
+        }
+    }
+}
+
+impl<T> PageWalk<T> {
+    /// The next page to ask for (the largest there is).
+    pub fn next(&self) -> Page {
+        Page {
+            limit: MAX_PAGE,
+            before: self.before,
+            since_unix_ms: None,
+        }
+    }
+
+    /// Takes a page (newest first); `log_index` reads an entry's cursor.
+    /// Returns everything, oldest first, once a page comes back short.
+    pub fn take(&mut self, items: Vec<T>, log_index: impl Fn(&T) -> u64) -> Option<Vec<T>> {
+        let done = items.len() < MAX_PAGE;
+        self.before = items.last().map(log_index);
+        self.all.extend(items);
+        if done || self.before.is_none() {
+            let mut all = std::mem::take(&mut self.all);
+            all.reverse();
+            return Some(all);
+        }
+        None
+    }
 }
 
 fn next_cursor(rows: &[(u64, String, u64)], limit: usize) -> Option<u64> {

@@ -146,6 +146,11 @@ impl OfficeDir {
     pub fn log(&self) -> PathBuf {
         self.root.join("log/hotline.log")
     }
+    /// The history index beside the log (derived from it, rebuilt when
+    /// missing or damaged).
+    pub fn history(&self) -> PathBuf {
+        self.root.join("log/history.redb")
+    }
     /// A pinned peer's card, relative path as stored in the config.
     pub fn peer_card_rel(name: &OfficeName) -> String {
         format!("peers/{name}.card.toml")

@@ -17,10 +17,13 @@ use super::link::{self, close_code, LinkHandle};
 use super::refusals::{Attempt, RefusalBook, Say};
 use super::spool;
 use super::NodeError;
+use crate::audit::LogReader;
 use crate::audit::LogWriter;
 use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, PeerStatus, StatusResponse};
 use crate::control::WatchEvent;
 use crate::core::{Core, CoreEvent, SubmitError};
+use crate::history::views::{self, Page};
+use crate::history::{History, Indexed, Position};
 use crate::identity::rotation;
 use crate::identity::OfficeName;
 use crate::wire::proto::{frame::Body, Frame, Precedence};
@@ -90,10 +93,10 @@ pub enum SendError {
 /// Queries answered from the actor's state.
 #[derive(Debug)]
 pub enum Query {
-    /// Inbox.
-    Inbox(oneshot::Sender<Vec<InboxEntry>>),
-    /// Outbox.
-    Outbox(oneshot::Sender<Vec<OutboxEntry>>),
+    /// A page of the inbox.
+    Inbox(Page, oneshot::Sender<Result<Vec<InboxEntry>, String>>),
+    /// A page of the outbox.
+    Outbox(Page, oneshot::Sender<Result<Vec<OutboxEntry>, String>>),
     /// Status.
     Status(oneshot::Sender<StatusResponse>),
 }
@@ -327,6 +330,9 @@ pub struct Actor {
     core_panics: Vec<Instant>,
     core_restarts: u64,
     last_core_panic: Option<String>,
+    /// The history index and a reader of the log it points into; `None`
+    /// after the index failed (views then say so; the log is unaffected).
+    history: Option<(History, LogReader)>,
 }
 
 impl Actor {
@@ -363,6 +369,7 @@ impl Actor {
             core_panics: Vec::new(),
             core_restarts: 0,
             last_core_panic: None,
+            history: None,
         }
     }
 
@@ -370,6 +377,13 @@ impl Actor {
     /// panic stops the node.
     pub fn with_reload(mut self, reload: Reload) -> Self {
         self.reload = Some(reload);
+        self
+    }
+
+    /// Gives the actor the history index (caught up with the log) and a
+    /// reader of the log.
+    pub fn with_history(mut self, history: History, reader: LogReader) -> Self {
+        self.history = Some((history, reader));
         self
     }
 
@@ -1127,7 +1141,11 @@ impl Actor {
             let entries = out.persist;
             let (writes, deletes) = (out.spool_write, out.spool_delete);
             let spool_dir = self.facts.spool_dir.clone();
-            let (log, result) = tokio::task::spawn_blocking(move || {
+            let mut history = self.history.take();
+            // Where the index will stand once these entries are folded in:
+            // the core's tree already holds them.
+            let root = self.core.tree().root().0;
+            let (log, result, history) = tokio::task::spawn_blocking(move || {
                 // Relay: the sealed frames are on disk before the entries
                 // that say they were accepted; deleted only after the entries
                 // that say they were handed over.
@@ -1136,17 +1154,25 @@ impl Actor {
                         path: spool_dir.clone(),
                         source: e,
                     };
-                    return (log, Err(err));
+                    return (log, Err(err), history);
                 }
+                let start = log.len_bytes();
                 let r = log.append_durable(&entries);
                 if r.is_ok() {
                     spool::delete(&spool_dir, &deletes);
+                    if let Some((h, _)) = history.as_mut() {
+                        if let Err(e) = fold_committed(h, &entries, start, log.len_bytes(), root) {
+                            tracing::error!("{e}; views are unavailable until the node restarts and rebuilds the index");
+                            history = None;
+                        }
+                    }
                 }
-                (log, r)
+                (log, r, history)
             })
             .await
             .map_err(|e| NodeError::Internal(format!("log writer panicked: {e}")))?;
             self.log = Some(log);
+            self.history = history;
             if let Err(e) = result {
                 tracing::error!("stopping: the log could not be made durable: {e}");
                 // Those waiting are told why, not merely that the node stops.
@@ -1402,16 +1428,35 @@ impl Actor {
 
     fn answer(&self, q: Query) {
         match q {
-            Query::Inbox(reply) => {
-                let _ = reply.send(self.core.inbox().iter().map(InboxEntry::from).collect());
+            Query::Inbox(page, reply) => {
+                let r = match &self.history {
+                    Some((h, log)) => views::inbox(h, log, page)
+                        .map(|p| p.items)
+                        .map_err(|e| e.to_string()),
+                    None => Err(HISTORY_GONE.into()),
+                };
+                let _ = reply.send(r);
             }
-            Query::Outbox(reply) => {
-                let _ = reply.send(
-                    self.core
-                        .outbox()
-                        .map(|o| OutboxEntry::new(o, self.elapsed_us.get(&o.id).copied()))
-                        .collect(),
-                );
+            Query::Outbox(page, reply) => {
+                let core = &self.core;
+                let pending = |peer: &str, seq: u64| core.pending_state(peer, seq);
+                let r = match &self.history {
+                    Some((h, log)) => views::outbox(h, log, page, &pending)
+                        .map(|p| {
+                            let mut items = p.items;
+                            for o in &mut items {
+                                let elapsed = MessageId::parse(&o.id)
+                                    .and_then(|id| self.elapsed_us.get(&id).copied());
+                                if let Some(d) = o.delivery.as_mut() {
+                                    d.elapsed_us = elapsed;
+                                }
+                            }
+                            items
+                        })
+                        .map_err(|e| e.to_string()),
+                    None => Err(HISTORY_GONE.into()),
+                };
+                let _ = reply.send(r);
             }
             Query::Status(reply) => {
                 let peers = self
@@ -1524,4 +1569,45 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// What a view says once the history index has failed.
+const HISTORY_GONE: &str =
+    "the history index failed (see the node's log); restart the node to rebuild it from the log";
+
+/// Folds entries just made durable (appended from byte `start` to `end`)
+/// into the history index, which then stands at the core's tree `root`.
+/// The index is made durable with each checkpoint; between them a machine
+/// crash may lose its tail, which the next start folds in again.
+fn fold_committed(
+    h: &mut History,
+    entries: &[crate::audit::Persisted],
+    start: u64,
+    end: u64,
+    root: [u8; 32],
+) -> Result<(), crate::history::HistoryError> {
+    let mut offset = start;
+    let mut indexed = Vec::with_capacity(entries.len());
+    let mut durable = false;
+    for e in entries {
+        indexed.push(Indexed {
+            entry: &e.entry,
+            offset,
+        });
+        durable |= matches!(
+            e.entry.event,
+            Some(crate::wire::proto::log_entry::Event::CheckpointIssued(_))
+        );
+        offset = offset
+            .saturating_add(crate::audit::RECORD_HEADER_LEN as u64)
+            .saturating_add(e.bytes.len() as u64);
+    }
+    let after = Position {
+        next_index: entries
+            .last()
+            .map_or(0, |e| e.entry.index.saturating_add(1)),
+        next_offset: end,
+        root,
+    };
+    h.apply(indexed, after, durable)
 }

@@ -3,8 +3,8 @@
 //! | method | path            | body / answer                                  |
 //! |--------|-----------------|------------------------------------------------|
 //! | GET    | /v1/status      | [`StatusResponse`](crate::control::StatusResponse) |
-//! | GET    | /v1/inbox       | list of [`InboxEntry`](crate::control::InboxEntry) |
-//! | GET    | /v1/outbox      | list of [`OutboxEntry`](crate::control::OutboxEntry) |
+//! | GET    | /v1/inbox       | list of [`InboxEntry`](crate::control::InboxEntry), newest first; `?limit=&before=&since=` page it |
+//! | GET    | /v1/outbox      | list of [`OutboxEntry`](crate::control::OutboxEntry), newest first, paged the same way |
 //! | POST   | /v1/messages    | [`SendRequest`](crate::control::SendRequest) → [`SendResponse`](crate::control::SendResponse) |
 //! | POST   | /v1/ack         | [`AckRequest`](crate::control::AckRequest) → [`SendResponse`](crate::control::SendResponse) |
 //! | POST   | /v1/alert-level | [`AlertLevelRequest`](crate::control::AlertLevelRequest) |
@@ -116,18 +116,38 @@ async fn status(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn inbox(State(s): State<AppState>) -> Response {
-    match s.node.inbox().await {
-        Some(v) => Json(v).into_response(),
+/// `?limit=N&before=LOG_INDEX&since=UNIX_MS` on the history views.
+#[derive(Debug, Default, serde::Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+    since: Option<u64>,
+}
+
+impl PageQuery {
+    fn page(&self) -> crate::history::views::Page {
+        crate::history::views::Page {
+            limit: self.limit.unwrap_or(0),
+            before: self.before,
+            since_unix_ms: self.since,
+        }
+    }
+}
+
+fn page_answer<T: serde::Serialize>(r: Option<Result<Vec<T>, String>>) -> Response {
+    match r {
+        Some(Ok(v)) => Json(v).into_response(),
+        Some(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         None => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
     }
 }
 
-async fn outbox(State(s): State<AppState>) -> Response {
-    match s.node.outbox().await {
-        Some(v) => Json(v).into_response(),
-        None => error(StatusCode::SERVICE_UNAVAILABLE, "node is stopping"),
-    }
+async fn inbox(State(s): State<AppState>, Query(q): Query<PageQuery>) -> Response {
+    page_answer(s.node.inbox_page(q.page()).await)
+}
+
+async fn outbox(State(s): State<AppState>, Query(q): Query<PageQuery>) -> Response {
+    page_answer(s.node.outbox_page(q.page()).await)
 }
 
 async fn send(State(s): State<AppState>, body: axum::body::Bytes) -> Response {

@@ -45,6 +45,7 @@ pub use refusals::MAX_IDENTITY_ROWS;
 
 use crate::audit::{LogError, LogWriter};
 use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, StatusResponse};
+use crate::history::views::{Page, PageWalk};
 use crate::identity::{files, rotation, Office, OfficeName};
 use crate::wire::MessageId;
 use transport_identity::TransportIdentity;
@@ -65,6 +66,9 @@ pub enum NodeError {
     /// The log could not be opened, recovered or written.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The history index could not be opened or rebuilt.
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
     /// The log decoded but does not replay.
     #[error("the log cannot be replayed: {0}")]
     Replay(#[from] crate::core::ReplayError),
@@ -219,18 +223,47 @@ impl NodeHandle {
             .unwrap_or_default()
     }
 
-    /// The inbox.
-    pub async fn inbox(&self) -> Option<Vec<InboxEntry>> {
+    /// A page of the inbox, newest first (`None` while the node stops;
+    /// `Some(Err)` when the history index failed).
+    pub async fn inbox_page(&self, page: Page) -> Option<Result<Vec<InboxEntry>, String>> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Input::Query(Query::Inbox(tx))).await.ok()?;
+        self.tx
+            .send(Input::Query(Query::Inbox(page, tx)))
+            .await
+            .ok()?;
         rx.await.ok()
     }
 
-    /// The outbox.
-    pub async fn outbox(&self) -> Option<Vec<OutboxEntry>> {
+    /// A page of the outbox, newest first.
+    pub async fn outbox_page(&self, page: Page) -> Option<Result<Vec<OutboxEntry>, String>> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Input::Query(Query::Outbox(tx))).await.ok()?;
+        self.tx
+            .send(Input::Query(Query::Outbox(page, tx)))
+            .await
+            .ok()?;
         rx.await.ok()
+    }
+
+    /// The whole inbox, oldest first (paged through the index).
+    pub async fn inbox(&self) -> Option<Vec<InboxEntry>> {
+        let mut walk = PageWalk::default();
+        loop {
+            let items = self.inbox_page(walk.next()).await?.ok()?;
+            if let Some(all) = walk.take(items, |e| e.log_index) {
+                return Some(all);
+            }
+        }
+    }
+
+    /// The whole outbox, oldest first (paged through the index).
+    pub async fn outbox(&self) -> Option<Vec<OutboxEntry>> {
+        let mut walk = PageWalk::default();
+        loop {
+            let items = self.outbox_page(walk.next()).await?.ok()?;
+            if let Some(all) = walk.take(items, |e| e.log_index) {
+                return Some(all);
+            }
+        }
     }
 
     /// Status.
@@ -333,19 +366,27 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    let mut core = offline::new_core(&office);
-    let mut replay_err = None;
-    let (log, recovered) = LogWriter::open(&dir.log(), |e| {
-        if replay_err.is_none() {
-            if let Err(err) = core.replay(&e.entry, &e.bytes) {
-                replay_err = Some(err);
-            }
-        }
-    })?;
-    if let Some(e) = replay_err {
-        return Err(e.into());
+    let log_dir = dir.log().parent().map(std::path::Path::to_path_buf);
+    if let Some(d) = log_dir.filter(|d| !d.exists()) {
+        files::create_private_dir(&d).map_err(io(&d))?;
     }
-    core.check_own_checkpoint()?;
+    // On a full disk, say so and stop before writing anything (the
+    // history index's catch-up included): a node
+    // restarted again and again must not leave a new torn tail each time.
+    if let Ok(free) = crate::audit::free_bytes(dir.root()) {
+        if free < START_FREE_BYTES {
+            return Err(NodeError::Log(LogError::DiskFull {
+                path: dir.log(),
+                detail: format!(
+                    "{free} bytes free on its file system; the node needs {START_FREE_BYTES} to start"
+                ),
+            }));
+        }
+    }
+    let mut loader = offline::Loader::new(&office)?;
+    let (log, recovered) = LogWriter::open(&dir.log(), |e| loader.feed(e))?;
+    let (mut core, history) = loader.finish(recovered.entries)?;
+    let reader = crate::audit::LogReader::open(&dir.log())?;
     // A certificate rotation every peer accepted, or one a crash cut short
     // mid-switch, is completed before the transport starts.
     let accepted_by_all = match (core.card_offer(), rotation::load_next(&dir)) {
@@ -394,18 +435,6 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
             t.offset,
             t.why
         );
-    }
-    // On a full disk, say so and stop before writing anything: a node
-    // restarted again and again must not leave a new torn tail each time.
-    if let Ok(free) = crate::audit::free_bytes(dir.root()) {
-        if free < START_FREE_BYTES {
-            return Err(NodeError::Log(LogError::DiskFull {
-                path: dir.log(),
-                detail: format!(
-                    "{free} bytes free on its file system; the node needs {START_FREE_BYTES} to start"
-                ),
-            }));
-        }
     }
     let clock = Clock::new();
     let fingerprints = fingerprints_of(&office);
@@ -542,7 +571,9 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         );
         Ok(core)
     });
-    let actor = Actor::new(core, log, clock, facts, (rx, normal_rx), links_up).with_reload(reload);
+    let actor = Actor::new(core, log, clock, facts, (rx, normal_rx), links_up)
+        .with_reload(reload)
+        .with_history(history, reader);
     let actor = tokio::spawn(actor.run());
 
     let mut run_files = vec![dir.quic_addr()];
