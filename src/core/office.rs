@@ -628,12 +628,16 @@ impl Core {
         self.channels.get(peer)?.history.get(seq)
     }
 
-    /// What only the running core knows of our message `seq` to `peer`
-    /// while it is unsettled: `Queued` (never handed to the transport) or
-    /// `Sent`, with its transmissions this run. `None` once settled.
+    /// What only the running core knows of our message `seq` to `peer`:
+    /// while unsettled, `Queued` (never handed to the transport) or `Sent`;
+    /// with its transmissions this run either way.
     pub fn pending_state(&self, peer: &str, seq: u64) -> Option<(OutState, u32)> {
         let ch = self.channels.get(&OfficeName::new(peer).ok()?)?;
-        let p = ch.pending.get(&seq)?;
+        let Some(p) = ch.pending.get(&seq) else {
+            // Settled: its transmissions this run still count.
+            let h = ch.history.get(&seq)?;
+            return Some((h.state, h.attempts));
+        };
         let state = if p.attempts == 0 {
             OutState::Queued
         } else {

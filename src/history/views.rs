@@ -25,8 +25,8 @@ pub enum ViewError {
     Log(#[from] LogError),
 }
 
-/// What the running core knows of an unreceipted message: `Queued` or
-/// `Sent`, and its transmissions this run. `None` once it is settled.
+/// What the running core knows of a message it sent: its state (`Queued`
+/// or `Sent` while unreceipted) and its transmissions this run.
 pub type PendingState<'a> = &'a dyn Fn(&str, u64) -> Option<(OutState, u32)>;
 
 /// A page request: newest first, at most `limit`, logged before log index
@@ -125,9 +125,10 @@ pub fn outbox_entry(
     elapsed_us: Option<u64>,
 ) -> Result<OutboxEntry, LogError> {
     let (at, m) = message_at(log, rec.offset)?;
+    let run_attempts = pending(peer, m.sequence).map_or(0, |(_, a)| a);
     let (state, attempts) = match rec.state {
-        sent_state::DELIVERED => (OutState::Delivered, 0),
-        sent_state::REFUSED => (OutState::Refused, 0),
+        sent_state::DELIVERED => (OutState::Delivered, run_attempts),
+        sent_state::REFUSED => (OutState::Refused, run_attempts),
         // Open: the core says whether it went out; a message the core no
         // longer holds as pending (its peer was removed) shows as sent.
         _ => pending(peer, m.sequence).unwrap_or((OutState::Sent, 0)),
