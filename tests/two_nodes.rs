@@ -109,7 +109,14 @@ fn thousand_messages_survive_sigkill_of_receiver_then_sender() {
     // Clean stop on SIGTERM, then the logs still read offline.
     assert!(a.terminate().success());
     assert!(b.terminate().success());
-    let out = hotline(&["inbox", "--dir", b_dir.to_str().unwrap(), "--json"]);
+    let out = hotline(&[
+        "inbox",
+        "--dir",
+        b_dir.to_str().unwrap(),
+        "--json",
+        "--limit",
+        "1000",
+    ]);
     assert!(out.status.success());
     let offline: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(offline.len(), 1000);
