@@ -157,19 +157,14 @@ fn dump(sim: &Sim) {
             }
         }
     }
-    if let Some(c) = sim.offices[P].core.as_ref() {
-        for id in &sim.offices[P].accepted {
-            if let Some(i) = c.find_sent(id) {
-                if i.peer.as_str() == NAMES[W] {
-                    let m = Message::decode(i.envelope.payload.as_slice()).ok();
-                    eprintln!(
-                        "pyongyang sent seq {} {:?} ps {:?} {:?}",
-                        i.sequence,
-                        i.precedence,
-                        m.map(|m| m.precedence_sequence),
-                        i.state
-                    );
-                }
+    let h = sim.history(P);
+    for id in &sim.offices[P].accepted {
+        if let Some(i) = h.find_sent(id) {
+            if i.to == NAMES[W] {
+                eprintln!(
+                    "pyongyang sent seq {} {} {:?}",
+                    i.sequence, i.precedence, i.state
+                );
             }
         }
     }
@@ -232,12 +227,15 @@ fn check_honest_pair(sim: &Sim, from: usize, to: usize) -> Result<(), String> {
     if let Some((id, n)) = count.iter().find(|(_, n)| **n > 1) {
         return Err(format!("{id} logged {n} times by {}", NAMES[to]));
     }
-    let core = sim.offices[from].core.as_ref().ok_or("sender down")?;
+    if !sim.is_up(from) {
+        return Err("sender down".into());
+    }
+    let h = sim.history(from);
     for id in &sim.offices[from].accepted {
-        let Some(item) = core.find_sent(id) else {
+        let Some(item) = h.find_sent(id) else {
             continue;
         };
-        if item.peer.as_str() != NAMES[to] {
+        if item.to != NAMES[to] {
             continue;
         }
         if item.state != OutState::Delivered || !count.contains_key(id.to_string().as_str()) {
@@ -270,7 +268,9 @@ fn check(sim: &Sim, duration_ms: u64) -> Result<(), String> {
     // generator signed for a message its core never saw leaves its core
     // waiting, for order, for a message washington will not send again.
     let w = sim.offices[W].core.as_ref().ok_or("washington down")?;
-    let p_core = sim.offices[P].core.as_ref().ok_or("pyongyang down")?;
+    if !sim.is_up(P) {
+        return Err("pyongyang down".into());
+    }
     let p_refused: BTreeSet<u64> = sim.offices[P]
         .disk
         .iter()
@@ -283,37 +283,29 @@ fn check(sim: &Sim, duration_ms: u64) -> Result<(), String> {
             _ => None,
         })
         .collect();
-    let lies: Vec<(Precedence, u64)> = w
+    let w_history = sim.history(W);
+    let p_inbox: Vec<String> = sim.history(P).inbox().into_iter().map(|m| m.id).collect();
+    let lies: Vec<(String, u64)> = w_history
         .outbox()
-        .filter(|i| i.peer.as_str() == NAMES[P])
+        .into_iter()
+        .filter(|i| i.to == NAMES[P])
         .filter(|i| matches!(i.state, OutState::Delivered | OutState::Refused))
-        .filter(|i| {
-            !p_refused.contains(&i.sequence)
-                && !p_core
-                    .inbox()
-                    .iter()
-                    .any(|m| m.message.id == i.id.to_string())
-        })
+        .filter(|i| !p_refused.contains(&i.sequence) && !p_inbox.contains(&i.id))
         .map(|i| (i.precedence, i.sequence))
         .collect();
     for id in &sim.offices[W].accepted {
-        if let Some(item) = w.find_sent(id) {
+        if let Some(item) = w_history.find_sent(id) {
             let behind_a_lie = lies
                 .iter()
                 .any(|(p, s)| *p == item.precedence && *s < item.sequence);
-            if item.peer.as_str() == NAMES[P]
+            if item.to == NAMES[P]
                 && !matches!(item.state, OutState::Delivered | OutState::Refused)
                 && !behind_a_lie
             {
-                let got = sim.offices[P].core.as_ref().map(|c| {
-                    c.inbox()
-                        .iter()
-                        .filter(|m| m.message.id == id.to_string())
-                        .count()
-                });
+                let got = p_inbox.iter().filter(|m| **m == id.to_string()).count();
                 return Err(format!(
                     "washington→pyongyang {id} (seq {}) is {:?} after {} attempts; \
-                     pyongyang holds it {got:?} times; washington: {:?}; pyongyang: {:?}",
+                     pyongyang holds it {got} times; washington: {:?}; pyongyang: {:?}",
                     item.sequence,
                     item.state,
                     item.attempts,
@@ -360,16 +352,21 @@ fn check(sim: &Sim, duration_ms: u64) -> Result<(), String> {
     // Pyongyang's genuine messages: settled, unless pyongyang itself took
     // the number for another payload.
     let p = sim.offices[P].core.as_ref().ok_or("pyongyang down")?;
+    let p_history = sim.history(P);
     for id in &sim.offices[P].accepted {
-        let Some(item) = p.find_sent(id) else {
+        let Some(item) = p_history.find_sent(id) else {
             continue;
         };
         if matches!(item.state, OutState::Delivered | OutState::Refused) {
             continue;
         }
+        let hash = p_history
+            .sent_record(id)
+            .map(|r| r.hash)
+            .unwrap_or_default();
         let hijacked = settled
             .get(&item.sequence)
-            .is_some_and(|h| *h != item.envelope_hash());
+            .is_some_and(|h| h.as_slice() != hash.as_slice());
         if !hijacked {
             return Err(format!(
                 "pyongyang's {id} (seq {}) is {:?} after {} attempts: washington settled {:?}; \

@@ -35,7 +35,10 @@ const PRECEDENCES: [Precedence; 4] = [
 fn check_direction(sim: &Sim, from: usize) -> Result<(), String> {
     let to = 1 - from;
     let receiver_key = sim.public_key(to);
-    let sender = sim.offices[from].core.as_ref().ok_or("sender down")?;
+    if !sim.is_up(from) {
+        return Err("sender down".into());
+    }
+    let sender = sim.history(from);
     let receiver_disk = &sim.offices[to].disk;
     let mut received: BTreeMap<String, Vec<(u64, [u8; 32])>> = BTreeMap::new();
     for e in receiver_disk.iter().map(|p| &p.entry) {
@@ -62,12 +65,9 @@ fn check_direction(sim: &Sim, from: usize) -> Result<(), String> {
         if item.state != OutState::Delivered {
             return Err(format!("{id} is {:?} at the sender", item.state));
         }
-        let r: Receipt = envelope::open(
-            item.receipt.as_ref().unwrap(),
-            Domain::Receipt,
-            &receiver_key,
-        )
-        .map_err(|e| format!("receipt for {id}: {e}"))?;
+        let r: Receipt =
+            envelope::open(&sender.receipt(id).unwrap(), Domain::Receipt, &receiver_key)
+                .map_err(|e| format!("receipt for {id}: {e}"))?;
         let (index, hash) = got[0];
         if r.log_index != index || r.message_hash != hash || r.message_id != id.to_string() {
             return Err(format!("receipt for {id} names the wrong entry"));
@@ -280,9 +280,8 @@ fn clean_line_delivers_everything_with_verified_receipts() {
     assert!(sim.heal(10_000));
     check(&sim).unwrap();
     // One transmission each: no spurious retransmits on a clean line.
-    let core = sim.offices[0].core.as_ref().unwrap();
-    assert!(core.outbox().all(|o| o.attempts == 1));
-    assert_eq!(sim.offices[1].core.as_ref().unwrap().inbox().len(), 50);
+    assert!(sim.history(0).outbox().iter().all(|o| o.attempts == 1));
+    assert_eq!(sim.history(1).inbox().len(), 50);
 }
 
 #[test]
@@ -292,10 +291,11 @@ fn messages_sent_while_the_line_is_down_go_out_on_reconnect() {
         .map(|n| sim.submit(0, draft(n, Precedence::Flash)).unwrap())
         .collect();
     sim.run_for(5_000);
-    let core = sim.offices[0].core.as_ref().unwrap();
+    let h = sim.history(0);
     assert!(ids
         .iter()
-        .all(|id| core.find_sent(id).unwrap().state == OutState::Queued));
+        .all(|id| h.find_sent(id).unwrap().state == OutState::Queued));
+    drop(h);
     sim.connect();
     sim.run_for(1_000);
     assert!(sim.quiet());
@@ -329,14 +329,7 @@ fn duplicate_is_not_delivered_twice_and_gets_the_same_receipt() {
     sim.connect();
     let id = sim.submit(0, draft(1, Precedence::Flash)).unwrap();
     sim.run_for(100);
-    let env = sim.offices[0]
-        .core
-        .as_ref()
-        .unwrap()
-        .find_sent(&id)
-        .unwrap()
-        .envelope
-        .clone();
+    let env = sim.history(0).sent_envelope(&id).unwrap();
     let log_len = sim.offices[1].disk.len();
     let frames = sim.offices[1].frames_sent;
     sim.inject(
@@ -345,7 +338,7 @@ fn duplicate_is_not_delivered_twice_and_gets_the_same_receipt() {
             body: Some(Body::Message(env)),
         },
     );
-    assert_eq!(sim.offices[1].core.as_ref().unwrap().inbox().len(), 1);
+    assert_eq!(sim.history(1).inbox().len(), 1);
     assert_eq!(
         sim.offices[1].disk.len(),
         log_len,
@@ -378,14 +371,7 @@ fn forged_and_misaddressed_messages_are_refused_with_signed_negative_receipts() 
     sim.connect();
     let id = sim.submit(0, draft(1, Precedence::Flash)).unwrap();
     sim.run_for(100);
-    let good = sim.offices[0]
-        .core
-        .as_ref()
-        .unwrap()
-        .find_sent(&id)
-        .unwrap()
-        .envelope
-        .clone();
+    let good = sim.history(0).sent_envelope(&id).unwrap();
     let inject = |sim: &mut Sim, env: SignedEnvelope| {
         sim.inject(
             0,
@@ -433,7 +419,7 @@ fn forged_and_misaddressed_messages_are_refused_with_signed_negative_receipts() 
     assert_eq!(last_nack(&sim, 1).0, NackReason::SequenceConflict);
 
     // None of these reached the inbox; each refusal is in the log.
-    assert_eq!(sim.offices[1].core.as_ref().unwrap().inbox().len(), 1);
+    assert_eq!(sim.history(1).inbox().len(), 1);
     let nacks = sim.offices[1]
         .disk
         .iter()
@@ -534,7 +520,8 @@ fn random_schedule(seed: u64) -> Result<(), String> {
         for o in &sim.offices {
             if let Some(c) = o.core.as_ref() {
                 eprintln!("{:?}", c.status());
-                for item in c.outbox().filter(|i| i.state != OutState::Delivered) {
+                let h = hotline::sim::OfficeHistory::of(&o.disk, Some(c));
+                for item in h.outbox().iter().filter(|i| i.state != OutState::Delivered) {
                     eprintln!(
                         "  {} seq {} {:?} attempts {}",
                         item.id, item.sequence, item.state, item.attempts
@@ -677,8 +664,10 @@ fn each_office_cosigns_the_others_checkpoints() {
         // Receipts carry the receiver's log size and a root that matches its
         // log at that size.
         let core = sim.offices[peer].core.as_ref().unwrap();
-        for item in sim.offices[i].core.as_ref().unwrap().outbox() {
-            let r = Receipt::decode(item.receipt.as_ref().unwrap().payload.as_slice()).unwrap();
+        let h = sim.history(i);
+        for item in h.outbox() {
+            let id = MessageId::parse(&item.id).unwrap();
+            let r = Receipt::decode(h.receipt(&id).unwrap().payload.as_slice()).unwrap();
             assert_eq!(
                 r.log_size,
                 r.log_index + 1,
@@ -811,16 +800,7 @@ fn within_a_precedence_a_later_message_waits_for_the_earlier_but_flash_overtakes
     let r1 = sim.submit(0, draft(1, Precedence::Routine)).unwrap();
     let f1 = sim.submit(0, draft(2, Precedence::Flash)).unwrap();
     let f2 = sim.submit(0, draft(3, Precedence::Flash)).unwrap();
-    let env = |sim: &Sim, id: &MessageId| {
-        sim.offices[0]
-            .core
-            .as_ref()
-            .unwrap()
-            .find_sent(id)
-            .unwrap()
-            .envelope
-            .clone()
-    };
+    let env = |sim: &Sim, id: &MessageId| sim.history(0).sent_envelope(id).unwrap();
     let frame = |e: SignedEnvelope| Frame {
         body: Some(Body::Message(e)),
     };
@@ -950,7 +930,7 @@ fn a_refusal_never_blocks_later_messages_in_either_direction() {
     let p = sim.offices[1].core.as_ref().unwrap();
     let states: Vec<OutState> = ids
         .iter()
-        .map(|id| p.find_sent(id).unwrap().state)
+        .map(|id| sim.history(1).find_sent(id).unwrap().state)
         .collect();
     assert_eq!(
         states,
@@ -960,17 +940,20 @@ fn a_refusal_never_blocks_later_messages_in_either_direction() {
     let w = sim.offices[0].core.as_ref().unwrap();
     let st = &w.status()[0];
     assert_eq!((st.received_through, st.held), (3, 0));
-    let subjects: Vec<&str> = w
+    let subjects: Vec<String> = sim
+        .history(0)
         .inbox()
-        .iter()
-        .map(|m| m.message.subject.as_str())
+        .into_iter()
+        .map(|m| m.subject)
         .collect();
     assert_eq!(subjects, ["message 1", "message 2"]);
     // The other way.
     let id = sim.submit(0, draft(9, Precedence::Routine)).unwrap();
     sim.run_for(5_000);
-    let w = sim.offices[0].core.as_ref().unwrap();
-    assert_eq!(w.find_sent(&id).unwrap().state, OutState::Delivered);
+    assert_eq!(
+        sim.history(0).find_sent(&id).unwrap().state,
+        OutState::Delivered
+    );
 }
 
 // ----------------------------------------------------------------------
@@ -1020,10 +1003,10 @@ fn on_a_lossy_live_connection_each_message_is_handed_to_the_transport_once() {
     sim.run_for(120_000);
     check(&sim).unwrap();
     for i in 0..2 {
-        let core = sim.offices[i].core.as_ref().unwrap();
-        let copies: Vec<u32> = core.outbox().map(|o| o.attempts).collect();
+        let outbox = sim.history(i).outbox();
+        let copies: Vec<u32> = outbox.iter().map(|o| o.attempts).collect();
         assert!(
-            core.outbox().all(|o| o.state == OutState::Delivered),
+            outbox.iter().all(|o| o.state == OutState::Delivered),
             "office {i}: everything delivered"
         );
         assert!(
@@ -1055,8 +1038,7 @@ fn a_message_lost_within_a_connection_is_resent_only_when_the_peer_asks() {
     let id = sim.submit(0, draft(1, Precedence::Routine)).unwrap();
     sim.run_for(120_000);
     let attempts = |sim: &Sim| {
-        let core = sim.offices[0].core.as_ref().unwrap();
-        let o = core.find_sent(&id).unwrap();
+        let o = sim.history(0).find_sent(&id).unwrap();
         (o.state, o.attempts)
     };
     // No timer copies on a live connection, even past the ladder's
@@ -1080,13 +1062,9 @@ fn a_refusal_that_settles_nothing_brings_one_more_copy_after_a_back_off() {
     let id = sim.submit(0, draft(1, Precedence::Priority)).unwrap();
     sim.run_for(2_000);
     let (hash, seq) = {
-        let o = sim.offices[0]
-            .core
-            .as_ref()
-            .unwrap()
-            .find_sent(&id)
-            .unwrap();
-        (o.envelope_hash(), o.sequence)
+        let h = sim.history(0);
+        let o = h.find_sent(&id).unwrap();
+        (h.sent_record(&id).unwrap().hash, o.sequence)
     };
     let nack = hotline::wire::proto::NegativeReceipt {
         payload_hash: hash.to_vec(),
@@ -1107,12 +1085,7 @@ fn a_refusal_that_settles_nothing_brings_one_more_copy_after_a_back_off() {
         },
     );
     sim.run_for(10_000);
-    let o = sim.offices[0]
-        .core
-        .as_ref()
-        .unwrap()
-        .find_sent(&id)
-        .unwrap();
+    let o = sim.history(0).find_sent(&id).unwrap();
     assert_eq!((o.state, o.attempts), (OutState::Delivered, 2));
 }
 
@@ -1126,9 +1099,10 @@ fn after_a_backlog_drains_a_new_message_meets_its_first_deadline() {
         sim.submit(0, long_draft(n, Precedence::Priority)).unwrap();
         sim.submit(0, long_draft(n, Precedence::Routine)).unwrap();
     }
+    // Nothing left open (and nothing refused: checked at the end).
     let drained = |sim: &Sim| {
         let core = sim.offices[0].core.as_ref().unwrap();
-        core.outbox().all(|o| o.state == OutState::Delivered)
+        core.status().iter().all(|c| c.outbox_len == 0)
     };
     let deadline = sim.now + 600_000;
     while !drained(&sim) && sim.now < deadline {

@@ -99,16 +99,10 @@ fn steps_never_fire_after_the_receipt_or_acknowledgement_they_wait_for() {
     sim.connect();
     sim.run_for(2 * MIN);
     // Pyongyang's duty officer acknowledges at about 2 minutes.
-    sim.with_core(1, |core, now| {
-        core.acknowledge(
-            now,
-            MessageId::new(now.wall_ms, [9; 10]),
-            &id,
-            "Seen; call follows.",
-            Response::WillComply,
-        )
+    let ack_id = MessageId::new(WALL_BASE + sim.now, [9; 10]);
+    sim.acknowledge(1, ack_id, &id, "Seen; call follows.", Response::WillComply)
+        .unwrap()
         .unwrap();
-    });
     sim.run_for(20 * MIN);
     assert_eq!(steps(&sim, 0, t0), vec![st("retransmit", "receipt", 5 * S)]);
     let acked = sim.offices[0]
@@ -117,24 +111,15 @@ fn steps_never_fire_after_the_receipt_or_acknowledgement_they_wait_for() {
         .any(|e| matches!(e, CoreEvent::Acknowledged { id: got, .. } if *got == id));
     assert!(acked);
     let core = sim.offices[0].core.as_ref().unwrap();
-    assert_eq!(
-        core.find_sent(&id).unwrap().acknowledged,
-        Some(Response::WillComply)
-    );
+    assert_eq!(sim.history(0).acknowledged(&id), Some(Response::WillComply));
     assert!(core
         .overdue(hotline::core::Now {
             mono_ms: sim.now,
             wall_ms: WALL_BASE + sim.now
         })
         .is_empty());
-    let inbox = sim.offices[1].core.as_ref().unwrap().inbox();
-    assert!(
-        inbox
-            .iter()
-            .find(|i| i.message.id == id.to_string())
-            .unwrap()
-            .acknowledged
-    );
+    let (received, _) = sim.history(1).find_received(&id).unwrap();
+    assert!(received.acknowledged);
 }
 
 #[test]

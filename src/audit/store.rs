@@ -491,7 +491,38 @@ mod tests {
 #[derive(Debug)]
 pub struct LogReader {
     path: PathBuf,
-    file: File,
+    source: Source,
+}
+
+/// Where a [`LogReader`] reads from.
+#[derive(Debug)]
+enum Source {
+    File(File),
+    /// A log's bytes held in memory (the simulator's offices have no files).
+    Memory(Vec<u8>),
+}
+
+impl Source {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Source::File(f) => {
+                use std::os::unix::fs::FileExt as _;
+                f.read_exact_at(buf, offset)
+            }
+            Source::Memory(bytes) => {
+                let slice = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| bytes.get(start..start.checked_add(buf.len())?));
+                match slice {
+                    Some(s) => {
+                        buf.copy_from_slice(s);
+                        Ok(())
+                    }
+                    None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                }
+            }
+        }
+    }
 }
 
 impl LogReader {
@@ -503,13 +534,20 @@ impl LogReader {
         })?;
         Ok(LogReader {
             path: path.to_path_buf(),
-            file,
+            source: Source::File(file),
         })
+    }
+
+    /// A reader over a log's bytes in memory (records as on disk).
+    pub fn in_memory(bytes: Vec<u8>) -> Self {
+        LogReader {
+            path: PathBuf::from("(memory)"),
+            source: Source::Memory(bytes),
+        }
     }
 
     /// The entry whose record starts at `offset`.
     pub fn read_at(&self, offset: u64) -> Result<StoredEntry, LogError> {
-        use std::os::unix::fs::FileExt as _;
         let corrupt = |why: String| LogError::Corrupt {
             path: self.path.clone(),
             offset,
@@ -521,7 +559,7 @@ impl LogReader {
             source,
         };
         let mut head = [0u8; RECORD_HEADER_LEN];
-        self.file.read_exact_at(&mut head, offset).map_err(io)?;
+        self.source.read_exact_at(&mut head, offset).map_err(io)?;
         let len = match head.first_chunk::<4>() {
             Some(b) => u32::from_be_bytes(*b) as usize,
             None => 0,
@@ -530,7 +568,7 @@ impl LogReader {
             return Err(corrupt(format!("record length {len} is out of range")));
         }
         let mut buf = vec![0u8; RECORD_HEADER_LEN.saturating_add(len)];
-        self.file.read_exact_at(&mut buf, offset).map_err(io)?;
+        self.source.read_exact_at(&mut buf, offset).map_err(io)?;
         let (bytes, _) = record::check(&buf).map_err(|e| corrupt(e.to_string()))?;
         let entry = LogEntry::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
         Ok(StoredEntry {

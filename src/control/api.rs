@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Draft, InboxItem, OutState, OutboxItem};
+use crate::core::{Draft, OutState};
 use crate::wire::proto::{AlertLevel, Kind, Precedence, Response};
 
 /// Parses a precedence name (`flash`, `immediate`, `priority`, `routine`).
@@ -234,29 +234,6 @@ pub struct InboxEntry {
     pub acknowledged: bool,
 }
 
-impl From<&InboxItem> for InboxEntry {
-    fn from(i: &InboxItem) -> Self {
-        let m = &i.message;
-        InboxEntry {
-            from: i.peer.to_string(),
-            id: m.id.clone(),
-            sequence: m.sequence,
-            precedence: precedence_name(m.precedence()).into(),
-            kind: kind_name(m.kind()).into(),
-            subject: m.subject.clone(),
-            body: m.body.clone(),
-            thread: m.thread.clone(),
-            reply_to: m.reply_to.clone(),
-            language: m.language.clone(),
-            exercise: m.exercise,
-            created_unix_ms: m.created_unix_ms,
-            received_unix_ms: i.received_unix_ms,
-            log_index: i.log_index,
-            acknowledged: i.acknowledged,
-        }
-    }
-}
-
 /// A message in `GET /v1/outbox`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -284,29 +261,6 @@ pub struct OutboxEntry {
     /// Our log index of the entry that holds it (the paging cursor).
     #[serde(default)]
     pub log_index: u64,
-}
-
-impl OutboxEntry {
-    /// Builds the view of `o`; `elapsed_us` from the node's own timing.
-    pub fn new(o: &OutboxItem, elapsed_us: Option<u64>) -> Self {
-        OutboxEntry {
-            to: o.peer.to_string(),
-            id: o.id.to_string(),
-            sequence: o.sequence,
-            precedence: precedence_name(o.precedence).into(),
-            subject: o.subject.clone(),
-            state: o.state,
-            attempts: o.attempts,
-            created_unix_ms: o.created_unix_ms,
-            delivery: o.receipt.as_ref().map(|r| delivery(r, elapsed_us)),
-            exercise: {
-                use prost::Message as _;
-                crate::wire::proto::Message::decode(o.envelope.payload.as_slice())
-                    .is_ok_and(|m| m.exercise)
-            },
-            log_index: o.log_index,
-        }
-    }
 }
 
 /// Describes a signed receipt envelope.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use prost::Message as _;
 
-use super::channel::{Channel, InboxItem, OutState, OutboxItem, Pending};
+use super::channel::{Channel, Pending};
 use super::office::{Core, ReplayError};
 use super::output::CoreEvent;
 use super::receipts::{mark_delivered, mark_refused};
@@ -58,9 +58,15 @@ impl Core {
                 ch.next_seq = ch.next_seq.max(seq.saturating_add(1));
                 let ps = ch.prec_sent.get_mut(msg.precedence);
                 *ps = (*ps).max(msg.precedence_sequence);
+                // Our own entries hold ids we made; one that does not parse
+                // is a damaged log, which replay refuses.
+                let id = MessageId::parse(&msg.id)
+                    .ok_or_else(|| bad(format!("our message has id {:?}", msg.id)))?;
                 ch.pending.insert(
                     seq,
                     Pending {
+                        id,
+                        envelope: env.clone(),
                         hash: sha256(&env.payload),
                         precedence: msg.precedence(),
                         attempts: 0,
@@ -68,21 +74,21 @@ impl Core {
                         deadline: None,
                     },
                 );
-                let mut item = outbox_item(&ch.peer, &msg, env.clone());
-                item.log_index = entry.index;
-                ch.history.insert(seq, item);
                 let peer = ch.peer.clone();
-                if let Some(id) = MessageId::parse(&msg.id) {
-                    self.sent_by_id.insert(id, (peer.clone(), seq));
-                }
                 let base_mono = live.map_or(0, |n| n.mono_ms as i64);
-                self.track_sent(&peer, seq, msg.precedence(), entry.time_unix_ms, base_mono);
-                self.mark_inbox_acknowledged(&peer, &msg.reply_to);
+                self.track_sent(
+                    &peer,
+                    seq,
+                    id,
+                    msg.precedence(),
+                    entry.time_unix_ms,
+                    base_mono,
+                );
             }
             Event::ReceiptReceived(pe) => {
                 let r: Receipt = decode_env(pe).map_err(bad)?;
                 if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
-                    mark_delivered(ch, r.sequence, pe.envelope.clone().unwrap_or_default());
+                    mark_delivered(ch, r.sequence);
                     let peer = ch.peer.clone();
                     self.track_receipted(&peer, r.sequence);
                 }
@@ -123,7 +129,7 @@ impl Core {
                 ));
                 let peer = ch.peer.clone();
                 if !msg.reply_to.is_empty() {
-                    let answered = self.track_acknowledged(&peer, &msg.reply_to, msg.response);
+                    let answered = self.track_acknowledged(&peer, &msg.reply_to);
                     // Live, the operator hears of it; read back, it is history.
                     if let (Some(id), Some(_)) = (answered, live) {
                         self.out.events.push(CoreEvent::Acknowledged {
@@ -132,16 +138,6 @@ impl Core {
                         });
                     }
                 }
-                self.inbox_by_id
-                    .insert((peer.clone(), msg.id.clone()), self.inbox.len());
-                self.inbox.push(InboxItem {
-                    peer,
-                    log_index: entry.index,
-                    received_unix_ms: entry.time_unix_ms,
-                    message: msg,
-                    envelope: env,
-                    acknowledged: false,
-                });
             }
             Event::ReceiptSent(pe) => {
                 let r: Receipt = decode_env(pe).map_err(bad)?;
@@ -240,23 +236,6 @@ pub(super) fn own_message(pe: &PeerEnvelope) -> Result<(&SignedEnvelope, Message
     Ok((env, msg))
 }
 
-pub(super) fn outbox_item(peer: &OfficeName, msg: &Message, env: SignedEnvelope) -> OutboxItem {
-    OutboxItem {
-        peer: peer.clone(),
-        id: MessageId::parse(&msg.id).unwrap_or(MessageId([0; 16])),
-        sequence: msg.sequence,
-        precedence: msg.precedence(),
-        subject: msg.subject.clone(),
-        state: OutState::Queued,
-        created_unix_ms: msg.created_unix_ms,
-        attempts: 0,
-        acknowledged: None,
-        receipt: None,
-        envelope: env,
-        log_index: 0,
-    }
-}
-
 impl Core {
     /// The state the log determines, as text: what a core replayed from
     /// the same log must hold too. Leaves out what belongs to this run
@@ -274,7 +253,6 @@ impl Core {
             self.latest_checkpoint.as_ref().map(|c| c.size)
         );
         let _ = writeln!(d, "pinned {:?}", self.pinned);
-        let _ = writeln!(d, "sent_by_id {:?}", self.sent_by_id);
         let _ = writeln!(d, "unreceipted {:?}", self.unreceipted);
         let spool: Vec<(String, &str, &str, u64)> = self
             .spool
@@ -289,13 +267,6 @@ impl Core {
             })
             .collect();
         let _ = writeln!(d, "spool {spool:?}");
-        for m in &self.inbox {
-            let _ = writeln!(
-                d,
-                "inbox {} {} {} {} ack {}",
-                m.peer, m.log_index, m.received_unix_ms, m.message.id, m.acknowledged
-            );
-        }
         for (name, ch) in &self.channels {
             let _ = writeln!(
                 d,
@@ -310,25 +281,10 @@ impl Core {
             for (seq, p) in &ch.pending {
                 let _ = writeln!(
                     d,
-                    "  pending {seq} {} {:?}",
+                    "  pending {seq} {} {} {:?}",
+                    p.id,
                     hex::encode(p.hash),
                     p.precedence
-                );
-            }
-            for (seq, h) in &ch.history {
-                let settled = matches!(h.state, OutState::Delivered | OutState::Refused);
-                let _ = writeln!(
-                    d,
-                    "  history {seq} {} {} {:?} ack {:?} receipt {}",
-                    h.id,
-                    if settled {
-                        format!("{:?}", h.state)
-                    } else {
-                        "open".into()
-                    },
-                    h.precedence,
-                    h.acknowledged,
-                    h.receipt.is_some()
                 );
             }
             let receipts: Vec<(u64, String)> = ch
@@ -337,7 +293,11 @@ impl Core {
                 .map(|(s, (_, h))| (*s, hex::encode(h)))
                 .collect();
             let refusals: Vec<u64> = ch.refusals.keys().copied().collect();
-            let tracks: Vec<u64> = ch.tracks.keys().copied().collect();
+            let tracks: Vec<(u64, String)> = ch
+                .tracks
+                .iter()
+                .map(|(s, t)| (*s, t.id.to_string()))
+                .collect();
             let _ = writeln!(
                 d,
                 "  receipts {receipts:?} refusals {refusals:?} tracks {tracks:?}"

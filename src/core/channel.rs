@@ -1,10 +1,14 @@
 //! Per-peer channel state: what we sent and what we received.
 //!
 //! Outgoing: sequence numbers from 1, the outbox of unreceipted messages
-//! with their retransmission deadlines, and a history of every message sent
-//! (for `outbox` views). Incoming: a contiguous watermark plus a sparse set
+//! with their retransmission deadlines, and the escalation tracks of those
+//! not yet acknowledged. Incoming: a contiguous watermark plus a sparse set
 //! above it, with the receipt we signed for each sequence so a duplicate gets
 //! the same receipt again.
+//!
+//! Settled messages leave the channel: the history index on disk
+//! (src/history/) holds them, so memory follows what is open, not how long
+//! the office has run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +18,7 @@ use serde::Serialize;
 use super::budget::{Budgets, Spend};
 use crate::audit::checkpoint::SignedCheckpoint;
 use crate::identity::OfficeName;
-use crate::wire::proto::{AlertLevel, Message, Precedence, Response, SignedEnvelope};
+use crate::wire::proto::{AlertLevel, Message, Precedence, SignedEnvelope};
 use crate::wire::{KeyId, MessageId};
 
 /// Delivery state of a message we sent.
@@ -29,59 +33,6 @@ pub enum OutState {
     Delivered,
     /// The peer sent a negative receipt; not retransmitted.
     Refused,
-}
-
-/// A message in the sender's history.
-#[derive(Debug, Clone)]
-pub struct OutboxItem {
-    /// Recipient.
-    pub peer: OfficeName,
-    /// Id.
-    pub id: MessageId,
-    /// Sequence on the channel.
-    pub sequence: u64,
-    /// Precedence.
-    pub precedence: Precedence,
-    /// Subject.
-    pub subject: String,
-    /// State.
-    pub state: OutState,
-    /// Creation time (sender's wall clock).
-    pub created_unix_ms: u64,
-    /// Transmissions so far.
-    pub attempts: u32,
-    /// The peer acknowledged it (or replied), with the response it stated.
-    pub acknowledged: Option<Response>,
-    /// The signed receipt, once held.
-    pub receipt: Option<SignedEnvelope>,
-    /// The signed message.
-    pub envelope: SignedEnvelope,
-    /// Our log index of the entry that holds it.
-    pub log_index: u64,
-}
-
-impl OutboxItem {
-    /// SHA-256 of the signed message payload (the message hash).
-    pub fn envelope_hash(&self) -> [u8; 32] {
-        crate::wire::sha256(&self.envelope.payload)
-    }
-}
-
-/// A received message.
-#[derive(Debug, Clone)]
-pub struct InboxItem {
-    /// Sender.
-    pub peer: OfficeName,
-    /// Our log index of the entry holding it.
-    pub log_index: u64,
-    /// When we logged it (our wall clock).
-    pub received_unix_ms: u64,
-    /// The decoded message.
-    pub message: Message,
-    /// The envelope as received.
-    pub envelope: SignedEnvelope,
-    /// We acknowledged it (or replied to it).
-    pub acknowledged: bool,
 }
 
 /// A channel's state for status views.
@@ -190,6 +141,9 @@ impl<T> PerPrecedence<T> {
 /// An unreceipted outgoing message.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
+    pub id: MessageId,
+    /// The signed message, as logged and transmitted.
+    pub envelope: SignedEnvelope,
     pub hash: [u8; 32],
     pub precedence: Precedence,
     pub attempts: u32,
@@ -233,6 +187,7 @@ impl Health {
 /// Escalation tracking for one sent message, until it is acknowledged.
 #[derive(Debug, Clone)]
 pub(crate) struct Track {
+    pub id: MessageId,
     pub precedence: Precedence,
     /// Acceptance time, wall clock (from the log entry).
     pub base_wall: u64,
@@ -291,6 +246,8 @@ pub(crate) struct Channel {
     pub last_rtt_ms: Option<u64>,
     /// Sent messages not yet acknowledged, by sequence.
     pub tracks: BTreeMap<u64, Track>,
+    /// The same, by id: a reply names the message it answers by id.
+    pub tracked_ids: BTreeMap<MessageId, u64>,
     pub esc_timers: BTreeSet<(i64, u64)>,
     /// Messages whose reroute step found no relay reachable: sent through
     /// the first of this peer's relays that comes up.
@@ -325,7 +282,9 @@ pub(crate) struct Channel {
     pub next_seq: u64,
     pub pending: BTreeMap<u64, Pending>,
     pub timers: BTreeSet<(u64, u64)>,
-    pub history: BTreeMap<u64, OutboxItem>,
+    /// How our most recently settled messages ended and how often this run
+    /// handed each to the transport (views show it; bounded).
+    pub settled: RecentlySettled,
     pub receipted: Watermark,
     pub delivered: u64,
     // Incoming.
@@ -444,6 +403,7 @@ impl Channel {
             next_check_at: None,
             last_rtt_ms: None,
             tracks: BTreeMap::new(),
+            tracked_ids: BTreeMap::new(),
             esc_timers: BTreeSet::new(),
             reroute_waiting: BTreeSet::new(),
             prec_sent: PerPrecedence::default(),
@@ -461,7 +421,7 @@ impl Channel {
             next_seq: 1,
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),
-            history: BTreeMap::new(),
+            settled: RecentlySettled::default(),
             receipted: Watermark::default(),
             delivered: 0,
             received: Watermark::default(),
@@ -483,12 +443,33 @@ impl Channel {
         }
     }
 
-    pub fn remove_pending(&mut self, seq: u64) -> Option<Pending> {
+    /// Removes `seq` from the outbox as settled (`Delivered` or
+    /// `Refused`), remembering its transmissions this run.
+    pub fn settle_pending(&mut self, seq: u64, state: OutState) -> Option<Pending> {
         let p = self.pending.remove(&seq)?;
         if let Some(d) = p.deadline {
             self.timers.remove(&(d, seq));
         }
+        self.settled.push(seq, state, p.attempts);
         Some(p)
+    }
+
+    /// Starts tracking our message `seq` for escalation.
+    pub fn track(&mut self, seq: u64, track: Track) {
+        self.untrack(seq);
+        self.tracked_ids.insert(track.id, seq);
+        self.tracks.insert(seq, track);
+    }
+
+    /// Stops tracking `seq` (acknowledged or refused): its timer goes too.
+    pub fn untrack(&mut self, seq: u64) -> Option<Track> {
+        let t = self.tracks.remove(&seq)?;
+        self.tracked_ids.remove(&t.id);
+        if let Some(d) = t.timer {
+            self.esc_timers.remove(&(d, seq));
+        }
+        self.reroute_waiting.remove(&seq);
+        Some(t)
     }
 
     pub fn status(&self) -> ChannelStatus {
@@ -518,6 +499,36 @@ impl Channel {
             held_bytes: self.held_bytes,
             relays: self.relays.clone(),
         }
+    }
+}
+
+/// Settled messages whose end this run still remembers, at most
+/// [`RecentlySettled::CAP`] per channel (the oldest are forgotten: views
+/// then show no transmissions for them, which is what a restarted node
+/// shows too).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RecentlySettled {
+    by_seq: BTreeMap<u64, (OutState, u32)>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl RecentlySettled {
+    /// Most remembered per channel.
+    pub const CAP: usize = 4096;
+
+    pub fn push(&mut self, seq: u64, state: OutState, attempts: u32) {
+        if self.by_seq.insert(seq, (state, attempts)).is_none() {
+            self.order.push_back(seq);
+        }
+        while self.order.len() > Self::CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.by_seq.remove(&old);
+            }
+        }
+    }
+
+    pub fn get(&self, seq: u64) -> Option<(OutState, u32)> {
+        self.by_seq.get(&seq).copied()
     }
 }
 

@@ -50,6 +50,7 @@ impl Core {
         &mut self,
         peer: &OfficeName,
         seq: u64,
+        id: MessageId,
         precedence: Precedence,
         base_wall: u64,
         base: i64,
@@ -58,9 +59,10 @@ impl Core {
         let Some(ch) = self.channels.get_mut(peer) else {
             return;
         };
-        ch.tracks.insert(
+        ch.track(
             seq,
             Track {
+                id,
                 precedence,
                 base_wall,
                 base,
@@ -87,40 +89,21 @@ impl Core {
     /// operator as an event).
     pub(super) fn track_refused(&mut self, peer: &OfficeName, seq: u64) {
         if let Some(ch) = self.channels.get_mut(peer) {
-            if let Some(t) = ch.tracks.remove(&seq) {
-                if let Some(d) = t.timer {
-                    ch.esc_timers.remove(&(d, seq));
-                }
-            }
-            ch.reroute_waiting.remove(&seq);
+            ch.untrack(seq);
         }
     }
 
-    /// A reply from `peer` to our message `reply_to` acknowledges it.
+    /// A reply from `peer` to our message `reply_to` acknowledges it: its
+    /// track ends. Returns the id when this is the first reply to it.
     pub(super) fn track_acknowledged(
         &mut self,
         peer: &OfficeName,
         reply_to: &str,
-        response: i32,
     ) -> Option<MessageId> {
         let id = MessageId::parse(reply_to)?;
-        let seq = match self.sent_by_id.get(&id) {
-            Some((p, seq)) if p == peer => *seq,
-            _ => return None,
-        };
         let ch = self.channels.get_mut(peer)?;
-        if let Some(t) = ch.tracks.remove(&seq) {
-            if let Some(d) = t.timer {
-                ch.esc_timers.remove(&(d, seq));
-            }
-        }
-        let item = ch.history.get_mut(&seq)?;
-        if item.acknowledged.is_some() {
-            return None;
-        }
-        item.acknowledged =
-            Some(crate::wire::proto::Response::try_from(response).unwrap_or_default());
-        Some(id)
+        let seq = *ch.tracked_ids.get(&id)?;
+        ch.untrack(seq).map(|t| t.id)
     }
 
     /// Fires every ladder step due at `now`.
@@ -154,9 +137,7 @@ impl Core {
             return;
         };
         track.next_n = n + 1;
-        let Some(id) = ch.history.get(&seq).map(|h| h.id) else {
-            return; // every tracked message is in the history
-        };
+        let id = track.id;
         let mut detail = String::new();
         match step.action {
             Action::Retransmit => {
@@ -261,13 +242,10 @@ impl Core {
                 } else {
                     (Waiting::Receipt, l.receipt_deadline_ms)
                 };
-                let Some(item) = ch.history.get(&seq) else {
-                    continue;
-                };
                 if age > deadline as i64 {
                     out.push(Overdue {
                         peer: ch.peer.clone(),
-                        id: item.id,
+                        id: t.id,
                         sequence: seq,
                         precedence: t.precedence,
                         waiting,
@@ -293,13 +271,10 @@ impl Core {
                 } else {
                     (Waiting::Receipt, l.receipt_deadline_ms as i64)
                 };
-                let Some(item) = ch.history.get(&seq) else {
-                    continue;
-                };
                 if age <= deadline && age * 5 >= deadline * 4 {
                     out.push(Overdue {
                         peer: ch.peer.clone(),
-                        id: item.id,
+                        id: t.id,
                         sequence: seq,
                         precedence: t.precedence,
                         waiting,
@@ -314,31 +289,29 @@ impl Core {
     // ------------------------------------------------------------------
     // Acknowledgements.
 
-    /// Acknowledges received message `msg` with a signed acknowledgement
-    /// message (kind ACKNOWLEDGEMENT, reply-to `msg`). Returns its sequence.
+    /// Acknowledges `msg`, a message `peer` sent us, with a signed
+    /// acknowledgement message (kind ACKNOWLEDGEMENT, reply-to `msg`).
+    /// The caller finds `msg` in the history index (the core keeps no
+    /// received messages). Returns the acknowledgement's sequence.
     pub fn acknowledge(
         &mut self,
         now: Now,
         ack_id: MessageId,
-        msg: &MessageId,
+        peer: &OfficeName,
+        msg: &crate::wire::proto::Message,
         note: &str,
         response: crate::wire::proto::Response,
     ) -> Result<u64, SubmitError> {
-        let item = self
-            .inbox
-            .iter()
-            .find(|i| i.message.id == msg.to_string())
-            .ok_or_else(|| SubmitError::UnknownMessage(msg.to_string()))?;
         let draft = super::Draft {
-            to: item.peer.to_string(),
-            precedence: item.message.precedence(),
+            to: peer.to_string(),
+            precedence: msg.precedence(),
             kind: crate::wire::proto::Kind::Acknowledgement,
-            thread: item.message.thread.clone(),
-            reply_to: msg.to_string(),
-            subject: format!("ACK: {}", item.message.subject),
+            thread: msg.thread.clone(),
+            reply_to: msg.id.clone(),
+            subject: ack_subject(&msg.subject),
             body: note.to_string(),
-            language: item.message.language.clone(),
-            exercise: item.message.exercise,
+            language: msg.language.clone(),
+            exercise: msg.exercise,
             response,
         };
         self.submit(now, ack_id, draft)
@@ -747,6 +720,14 @@ impl Core {
             _ => {}
         }
     }
+}
+
+/// The subject of an acknowledgement of a message with `subject`: "ACK: "
+/// before it, cut (at a character boundary) to fit the subject limit.
+fn ack_subject(subject: &str) -> String {
+    let mut s = format!("ACK: {subject}");
+    crate::text::truncate(&mut s, super::MAX_SUBJECT_LEN);
+    s
 }
 
 fn precedence_word(p: Precedence) -> &'static str {

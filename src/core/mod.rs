@@ -44,7 +44,7 @@ mod witness;
 
 pub use budget::{log_bound_bytes, Spend};
 pub use card_update::{ConfirmError, HeldCardUpdate, OfferError, MAX_CARD_UPDATE_BYTES};
-pub use channel::{ChannelStatus, Health, InboxItem, OutState, OutboxItem, KEY_OVERLAP_MS};
+pub use channel::{ChannelStatus, Health, OutState, KEY_OVERLAP_MS};
 pub use escalation::Overdue;
 pub use office::{
     Core, Draft, OfficeKeys, PeerKeys, Randomness, ReplayError, SubmitError, Timing,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use super::budget::{Spend, Verdict};
-use super::channel::{Channel, ChannelStatus, InboxItem, OutState, OutboxItem};
+use super::channel::{Channel, ChannelStatus, OutState};
 use super::output::{CoreEvent, Output, StreamClass, Transmit};
 use super::policy::Policy;
 use super::send::transmit_message;
@@ -26,7 +26,6 @@ use crate::wire::proto::{
     NodeStarted, NodeStopped, PeerAdded, PeerEnvelope, Precedence, Receipt, Recovery,
     SignedEnvelope,
 };
-use crate::wire::MessageId;
 
 /// Protocol timing and checkpoint cadence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,12 +165,6 @@ pub struct Core {
     pub(super) latest_checkpoint: Option<SignedCheckpoint>,
     pub(super) next_checkpoint_at: Option<u64>,
     pub(super) channels: BTreeMap<OfficeName, Channel>,
-    pub(super) inbox: Vec<InboxItem>,
-    /// Our sent messages by id: (peer, sequence). Lookups by id must not
-    /// scan the history (it holds every message ever sent).
-    pub(super) sent_by_id: BTreeMap<MessageId, (OfficeName, u64)>,
-    /// Received messages by (peer, id): position in `inbox`.
-    pub(super) inbox_by_id: BTreeMap<(OfficeName, String), usize>,
     pub(super) pinned: BTreeMap<String, String>,
     /// Received messages whose receipt entry was lost in a torn tail:
     /// (peer, sequence, log index, time, hash, id).
@@ -243,9 +236,6 @@ impl Core {
                     (p.office, ch)
                 })
                 .collect(),
-            inbox: Vec::new(),
-            sent_by_id: BTreeMap::new(),
-            inbox_by_id: BTreeMap::new(),
             pinned: BTreeMap::new(),
             unreceipted: Vec::new(),
             out: Output::default(),
@@ -612,31 +602,14 @@ impl Core {
     // ------------------------------------------------------------------
     // Views.
 
-    /// Received messages, in log order.
-    pub fn inbox(&self) -> &[InboxItem] {
-        &self.inbox
-    }
-
-    /// Sent messages per peer, by sequence.
-    pub fn outbox(&self) -> impl Iterator<Item = &OutboxItem> {
-        self.channels.values().flat_map(|c| c.history.values())
-    }
-
-    /// One sent message by id.
-    pub fn find_sent(&self, id: &MessageId) -> Option<&OutboxItem> {
-        let (peer, seq) = self.sent_by_id.get(id)?;
-        self.channels.get(peer)?.history.get(seq)
-    }
-
     /// What only the running core knows of our message `seq` to `peer`:
     /// while unsettled, `Queued` (never handed to the transport) or `Sent`;
     /// with its transmissions this run either way.
     pub fn pending_state(&self, peer: &str, seq: u64) -> Option<(OutState, u32)> {
         let ch = self.channels.get(&OfficeName::new(peer).ok()?)?;
         let Some(p) = ch.pending.get(&seq) else {
-            // Settled: its transmissions this run still count.
-            let h = ch.history.get(&seq)?;
-            return Some((h.state, h.attempts));
+            // Settled recently: its transmissions this run still count.
+            return ch.settled.get(seq);
         };
         let state = if p.attempts == 0 {
             OutState::Queued
@@ -649,9 +622,7 @@ impl Core {
     /// Our message `seq` to `peer`, while it is unsettled: what a shell that
     /// held a transmission back (its send queue was full) hands over later.
     pub fn pending_envelope(&self, peer: &OfficeName, seq: u64) -> Option<&SignedEnvelope> {
-        let ch = self.channels.get(peer)?;
-        ch.pending.get(&seq)?;
-        Some(&ch.history.get(&seq)?.envelope)
+        Some(&self.channels.get(peer)?.pending.get(&seq)?.envelope)
     }
 
     /// Per-peer status.
@@ -661,20 +632,6 @@ impl Core {
 
     // ------------------------------------------------------------------
     // Frame handlers.
-
-    pub(super) fn mark_inbox_acknowledged(&mut self, peer: &OfficeName, reply_to: &str) {
-        if reply_to.is_empty() {
-            return;
-        }
-        let key = (peer.clone(), reply_to.to_string());
-        if let Some(item) = self
-            .inbox_by_id
-            .get(&key)
-            .and_then(|&i| self.inbox.get_mut(i))
-        {
-            item.acknowledged = true;
-        }
-    }
 
     /// Whether the line to `peer` is up and resumed.
     pub(super) fn is_resumed(&self, peer: &OfficeName) -> bool {

@@ -2,7 +2,7 @@
 
 use crate::audit::Persisted;
 use crate::identity::OfficeName;
-use crate::wire::proto::{frame::Body, Frame, NackReason, Precedence};
+use crate::wire::proto::{frame::Body, Frame, NackReason, Precedence, SignedEnvelope};
 use crate::wire::MessageId;
 
 /// QUIC stream a frame travels on. Each class is its own stream so that a
@@ -112,6 +112,8 @@ pub enum CoreEvent {
         id: MessageId,
         /// Its sequence.
         sequence: u64,
+        /// The peer's signed receipt.
+        receipt: SignedEnvelope,
     },
     /// A new message from a peer is in the inbox.
     Received {
@@ -123,6 +125,11 @@ pub enum CoreEvent {
         sequence: u64,
         /// Its precedence.
         precedence: Precedence,
+        /// Its kind.
+        kind: crate::wire::proto::Kind,
+        /// Its subject, as the peer wrote it (at most MAX_SUBJECT_LEN
+        /// bytes; escape it before a person sees it).
+        subject: String,
     },
     /// We refused an incoming envelope with a negative receipt.
     Refused {
@@ -139,6 +146,8 @@ pub enum CoreEvent {
         peer: OfficeName,
         /// The message, when the peer could name it.
         id: Option<MessageId>,
+        /// Our sequence the refusal settled (no longer sent), if it settles.
+        refused_sequence: Option<u64>,
         /// Why.
         reason: NackReason,
         /// Peer's detail text.

@@ -37,26 +37,26 @@ impl Core {
             return;
         };
         let Some(p) = ch.pending.get(&r.sequence) else {
-            if ch.history.get(&r.sequence).map(|h| h.state) != Some(OutState::Delivered) {
+            if !ch.receipted.contains(r.sequence) {
                 let detail = format!("receipt for sequence {} which is not pending", r.sequence);
                 self.report(now, peer, detail);
             }
-            return; // duplicate receipt for a delivered message
+            return; // a duplicate receipt for a settled message
         };
-        let id = ch.history.get(&r.sequence).map(|h| h.id);
-        let Some(id) =
-            id.filter(|id| r.message_hash.as_slice() == p.hash && r.message_id == id.to_string())
+        let Some(id) = Some(p.id)
+            .filter(|id| r.message_hash.as_slice() == p.hash && r.message_id == id.to_string())
         else {
             let detail = format!("receipt for sequence {} names another message", r.sequence);
             return self.report(now, peer, detail);
         };
         // Delivered, and its escalation track closed, by applying the
         // entry (apply.rs).
-        self.persist(now, Event::ReceiptReceived(peer_env(peer, env)));
+        self.persist(now, Event::ReceiptReceived(peer_env(peer, env.clone())));
         self.out.events.push(CoreEvent::Delivered {
             peer: peer.clone(),
             id,
             sequence: r.sequence,
+            receipt: env,
         });
     }
 
@@ -95,11 +95,9 @@ impl Core {
             // Settled by applying the entry (apply.rs), when it names a
             // message pending with that payload.
             if !settles_pending(ch, n.sequence, &n.payload_hash) {
-                let refused_before = ch.history.get(&n.sequence).is_some_and(|h| {
-                    h.state == OutState::Refused
-                        && h.envelope_hash().as_slice() == n.payload_hash.as_slice()
-                });
-                if !refused_before {
+                // Settled already (this refusal again, or one for a message
+                // receipted meanwhile): nothing new, and nothing to report.
+                if !ch.receipted.contains(n.sequence) {
                     let detail = format!(
                         "settling negative receipt for sequence {} names no message pending",
                         n.sequence
@@ -133,21 +131,18 @@ impl Core {
         self.out.events.push(CoreEvent::NegativeReceipt {
             peer: peer.clone(),
             id: MessageId::parse(&n.message_id),
+            refused_sequence: n.settles.then_some(n.sequence),
             reason,
             detail: n.detail,
         });
     }
 }
 
-pub(super) fn mark_delivered(ch: &mut Channel, seq: u64, receipt: SignedEnvelope) {
-    if ch.remove_pending(seq).is_some() {
+pub(super) fn mark_delivered(ch: &mut Channel, seq: u64) {
+    if ch.settle_pending(seq, OutState::Delivered).is_some() {
         ch.delivered = ch.delivered.saturating_add(1);
     }
     ch.receipted.insert(seq);
-    if let Some(h) = ch.history.get_mut(&seq) {
-        h.state = OutState::Delivered;
-        h.receipt = Some(receipt);
-    }
 }
 
 /// Whether a settling refusal of `seq` names a message of ours still
@@ -163,11 +158,8 @@ pub(super) fn mark_refused(ch: &mut Channel, seq: u64, payload_hash: &[u8]) -> b
     if !settles_pending(ch, seq, payload_hash) {
         return false;
     }
-    // Refused messages leave the outbox but stay in the history.
-    ch.remove_pending(seq);
+    // Refused messages leave the outbox; the history index keeps them.
+    ch.settle_pending(seq, OutState::Refused);
     ch.receipted.insert(seq);
-    if let Some(h) = ch.history.get_mut(&seq) {
-        h.state = OutState::Refused;
-    }
     true
 }

@@ -383,6 +383,8 @@ impl Core {
             id,
             sequence: seq,
             precedence: msg.precedence(),
+            kind: msg.kind(),
+            subject: msg.subject.clone(),
         });
         let mut received = peer_env(peer, env);
         received.via = via.as_ref().map(|r| r.to_string()).unwrap_or_default();

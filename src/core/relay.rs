@@ -150,7 +150,7 @@ impl Core {
         only: Option<&OfficeName>,
     ) -> Option<OfficeName> {
         let ch = self.channels.get(peer)?;
-        let item = ch.history.get(&seq)?;
+        let item = ch.pending.get(&seq)?;
         let frame = Frame {
             body: Some(Body::Message(item.envelope.clone())),
         };

@@ -1,7 +1,7 @@
 //! Sending: an operator's draft becomes a signed, logged message, handed
 //! to the transport when the line is up (docs/protocol.md §5, §8).
 
-use super::channel::{Channel, OutState};
+use super::channel::Channel;
 use super::output::{Output, StreamClass, Transmit};
 use super::{Now, MAX_BODY_LEN, MAX_OUTBOX, MAX_SUBJECT_LEN};
 use crate::identity::OfficeName;
@@ -79,8 +79,8 @@ impl Core {
             precedence_sequence,
         };
         let env = envelope::seal_proto(Domain::Message, &msg, &self.key);
-        // The outbox entry, the id index and the escalation track come
-        // from applying the entry (apply.rs).
+        // The outbox entry and the escalation track come from applying the
+        // entry (apply.rs).
         self.persist(now, Event::MessageSent(peer_env(&peer, env)));
         if let Some(ch) = self.channels.get_mut(&peer) {
             if ch.connected && ch.resumed {
@@ -108,22 +108,15 @@ pub(super) fn transmit_message(out: &mut Output, ch: &mut Channel, seq: u64) -> 
         return false;
     }
     let class = StreamClass::for_precedence(p.precedence);
-    let Some(item) = ch.history.get_mut(&seq) else {
-        return false; // the history holds every pending message
-    };
     p.on_link = true;
     p.attempts = p.attempts.saturating_add(1);
-    item.attempts = p.attempts;
-    if item.state == OutState::Queued {
-        item.state = OutState::Sent;
-    }
     out.transmit.push(Transmit {
         datagram: false,
         message: Some(seq),
         peer: ch.peer.clone(),
         class,
         frame: Frame {
-            body: Some(Body::Message(item.envelope.clone())),
+            body: Some(Body::Message(p.envelope.clone())),
         },
     });
     ch.set_timer(seq, None);

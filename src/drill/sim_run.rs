@@ -226,13 +226,16 @@ impl World<'_> {
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|ev| match ev {
-                    CoreEvent::Received { id, .. } => Some(id.to_string()),
+                    // An acknowledgement is not itself acknowledged.
+                    CoreEvent::Received { id, kind, .. } if *kind != Kind::Acknowledgement => {
+                        Some(id.to_string())
+                    }
                     _ => None,
                 })
                 .collect();
             self.seen[i] = o.events.len();
             for id in received {
-                self.maybe_schedule_ack(i, &id);
+                self.schedule_ack(i, &id);
             }
         }
     }
@@ -379,58 +382,54 @@ impl World<'_> {
 
     fn acknowledge(&mut self, office: usize, id: &str) -> Result<(), String> {
         let msg = MessageId::parse(id).ok_or("the message was never sent")?;
+        if !self.sim.is_up(office) {
+            return Err("the office is down".into());
+        }
+        if self
+            .sim
+            .history(office)
+            .find_received(&msg)
+            .is_some_and(|(e, _)| e.acknowledged)
+        {
+            return Ok(());
+        }
         let wall = WALL_BASE + self.sim.now;
         let ack_id = MessageId::new(wall, self.sim.rng().gen());
         let r = self
             .sim
-            .with_core(office, |core, now| {
-                if core
-                    .inbox()
-                    .iter()
-                    .any(|i| i.message.id == id && i.acknowledged)
-                {
-                    return Ok(());
-                }
-                core.acknowledge(now, ack_id, &msg, "acknowledged", Response::Unspecified)
-                    .map(|_| ())
-            })
+            .acknowledge(office, ack_id, &msg, "acknowledged", Response::Unspecified)
             .ok_or("the office is down")?;
-        r.map_err(|e| match e {
+        r.map(|_| ()).map_err(|e| match e {
             crate::core::SubmitError::UnknownMessage(_) => "it has not arrived".to_string(),
             e => e.to_string(),
         })
     }
 
-    fn maybe_schedule_ack(&mut self, office: usize, id: &str) {
+    fn schedule_ack(&mut self, office: usize, id: &str) {
         let o = &self.officers[office];
         let (Some(after), true) = (o.ack_after, o.acking) else {
             return;
         };
-        let is_ack = self.sim.offices[office].core.as_ref().is_some_and(|c| {
-            c.inbox()
-                .iter()
-                .any(|i| i.message.id == id && i.message.kind() == Kind::Acknowledgement)
-        });
-        if !is_ack {
-            let at = self.sim.now + self.virt(after);
-            self.schedule(at, Job::AutoAck(office, id.to_string()));
-        }
+        let at = self.sim.now + self.virt(after);
+        self.schedule(at, Job::AutoAck(office, id.to_string()));
     }
 
     fn schedule_unanswered_acks(&mut self, office: usize) {
-        let pending: Vec<String> = self.sim.offices[office]
-            .core
-            .as_ref()
-            .map(|c| {
-                c.inbox()
-                    .iter()
-                    .filter(|i| !i.acknowledged && i.message.kind() != Kind::Acknowledgement)
-                    .map(|i| i.message.id.clone())
-                    .collect()
+        if !self.sim.is_up(office) {
+            return;
+        }
+        let pending: Vec<String> = self
+            .sim
+            .history(office)
+            .inbox()
+            .into_iter()
+            .filter(|i| {
+                !i.acknowledged && i.kind != crate::control::api::kind_name(Kind::Acknowledgement)
             })
-            .unwrap_or_default();
+            .map(|i| i.id)
+            .collect();
         for id in pending {
-            self.maybe_schedule_ack(office, &id);
+            self.schedule_ack(office, &id);
         }
     }
 

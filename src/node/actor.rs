@@ -595,11 +595,9 @@ impl Actor {
                 }
             }
             Input::WaitDelivered { id, reply } => {
-                if let Some(item) = self.core.find_sent(&id) {
-                    if let Some(r) = &item.receipt {
-                        let _ = reply.send(api::delivery(r, self.elapsed_us.get(&id).copied()));
-                        return;
-                    }
+                if let Some(d) = self.delivered(&id) {
+                    let _ = reply.send(d);
+                    return;
                 }
                 let list = self.waiters.entry(id).or_default();
                 list.retain(|w| !w.is_closed());
@@ -669,8 +667,36 @@ impl Actor {
                         return;
                     }
                 };
+                // The core keeps no received messages: the index finds it.
+                let found = match &self.history {
+                    Some((h, log)) => views::find_received(h, log, &msg),
+                    None => {
+                        let _ = reply.send(Err(SendError::Failed(HISTORY_GONE.into())));
+                        return;
+                    }
+                };
+                let (entry, message) = match found {
+                    Ok(Some(found)) => found,
+                    Ok(None) => {
+                        let e = SubmitError::UnknownMessage(msg.to_string());
+                        let _ = reply.send(Err(e.into()));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(SendError::Failed(e.to_string())));
+                        return;
+                    }
+                };
+                let Ok(peer) = OfficeName::new(entry.from) else {
+                    let e = SubmitError::UnknownMessage(msg.to_string());
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                };
                 let id = MessageId::generate(now.wall_ms);
-                match self.core.acknowledge(now, id, &msg, &req.note, response) {
+                match self
+                    .core
+                    .acknowledge(now, id, &peer, &message, &req.note, response)
+                {
                     Ok(sequence) => self.accepting.push(Accepting {
                         id,
                         sequence,
@@ -1232,7 +1258,12 @@ impl Actor {
                         self.switch_card();
                     }
                 }
-                CoreEvent::Delivered { peer, id, sequence } => {
+                CoreEvent::Delivered {
+                    peer,
+                    id,
+                    sequence,
+                    receipt,
+                } => {
                     // A copy still waiting to go out need not.
                     if let Some(link) = self.links.get(&peer) {
                         link.queued.release(sequence);
@@ -1252,15 +1283,9 @@ impl Actor {
                         format!("signed receipt from {peer}"),
                     );
                     if let Some(ws) = self.waiters.remove(&id) {
-                        let receipt = self
-                            .core
-                            .find_sent(&id)
-                            .and_then(|i| i.receipt.as_ref())
-                            .map(|r| api::delivery(r, elapsed));
-                        if let Some(d) = receipt {
-                            for w in ws {
-                                let _ = w.send(d.clone());
-                            }
+                        let d = api::delivery(&receipt, elapsed);
+                        for w in ws {
+                            let _ = w.send(d.clone());
                         }
                     }
                 }
@@ -1269,14 +1294,10 @@ impl Actor {
                     id,
                     sequence,
                     precedence,
+                    subject,
+                    ..
                 } => {
                     tracing::info!(%peer, %id, sequence, precedence = api::precedence_name(precedence), "message received");
-                    let subject = self
-                        .core
-                        .inbox()
-                        .last()
-                        .map(|m| m.message.subject.clone())
-                        .unwrap_or_default();
                     self.push_event(
                         "received",
                         Some(&peer),
@@ -1297,15 +1318,12 @@ impl Actor {
                 CoreEvent::NegativeReceipt {
                     peer,
                     id,
+                    refused_sequence,
                     reason,
                     detail,
                 } => {
                     // Refused for good: a waiting copy need not go out.
-                    let refused = id
-                        .and_then(|i| self.core.find_sent(&i))
-                        .filter(|o| o.state == crate::core::OutState::Refused)
-                        .map(|o| o.sequence);
-                    if let (Some(seq), Some(link)) = (refused, self.links.get(&peer)) {
+                    if let (Some(seq), Some(link)) = (refused_sequence, self.links.get(&peer)) {
                         link.queued.release(seq);
                     }
                     let id = id.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
@@ -1424,6 +1442,18 @@ impl Actor {
             }
         }
         Ok(())
+    }
+
+    /// Our message `id`'s delivery, if the index shows it delivered.
+    fn delivered(&self, id: &MessageId) -> Option<api::Delivery> {
+        let (h, log) = self.history.as_ref()?;
+        let core = &self.core;
+        let pending = |peer: &str, seq: u64| core.pending_state(peer, seq);
+        let elapsed = self.elapsed_us.get(id).copied();
+        views::find_sent(h, log, id, &pending, elapsed)
+            .ok()
+            .flatten()?
+            .delivery
     }
 
     fn answer(&self, q: Query) {

@@ -444,13 +444,13 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
         recovered.torn.as_ref().map(|t| (t.offset, t.bytes)),
         &fingerprints,
     );
+    let (sent, received) = history.counts()?;
     tracing::info!(
         office = %office.config.office,
         entries = recovered.entries,
-        "log replayed: {} entries, {} received, {} sent",
+        "log replayed: {} entries, {received} received, {sent} sent, {} open",
         recovered.entries,
-        core.inbox().len(),
-        core.outbox().count()
+        core.status().iter().map(|c| c.outbox_len).sum::<usize>()
     );
 
     // Transport.

@@ -27,6 +27,9 @@
 //! of its genuine frames are withheld.
 
 pub mod hostile;
+pub mod views;
+
+pub use views::OfficeHistory;
 
 use std::collections::BTreeMap;
 
@@ -521,6 +524,34 @@ impl Sim {
                 .map(|(a, b)| format!("live     {a}\nreplayed {b}"))
                 .collect::<Vec<_>>()
                 .join("\n")
+        })
+    }
+
+    /// Office `i`'s history as its operator sees it (inbox, outbox, by id),
+    /// from its durable log.
+    pub fn history(&self, i: usize) -> OfficeHistory<'_> {
+        let o = &self.offices[i];
+        OfficeHistory::of(&o.disk, o.core.as_ref())
+    }
+
+    /// Office `i`'s officer acknowledges received message `msg` (found in
+    /// its history, as the node finds it): `None` when the office is down.
+    pub fn acknowledge(
+        &mut self,
+        i: usize,
+        ack_id: MessageId,
+        msg: &MessageId,
+        note: &str,
+        response: crate::wire::proto::Response,
+    ) -> Option<Result<u64, crate::core::SubmitError>> {
+        let found = self.history(i).find_received(msg);
+        let Some((entry, message)) = found else {
+            let e = crate::core::SubmitError::UnknownMessage(msg.to_string());
+            return self.is_up(i).then_some(Err(e));
+        };
+        let peer = OfficeName::new(entry.from).ok()?;
+        self.with_core(i, |core, now| {
+            core.acknowledge(now, ack_id, &peer, &message, note, response)
         })
     }
 
