@@ -452,3 +452,26 @@ fn a_cut_at_crisis_is_seen_three_intervals_after_the_last_frame_wherever_it_fall
     }
     eprintln!("worst cut-to-SILENT at CRISIS over the check rhythm: {worst} ms");
 }
+
+#[test]
+fn a_message_with_the_longest_subject_can_still_be_acknowledged() {
+    // "ACK: " before a subject at the limit would exceed it; the
+    // acknowledgement's subject is cut (on a character boundary) instead
+    // of the acknowledgement being refused.
+    let mut sim = Sim::new(31, Faults::clean(10));
+    sim.connect();
+    let limit = hotline::core::MAX_SUBJECT_LEN;
+    let subject = "я".repeat(limit / 2);
+    assert_eq!(subject.len(), limit);
+    let id = sim.submit(0, Draft { subject, ..flash() }).unwrap();
+    sim.run_for(5 * S);
+    let ack_id = MessageId::new(WALL_BASE + sim.now, [3; 10]);
+    sim.acknowledge(1, ack_id, &id, "Seen.", Response::WillComply)
+        .unwrap()
+        .unwrap();
+    sim.run_for(5 * S);
+    let (ack, _) = sim.history(0).find_received(&ack_id).unwrap();
+    assert!(ack.subject.starts_with("ACK: яя"), "{}", ack.subject);
+    assert!(ack.subject.len() <= limit && ack.subject.len() > limit - 2);
+    assert_eq!(sim.history(0).acknowledged(&id), Some(Response::WillComply));
+}
