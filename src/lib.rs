@@ -21,7 +21,9 @@
 //! - [`sim`]: the one deterministic network and clock for N cores, with
 //!   datagram or QUIC line models, seeded faults (drops, duplicates,
 //!   reordering, cuts, crashes with torn writes), a relay, and a Byzantine
-//!   office ([`sim::hostile`]) that signs whatever it likes with real keys.
+//!   office ([`sim::hostile`]) that signs whatever it likes with real keys,
+//!   and what each office's operator would see ([`sim::views`]: its log read
+//!   through the history index, as the node reads it).
 //!   The core tests, the relay tests, the Byzantine schedules, the drills
 //!   and the `core_frames` fuzz target all use it.
 //! - [`node`]: the tokio shell: QUIC transport with pinned mutual TLS, the

@@ -88,6 +88,32 @@ fn run(seed: u64) -> Sim {
         );
         let pause = sim.rng().gen_range(0..300);
         sim.run_for(pause);
+        if n == 20 {
+            // Washington's key signs a message far ahead of its sequence
+            // with a subject over the limit: pyongyang refuses it, and the
+            // refusal settles that number (its answer is the refusal).
+            let msg = hotline::wire::proto::Message {
+                id: MessageId::new(1_750_000_000_000, [4; 10]).to_string(),
+                sequence: 1_000,
+                from: "washington".into(),
+                to: "pyongyang".into(),
+                precedence: Precedence::Routine as i32,
+                subject: "x".repeat(hotline::core::MAX_SUBJECT_LEN + 1),
+                ..Default::default()
+            };
+            let key = sim.signing_key(0).clone();
+            let env = hotline::wire::envelope::seal_proto(
+                hotline::wire::envelope::Domain::Message,
+                &msg,
+                &key,
+            );
+            sim.inject(
+                0,
+                hotline::wire::proto::Frame {
+                    body: Some(hotline::wire::proto::frame::Body::Message(env)),
+                },
+            );
+        }
         if n == 40 {
             sim.crash(1);
             sim.run_for(500);
@@ -152,6 +178,9 @@ struct Scan {
     receipts: BTreeMap<(String, u64), Vec<u8>>,
     /// Our messages refused for good: (peer, sequence).
     refused: BTreeSet<(String, u64)>,
+    /// Our answers to each peer's sequences: the first receipt or
+    /// settling refusal logged for a number (peer, sequence) -> hash named.
+    answers: BTreeMap<(String, u64), Vec<u8>>,
     /// Ids answered: (peer who replied, id replied to).
     replies_sent: BTreeSet<(String, String)>,
     replies_received: BTreeSet<(String, String)>,
@@ -187,6 +216,20 @@ fn scan(disk: &[Persisted]) -> Scan {
                 s.receipts
                     .entry((pe.peer.clone(), r.sequence))
                     .or_insert_with(|| env.encode_to_vec());
+            }
+            Some(Event::ReceiptSent(pe)) => {
+                let r = Receipt::decode(payload(pe).as_slice()).unwrap();
+                s.answers
+                    .entry((pe.peer.clone(), r.sequence))
+                    .or_insert(r.message_hash);
+            }
+            Some(Event::NegativeReceiptSent(pe)) => {
+                let n = NegativeReceipt::decode(payload(pe).as_slice()).unwrap();
+                if n.settles && n.sequence != 0 {
+                    s.answers
+                        .entry((pe.peer.clone(), n.sequence))
+                        .or_insert(n.payload_hash);
+                }
             }
             Some(Event::NegativeReceiptReceived(pe)) => {
                 let n = NegativeReceipt::decode(payload(pe).as_slice()).unwrap();
@@ -314,6 +357,27 @@ fn check_office(sim: &Sim, i: usize, dir: &Path) {
         let mid = MessageId::parse(id).unwrap();
         let (e, msg) = views::find_received(&h, &log, &mid).unwrap().unwrap();
         assert_eq!((&e.from, e.log_index, &msg.id), (peer, *index, id));
+    }
+    // Our answers, as a resumption reads them back: every number's first.
+    let peers: BTreeSet<&String> = plain.answers.keys().map(|(p, _)| p).collect();
+    for peer in peers {
+        let got: Vec<(u64, Vec<u8>)> = views::answers_from(&h, &log, peer, 1, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.sequence, a.hash.to_vec()))
+            .collect();
+        let want: Vec<(u64, Vec<u8>)> = plain
+            .answers
+            .iter()
+            .filter(|((p, _), _)| p == peer)
+            .map(|((_, s), h)| (*s, h.clone()))
+            .collect();
+        assert_eq!(got, want, "office {i}: answers to {peer}");
+        if i == 1 && peer == "washington" {
+            assert!(got.iter().any(|a| a.0 == 1_000), "the settling refusal");
+        }
+        let some = views::answers_from(&h, &log, peer, 3, 4).unwrap();
+        assert!(some.len() <= 4 && some.iter().all(|a| a.sequence >= 3));
     }
     let (sent, received) = h.counts().unwrap();
     assert_eq!(sent as usize, plain.sent.len());

@@ -969,3 +969,100 @@ async fn a_line_check_by_datagram_is_answered_once_and_datagram_noise_is_dropped
     assert_eq!(conn.close_reason(), None, "the line stays up");
     node.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_copy_of_a_message_settled_thousands_ago_gets_its_logged_receipt_or_a_conflict_refusal() {
+    // The node keeps its answers to a peer's latest sequences only
+    // (RECENT_ANSWERS); older ones are read back from its log. The peer
+    // (real keys, raw connection) sends more than that, then a copy of its
+    // first message, a second message under its second number, and a hello
+    // that claims it holds no receipt at all.
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, a, b) = washington_alone(tmp.path()).await;
+    let me = b.load().unwrap();
+    let wash_key = a.load().unwrap().message_key.verifying_key();
+    let conn = dial(&me, node.quic_addr, b"hotline/1").await.unwrap();
+    let mut rx = frames(&conn);
+    let mut control = conn.open_uni().await.unwrap();
+    let hello = |receipted_through: u64| Frame {
+        body: Some(Body::Hello(Hello {
+            protocol_version: 1,
+            office: "pyongyang".into(),
+            receipted_through,
+            ..Default::default()
+        })),
+    };
+    control.write_all(&frame::encode(&hello(0))).await.unwrap();
+    let n = hotline::core::RECENT_ANSWERS as u64 + 50;
+    let message = |seq: u64, body: &str| {
+        let msg = Message {
+            id: MessageId::new(seq, [2; 10]).to_string(),
+            sequence: seq,
+            from: "pyongyang".into(),
+            to: "washington".into(),
+            precedence: Precedence::Routine as i32,
+            body: body.into(),
+            ..Default::default()
+        };
+        envelope::seal_proto(Domain::Message, &msg, &me.message_key)
+    };
+    let mut routine = conn.open_uni().await.unwrap();
+    let mut first_receipt = None;
+    for seq in 1..=n {
+        write_body(&mut routine, Body::Message(message(seq, "routine"))).await;
+    }
+    // Every receipt, in order; the first kept to compare.
+    let mut seen = 0;
+    while seen < n {
+        let env = next_matching(&mut rx, |f| match f.body {
+            Some(Body::Receipt(env)) => Some(env),
+            _ => None,
+        })
+        .await;
+        let r: Receipt = envelope::open(&env, Domain::Receipt, &wash_key).unwrap();
+        if r.sequence == 1 {
+            first_receipt = Some(env);
+        }
+        seen = seen.max(r.sequence);
+    }
+    let first_receipt = first_receipt.expect("a receipt for sequence 1");
+
+    // The very copy of message 1: the same receipt, byte for byte.
+    write_body(&mut routine, Body::Message(message(1, "routine"))).await;
+    let again = next_matching(&mut rx, |f| match f.body {
+        Some(Body::Receipt(env)) => Some(env),
+        _ => None,
+    })
+    .await;
+    assert_eq!(again, first_receipt, "the receipt logged for it, read back");
+
+    // Another message under number 2: refused as a conflict.
+    write_body(&mut routine, Body::Message(message(2, "rewritten"))).await;
+    let nack: NegativeReceipt = next_matching(&mut rx, |f| match f.body {
+        Some(Body::NegativeReceipt(env)) => {
+            Some(envelope::open(&env, Domain::NegativeReceipt, &wash_key).unwrap())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (nack.reason, nack.sequence),
+        (NackReason::SequenceConflict as i32, 2)
+    );
+
+    // A new connection whose hello says it holds no receipt: the answers
+    // are resent from the log, from sequence 1, at most a burst.
+    conn.close(0u32.into(), b"again");
+    let conn = dial(&me, node.quic_addr, b"hotline/1").await.unwrap();
+    let mut rx = frames(&conn);
+    let mut control = conn.open_uni().await.unwrap();
+    control.write_all(&frame::encode(&hello(0))).await.unwrap();
+    let resent = next_matching(&mut rx, |f| match f.body {
+        Some(Body::Receipt(env)) => Some(env),
+        _ => None,
+    })
+    .await;
+    assert_eq!(resent, first_receipt);
+    assert_eq!(node.handle.inbox().await.unwrap().len() as u64, n);
+    node.stop().await.unwrap();
+}

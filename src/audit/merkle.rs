@@ -6,9 +6,11 @@
 //! Go sumdb `tlog` algorithms, which follow RFC 6962 exactly); this module
 //! only decides where the hashes live:
 //!
-//! - [`Tree`] keeps every stored hash in memory (about two per entry). The
-//!   node and the proof commands use it: it answers roots at any size,
-//!   inclusion and consistency proofs.
+//! - [`Tree`] keeps every stored hash (about two per entry): in memory, or
+//!   in a file with only its right edge and the newest hashes in memory
+//!   ([`Tree::with_file`], what the node uses, so its memory does not grow
+//!   with the log). It answers roots at any size, inclusion and
+//!   consistency proofs.
 //! - [`Frontier`] keeps only the O(log n) hashes on the tree's right edge,
 //!   enough to extend the tree and compute its current root. `audit verify`
 //!   uses it so that its memory stays flat however long the log grows.
@@ -26,11 +28,88 @@ pub fn leaf_hash(entry: &[u8]) -> Hash {
     record_hash(entry)
 }
 
-/// Every stored hash of a log, in memory.
-#[derive(Debug, Default, Clone)]
+/// Every stored hash of a log, with its right edge at hand.
+#[derive(Debug, Default)]
 pub struct Tree {
-    hashes: Vec<Hash>,
-    size: u64,
+    /// The right edge: extends the tree and gives its root without a read.
+    frontier: Frontier,
+    store: Store,
+}
+
+/// Where a [`Tree`] keeps its stored hashes.
+#[derive(Debug)]
+enum Store {
+    Memory(Vec<Hash>),
+    File(HashFile),
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::Memory(Vec::new())
+    }
+}
+
+/// Stored hashes in a file of 32-byte hashes in tlog's stored-hash order,
+/// the newest (up to [`HashFile::FLUSH_AT`]) still in memory. The file is
+/// derived from the log and written without a sync: the node rewrites it
+/// as it replays the log at start.
+#[derive(Debug)]
+struct HashFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    /// Hashes written to the file: stored indexes `0..on_disk`.
+    on_disk: u64,
+    /// Stored indexes `on_disk..`.
+    tail: Vec<Hash>,
+    /// A write failed (reported once); the tail grows until one succeeds.
+    failed: bool,
+}
+
+impl HashFile {
+    /// Hashes gathered in memory before one write (1 MiB).
+    const FLUSH_AT: usize = 32 * 1024;
+
+    fn append(&mut self, new: &[Hash]) {
+        self.tail.extend_from_slice(new);
+        if self.tail.len() >= Self::FLUSH_AT {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::os::unix::fs::FileExt as _;
+        let bytes: Vec<u8> = self.tail.iter().flat_map(|h| h.0).collect();
+        let at = self.on_disk.saturating_mul(32);
+        match self.file.write_all_at(&bytes, at) {
+            Ok(()) => {
+                self.on_disk = self.on_disk.saturating_add(self.tail.len() as u64);
+                self.tail.clear();
+                self.failed = false;
+            }
+            Err(e) => {
+                if !self.failed {
+                    tracing::warn!(
+                        "could not write Merkle hashes to {}: {e}; keeping them in memory",
+                        self.path.display()
+                    );
+                }
+                self.failed = true;
+            }
+        }
+    }
+
+    fn read(&self, index: u64) -> Option<Hash> {
+        use std::os::unix::fs::FileExt as _;
+        if index >= self.on_disk {
+            let i = usize::try_from(index.checked_sub(self.on_disk)?).ok()?;
+            return self.tail.get(i).copied();
+        }
+        let mut h = [0u8; 32];
+        self.file
+            .read_exact_at(&mut h, index.checked_mul(32)?)
+            .ok()?;
+        Some(Hash(h))
+    }
 }
 
 impl HashReader for Tree {
@@ -38,53 +117,92 @@ impl HashReader for Tree {
         indexes
             .iter()
             .map(|&i| {
-                self.hashes
-                    .get(i as usize)
-                    .copied()
-                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                let h = match (self.frontier.kept.get(&i), &self.store) {
+                    (Some(h), _) => Some(*h),
+                    (None, Store::Memory(v)) => {
+                        usize::try_from(i).ok().and_then(|i| v.get(i)).copied()
+                    }
+                    (None, Store::File(f)) => f.read(i),
+                };
+                h.ok_or(tlog_tiles::Error::IndexesNotInTree)
             })
             .collect()
     }
 }
 
 impl Tree {
-    /// An empty tree.
+    /// An empty tree, every hash in memory.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty tree whose stored hashes go to the file at `path` (created,
+    /// or emptied; mode 0600), only the right edge and the newest hashes
+    /// staying in memory.
+    pub fn with_file(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Tree {
+            frontier: Frontier::new(),
+            store: Store::File(HashFile {
+                path: path.to_path_buf(),
+                file,
+                on_disk: 0,
+                tail: Vec::new(),
+                failed: false,
+            }),
+        })
+    }
+
     /// Number of leaves.
     pub fn size(&self) -> u64 {
-        self.size
+        self.frontier.size
+    }
+
+    /// Stored hashes held in memory (the right edge and, for a tree kept
+    /// in a file, those not yet written).
+    pub fn hashes_in_memory(&self) -> usize {
+        let stored = match &self.store {
+            Store::Memory(v) => v.len(),
+            Store::File(f) => f.tail.len(),
+        };
+        stored.saturating_add(self.frontier.held())
     }
 
     /// Appends the leaf for `entry` (its exact stored bytes).
-    // The tree keeps every hash it made, so the library finds all it asks
-    // for; sizes count our own entries and cannot reach u64::MAX.
-    #[allow(clippy::expect_used, clippy::arithmetic_side_effects)]
     pub fn push(&mut self, entry: &[u8]) {
-        let new = stored_hashes(self.size, entry, self).expect("own hashes are present");
-        self.hashes.extend(new);
-        self.size += 1;
-        debug_assert_eq!(self.hashes.len() as u64, stored_hash_count(self.size));
+        let new = self.frontier.push_hashes(entry);
+        match &mut self.store {
+            Store::Memory(v) => v.extend(new),
+            Store::File(f) => f.append(&new),
+        }
     }
 
     /// Root of the whole tree.
     pub fn root(&self) -> Hash {
-        self.root_at(self.size).unwrap_or(EMPTY_HASH) // size is always within
+        self.frontier.root()
     }
 
     /// Root of the tree's first `n` leaves, if `n <= size`.
     pub fn root_at(&self, n: u64) -> Option<Hash> {
-        if n > self.size {
+        if n > self.size() {
             return None;
+        }
+        if n == self.size() {
+            return Some(self.root());
         }
         tree_hash(n, self).ok()
     }
 
     /// Inclusion proof for leaf `index` in the tree of size `size`.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
-        if size > self.size {
+        if size > self.size() {
             return None;
         }
         prove_record(size, index, self).ok()
@@ -92,7 +210,7 @@ impl Tree {
 
     /// Consistency proof from size `old` to size `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
-        if new > self.size || old > new {
+        if new > self.size() || old > new {
             return None;
         }
         if old == 0 {
@@ -159,19 +277,26 @@ impl Frontier {
     }
 
     /// Appends the leaf for `entry`.
-    // The frontier keeps the right edge, which is all the library reads;
-    // sizes count entries of a log read from disk and cannot reach u64::MAX.
-    #[allow(clippy::expect_used, clippy::arithmetic_side_effects)]
     pub fn push(&mut self, entry: &[u8]) {
+        self.push_hashes(entry);
+    }
+
+    /// Appends the leaf for `entry`; returns the stored hashes it made
+    /// (the leaf's and the interior nodes it completed), in stored order.
+    // The frontier keeps the right edge, which is all the library reads;
+    // sizes count entries of a log and cannot reach u64::MAX.
+    #[allow(clippy::expect_used, clippy::arithmetic_side_effects)]
+    fn push_hashes(&mut self, entry: &[u8]) -> Vec<Hash> {
         let first = stored_hash_count(self.size);
         let new = stored_hashes(self.size, entry, self).expect("the right edge is kept");
-        for (k, h) in new.into_iter().enumerate() {
-            self.kept.insert(first + k as u64, h);
+        for (k, h) in new.iter().enumerate() {
+            self.kept.insert(first + k as u64, *h);
         }
         self.size += 1;
         let keep: std::collections::BTreeSet<u64> =
             sub_tree_index(0, self.size, vec![]).into_iter().collect();
         self.kept.retain(|i, _| keep.contains(i));
+        new
     }
 
     /// Root of the tree so far.
@@ -344,5 +469,59 @@ mod tests {
             assert!(f.held() <= 2 * 64);
         }
         assert!(f.held() <= 13);
+    }
+
+    #[test]
+    fn a_tree_kept_in_a_file_answers_as_one_in_memory_and_holds_little() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tree.hashes");
+        let mut mem = Tree::new();
+        let mut file = Tree::with_file(&path).unwrap();
+        // Past two flushes, so that old hashes are read from the file.
+        let n: u64 = 40_000;
+        for i in 0..n {
+            let entry = i.to_be_bytes();
+            mem.push(&entry);
+            file.push(&entry);
+            if i % 9_973 == 0 {
+                assert_eq!(file.root(), mem.root(), "root at {i}");
+            }
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() >= 32 * HashFile::FLUSH_AT as u64);
+        assert!(
+            file.hashes_in_memory() < HashFile::FLUSH_AT + 64,
+            "{} hashes in memory",
+            file.hashes_in_memory()
+        );
+        assert!(mem.hashes_in_memory() as u64 >= 2 * n - 64);
+        for size in [1, 2, 3, 1_000, 32_768, 32_769, 39_999, n] {
+            assert_eq!(file.root_at(size), mem.root_at(size), "root at {size}");
+            for old in [1, size / 2, size.saturating_sub(1)] {
+                if old == 0 {
+                    continue;
+                }
+                assert_eq!(
+                    file.consistency_proof(old, size),
+                    mem.consistency_proof(old, size),
+                    "consistency {old}..{size}"
+                );
+            }
+            let leaf = size - 1;
+            let proof = file.inclusion_proof(leaf, size).unwrap();
+            assert_eq!(Some(&proof), mem.inclusion_proof(leaf, size).as_ref());
+            assert!(verify_inclusion(
+                &proof,
+                size,
+                file.root_at(size).unwrap(),
+                leaf,
+                &leaf.to_be_bytes()
+            ));
+        }
+        // Damage to the file shows: a root read through it no longer
+        // matches (the node rewrites the file at each start).
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 1; // the first leaf's hash
+        std::fs::write(&path, &bytes).unwrap();
+        assert_ne!(file.root_at(1), mem.root_at(1));
     }
 }

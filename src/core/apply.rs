@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use prost::Message as _;
 
-use super::channel::{Channel, Pending};
+use super::channel::{Answer, Channel, Pending};
 use super::office::{Core, ReplayError};
 use super::output::CoreEvent;
 use super::receipts::{mark_delivered, mark_refused};
@@ -143,8 +143,8 @@ impl Core {
                 let r: Receipt = decode_env(pe).map_err(bad)?;
                 if let Some(ch) = channel_for(&mut self.channels, &pe.peer) {
                     let hash: [u8; 32] = r.message_hash.as_slice().try_into().unwrap_or([0; 32]);
-                    ch.receipts
-                        .insert(r.sequence, (pe.envelope.clone().unwrap_or_default(), hash));
+                    let env = pe.envelope.clone().unwrap_or_default();
+                    ch.answers.insert(r.sequence, Answer::Receipt(env), hash);
                     self.unreceipted
                         .retain(|u| !(u.0 == ch.peer && u.1 == r.sequence));
                 }
@@ -287,12 +287,8 @@ impl Core {
                     p.precedence
                 );
             }
-            let receipts: Vec<(u64, String)> = ch
-                .receipts
-                .iter()
-                .map(|(s, (_, h))| (*s, hex::encode(h)))
-                .collect();
-            let refusals: Vec<u64> = ch.refusals.keys().copied().collect();
+            let answers = ch.answers.digest();
+            let forgotten = ch.answers.forgotten_through;
             let tracks: Vec<(u64, String)> = ch
                 .tracks
                 .iter()
@@ -300,7 +296,7 @@ impl Core {
                 .collect();
             let _ = writeln!(
                 d,
-                "  receipts {receipts:?} refusals {refusals:?} tracks {tracks:?}"
+                "  answers {answers:?} forgotten through {forgotten} tracks {tracks:?}"
             );
             let _ = writeln!(
                 d,

@@ -289,11 +289,10 @@ pub(crate) struct Channel {
     pub delivered: u64,
     // Incoming.
     pub received: Watermark,
-    /// Receipt we signed per received sequence (and so the message hash).
-    pub receipts: BTreeMap<u64, (SignedEnvelope, [u8; 32])>,
-    /// Settling negative receipt we signed per refused sequence, with the
-    /// refused payload's hash: a retransmission of it gets the same one.
-    pub refusals: BTreeMap<u64, (SignedEnvelope, [u8; 32])>,
+    /// Our answers to the peer's most recent sequences (the receipt, or the
+    /// settling negative receipt, with the hash it names): a retransmission
+    /// gets the same one again. Older answers are read from the log.
+    pub answers: RecentAnswers,
     pub received_count: u64,
 }
 
@@ -425,8 +424,7 @@ impl Channel {
             receipted: Watermark::default(),
             delivered: 0,
             received: Watermark::default(),
-            receipts: BTreeMap::new(),
-            refusals: BTreeMap::new(),
+            answers: RecentAnswers::default(),
             received_count: 0,
         }
     }
@@ -529,6 +527,87 @@ impl RecentlySettled {
 
     pub fn get(&self, seq: u64) -> Option<(OutState, u32)> {
         self.by_seq.get(&seq).copied()
+    }
+}
+
+/// Our answer to one of the peer's sequences.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Answer {
+    Receipt(SignedEnvelope),
+    /// A settling negative receipt.
+    Refusal(SignedEnvelope),
+}
+
+impl Answer {
+    pub fn body(&self) -> crate::wire::proto::frame::Body {
+        use crate::wire::proto::frame::Body;
+        match self {
+            Answer::Receipt(e) => Body::Receipt(e.clone()),
+            Answer::Refusal(e) => Body::NegativeReceipt(e.clone()),
+        }
+    }
+}
+
+/// The answers to a peer's highest sequences, at most `cap` (the lowest
+/// are let go first; the log keeps them all).
+#[derive(Debug, Clone)]
+pub(crate) struct RecentAnswers {
+    by_seq: BTreeMap<u64, (Answer, [u8; 32])>,
+    cap: usize,
+    /// The highest sequence whose answer was let go: an answer at or below
+    /// it may be in the log only.
+    pub forgotten_through: u64,
+}
+
+impl Default for RecentAnswers {
+    fn default() -> Self {
+        RecentAnswers {
+            by_seq: BTreeMap::new(),
+            cap: RecentAnswers::CAP,
+            forgotten_through: 0,
+        }
+    }
+}
+
+impl RecentAnswers {
+    /// Answers kept per channel by default: enough for the retransmissions
+    /// and resumptions of a working line (a resumption resends at most
+    /// `MAX_RETRANSMIT_BURST`), about 1 MiB.
+    pub const CAP: usize = 4096;
+
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(1);
+        self.trim();
+    }
+
+    pub fn insert(&mut self, seq: u64, answer: Answer, hash: [u8; 32]) {
+        self.by_seq.insert(seq, (answer, hash));
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.by_seq.len() > self.cap {
+            if let Some((seq, _)) = self.by_seq.pop_first() {
+                self.forgotten_through = self.forgotten_through.max(seq);
+            }
+        }
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&(Answer, [u8; 32])> {
+        self.by_seq.get(&seq)
+    }
+
+    /// Kept answers from `from` on, in order.
+    pub fn range(&self, from: u64) -> impl Iterator<Item = (&u64, &(Answer, [u8; 32]))> {
+        self.by_seq.range(from..)
+    }
+
+    /// (sequence, hash) of each kept answer, for the fold digest.
+    pub fn digest(&self) -> Vec<(u64, String, bool)> {
+        self.by_seq
+            .iter()
+            .map(|(s, (a, h))| (*s, hex::encode(h), matches!(a, Answer::Receipt(_))))
+            .collect()
     }
 }
 

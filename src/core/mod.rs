@@ -48,9 +48,9 @@ pub use channel::{ChannelStatus, Health, OutState, KEY_OVERLAP_MS};
 pub use escalation::Overdue;
 pub use office::{
     Core, Draft, OfficeKeys, PeerKeys, Randomness, ReplayError, SubmitError, Timing,
-    MAX_SEAL_OPENERS,
+    MAX_SEAL_OPENERS, RECENT_ANSWERS,
 };
-pub use output::{CoreEvent, Output, StreamClass, Transmit};
+pub use output::{CoreEvent, Output, Recall, StreamClass, Transmit};
 
 /// Largest message body, in bytes (64 KiB).
 pub const MAX_BODY_LEN: usize = 64 * 1024;

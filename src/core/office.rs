@@ -150,6 +150,9 @@ pub struct ReplayError {
     pub why: String,
 }
 
+/// Answers to each peer's latest sequences kept in memory by default.
+pub const RECENT_ANSWERS: usize = super::channel::RecentAnswers::CAP;
+
 /// Seal keys kept besides the current one (see [`Core::add_seal_opener`]).
 pub const MAX_SEAL_OPENERS: usize = 2;
 
@@ -330,6 +333,29 @@ impl Core {
     /// The Merkle tree over every entry so far (persisted or pending).
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// How many of its answers to each peer's latest sequences the core
+    /// keeps (default [`RECENT_ANSWERS`]; older ones are recalled from the
+    /// log, see [`super::Recall`]). Tests set it low to exercise recall.
+    pub fn set_answers_kept(&mut self, n: usize) {
+        for ch in self.channels.values_mut() {
+            ch.answers.set_cap(n);
+        }
+    }
+
+    /// Keeps the Merkle tree's stored hashes in the file at `path` rather
+    /// than in memory (a running node's memory then does not grow with its
+    /// log). Only before the first entry: the file is rewritten from the
+    /// start as the log replays.
+    pub fn keep_tree_in(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        if self.tree.size() != 0 {
+            return Err(std::io::Error::other(
+                "the tree's file must be chosen before the log is replayed",
+            ));
+        }
+        self.tree = Tree::with_file(path)?;
+        Ok(())
     }
 
     /// The latest checkpoint this office issued.
@@ -592,6 +618,13 @@ impl Core {
             .persist
             .iter()
             .fold(0usize, |a, p| a.saturating_add(p.bytes.len()))
+    }
+
+    /// Whether the core has output waiting to be taken.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+            || !self.out.spool_write.is_empty()
+            || !self.out.spool_delete.is_empty()
     }
 
     /// Takes what the caller must do (see the module docs for the rule).

@@ -277,11 +277,53 @@ pub struct Output {
     pub transmit: Vec<Transmit>,
     /// Events to report, after `persist` is durable.
     pub events: Vec<CoreEvent>,
+    /// Answers the core no longer holds, for the caller to read from the
+    /// history index and send, after `persist` is durable (and folded into
+    /// the index).
+    pub recall: Vec<Recall>,
 }
 
 impl Output {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.persist.is_empty() && self.transmit.is_empty() && self.events.is_empty()
+        self.persist.is_empty()
+            && self.transmit.is_empty()
+            && self.events.is_empty()
+            && self.recall.is_empty()
     }
+}
+
+/// An answer to the peer that only the log still holds: the core keeps its
+/// answers (receipts, settling refusals) to a peer's most recent sequences
+/// only, so that its memory does not grow with the history. The caller
+/// reads older ones through the history index
+/// ([`crate::history::views::answers_from`]) and sends each on `peer`'s
+/// control stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recall {
+    /// A copy of `peer`'s message `sequence` arrived again. Send our logged
+    /// answer to that sequence if it names `hash`; if it names another,
+    /// hand `envelope` back with [`crate::core::Core::duplicate_unanswered`]
+    /// (the peer signed two messages with one number). If the index has no
+    /// answer, do nothing.
+    Duplicate {
+        /// Peer.
+        peer: OfficeName,
+        /// Its sequence.
+        sequence: u64,
+        /// The copy's hash.
+        hash: [u8; 32],
+        /// The copy as received.
+        envelope: SignedEnvelope,
+    },
+    /// Resumption: send `peer` our answers to its sequences from `from` on,
+    /// in order, at most `limit`.
+    Answers {
+        /// Peer.
+        peer: OfficeName,
+        /// First sequence.
+        from: u64,
+        /// Most answers.
+        limit: usize,
+    },
 }

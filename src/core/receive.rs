@@ -17,7 +17,7 @@ use prost::Message as _;
 use super::budget::{Spend, Verdict};
 use super::channel::{prec_index, Channel, HeldMessage};
 use super::office::{peer_env, Core};
-use super::output::{CoreEvent, StreamClass, Transmit};
+use super::output::{CoreEvent, Recall, StreamClass, Transmit};
 use super::{
     Now, MAX_BODY_LEN, MAX_DETAIL_LEN, MAX_HELD, MAX_HELD_BYTES, MAX_LANGUAGE_LEN, MAX_SUBJECT_LEN,
     MAX_THREAD_LEN, RECEIVE_WINDOW,
@@ -125,40 +125,24 @@ impl Core {
         };
         // 4. A number already settled: a duplicate gets the same answer again.
         if ch.received.contains(seq) {
-            let again = match (ch.receipts.get(&seq), ch.refusals.get(&seq)) {
-                (Some((receipt, h)), _) if *h == hash => Some(Body::Receipt(receipt.clone())),
-                (_, Some((nack, h))) if *h == hash => Some(Body::NegativeReceipt(nack.clone())),
-                _ => None,
-            };
-            if let Some(body) = again {
-                self.out.transmit.push(Transmit {
-                    datagram: false,
-                    message: None,
-                    peer: peer.clone(),
-                    class: StreamClass::Control,
-                    frame: Frame { body: Some(body) },
-                });
-                return;
+            match ch.answers.get(seq) {
+                Some((answer, h)) if *h == hash => {
+                    let body = answer.body();
+                    self.out.transmit.push(Transmit::control(peer, body));
+                }
+                // Answered long ago: the shell reads the answer from the
+                // log, and hands the copy back if it names another message
+                // ([`Core::duplicate_unanswered`]).
+                None if seq <= ch.answers.forgotten_through => {
+                    self.out.recall.push(Recall::Duplicate {
+                        peer: peer.clone(),
+                        sequence: seq,
+                        hash,
+                        envelope: env,
+                    });
+                }
+                _ => self.refuse_conflict(now, peer, &msg, hash),
             }
-            // The peer signed two messages with this number. This one can
-            // never be accepted, so the refusal settles it for the sender
-            // and settles its precedence sequence here (when free), so that
-            // the peer's later messages of that precedence are not held
-            // behind it for good: the same rule as for a held message whose
-            // number was taken meanwhile (`release_held`).
-            let ps = settleable_precedence_sequence(ch, &msg);
-            self.refuse(
-                now,
-                peer,
-                hash,
-                Refusal::Settles {
-                    msg: &msg,
-                    precedence_sequence: ps,
-                },
-                NackReason::SequenceConflict,
-                format!("sequence {seq} already holds a different message"),
-            );
-            self.after_settling_refusal(now, peer, &msg, ps, hash);
             return;
         }
         // 5. The window.
@@ -494,6 +478,46 @@ impl Core {
     }
 }
 
+impl Core {
+    /// A duplicate of `peer`'s message `envelope` (the core asked with
+    /// [`Recall::Duplicate`]) whose number's logged answer names another
+    /// message: the peer signed two messages with one number.
+    pub fn duplicate_unanswered(&mut self, now: Now, peer: &OfficeName, envelope: SignedEnvelope) {
+        let hash = sha256(&envelope.payload);
+        if let Ok(msg) = Message::decode(envelope.payload.as_slice()) {
+            self.refuse_conflict(now, peer, &msg, hash);
+        }
+    }
+
+    /// `peer` signed two messages with the number of `msg`, which can never
+    /// be accepted: the refusal settles it for the sender and settles its
+    /// precedence sequence here (when free), so that the peer's later
+    /// messages of that precedence are not held behind it for good (the
+    /// same rule as for a held message whose number was taken meanwhile,
+    /// `release_held`).
+    fn refuse_conflict(&mut self, now: Now, peer: &OfficeName, msg: &Message, hash: [u8; 32]) {
+        let Some(ch) = self.channels.get(peer) else {
+            return;
+        };
+        let ps = settleable_precedence_sequence(ch, msg);
+        self.refuse(
+            now,
+            peer,
+            hash,
+            Refusal::Settles {
+                msg,
+                precedence_sequence: ps,
+            },
+            NackReason::SequenceConflict,
+            format!(
+                "sequence {} already holds a different message",
+                msg.sequence
+            ),
+        );
+        self.after_settling_refusal(now, peer, msg, ps, hash);
+    }
+}
+
 /// Settles the numbers a logged negative receipt of ours names (the one
 /// rule for live refusals and for replay): the channel sequence, and the
 /// precedence sequence when it is not 0; a retransmission of the refused
@@ -509,7 +533,8 @@ pub(super) fn settle_refused(
     }
     if !ch.received.contains(nack.sequence) {
         ch.received.insert(nack.sequence);
-        ch.refusals.insert(nack.sequence, (env, hash));
+        ch.answers
+            .insert(nack.sequence, super::channel::Answer::Refusal(env), hash);
     }
     if nack.precedence_sequence != 0 {
         ch.prec_received

@@ -3,13 +3,11 @@
 
 use super::budget::{Spend, Verdict};
 use super::channel::Channel;
-use super::output::{Output, StreamClass, Transmit};
+use super::output::{Output, Recall, StreamClass, Transmit};
 use super::{Now, MAX_RETRANSMIT_BURST};
 use crate::identity::OfficeName;
 use crate::wire::proto::AlertLevel;
-use crate::wire::proto::{
-    frame::Body, log_entry::Event, Frame, Hello, LinkChanged, LinkState, SignedEnvelope,
-};
+use crate::wire::proto::{frame::Body, log_entry::Event, Frame, Hello, LinkChanged, LinkState};
 use crate::wire::PROTOCOL_VERSION;
 
 use super::office::Core;
@@ -138,27 +136,24 @@ impl Core {
         // burst (a hostile hello of 0 must not make us resend all history;
         // the rest come back as answers to the sender's resends).
         if let Some(from) = h.receipted_through.checked_add(1) {
-            let mut answers: Vec<(u64, SignedEnvelope, bool)> = ch
-                .receipts
-                .range(from..)
-                .take(MAX_RETRANSMIT_BURST)
-                .map(|(s, (e, _))| (*s, e.clone(), true))
-                .collect();
-            answers.extend(
-                ch.refusals
-                    .range(from..)
+            if from <= ch.answers.forgotten_through {
+                // Some of them are in the log only: the caller reads them all
+                // from there (the log holds the kept ones too).
+                self.out.recall.push(Recall::Answers {
+                    peer: peer.clone(),
+                    from,
+                    limit: MAX_RETRANSMIT_BURST,
+                });
+            } else {
+                let answers: Vec<Body> = ch
+                    .answers
+                    .range(from)
                     .take(MAX_RETRANSMIT_BURST)
-                    .map(|(s, (e, _))| (*s, e.clone(), false)),
-            );
-            answers.sort_by_key(|a| a.0);
-            answers.truncate(MAX_RETRANSMIT_BURST);
-            for (_, env, receipt) in answers {
-                let body = if receipt {
-                    Body::Receipt(env)
-                } else {
-                    Body::NegativeReceipt(env)
-                };
-                self.out.transmit.push(Transmit::control(peer, body));
+                    .map(|(_, (a, _))| a.body())
+                    .collect();
+                for body in answers {
+                    self.out.transmit.push(Transmit::control(peer, body));
+                }
             }
         }
         // Our messages. The peer answers (as above) every sequence it settled

@@ -14,7 +14,8 @@
 //! # Layout
 //! - this file: the tables, the fold ([`History::apply`]) and the lookups;
 //! - [`views`]: inbox and outbox pages, one message by id, as the control
-//!   API shows them.
+//!   API shows them, and our old answers to a peer's sequences;
+//! - [`recall`]: resolving the core's requests for answers it let go.
 
 // The index reads what our own log holds; a damaged or hostile record must
 // still never panic the node.
@@ -28,6 +29,7 @@
     )
 )]
 
+pub mod recall;
 pub mod views;
 
 use std::path::Path;
@@ -115,8 +117,15 @@ const RECEIVED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("rece
 const BY_ID: TableDefinition<(u128, u8, &str), u64> = TableDefinition::new("by_id");
 // (direction, log index) -> (peer, sequence): pages in log order.
 const ORDER: TableDefinition<(u8, u64), (&str, u64)> = TableDefinition::new("order");
-// "next_index", "next_offset" -> u64; "root" kept as 4 u64 words.
+// (peer, sequence) -> byte offset of the settling negative receipt we
+// logged for a number of the peer's we never logged a message under (the
+// answer a retransmission of it gets again).
+const REFUSED: TableDefinition<(&str, u64), u64> = TableDefinition::new("refused");
+// "next_index", "next_offset", "version" -> u64; "root" kept as 4 u64 words.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The index's layout: an index of another version is rebuilt.
+/// 2: the REFUSED table.
+pub const VERSION: u64 = 2;
 const ROOT_WORDS: [&str; 4] = ["root0", "root1", "root2", "root3"];
 
 /// Memory the store may use for its page cache. Kept small: the node's
@@ -190,9 +199,25 @@ impl History {
             tx.open_table(RECEIVED).map_err(|e| self.err(e))?;
             tx.open_table(BY_ID).map_err(|e| self.err(e))?;
             tx.open_table(ORDER).map_err(|e| self.err(e))?;
-            tx.open_table(META).map_err(|e| self.err(e))?;
+            tx.open_table(REFUSED).map_err(|e| self.err(e))?;
+            let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
+            // An empty index takes this version; one with entries and no
+            // version predates versions (and is rebuilt, see `version`).
+            let empty = meta.get("next_index").map_err(|e| self.err(e))?.is_none();
+            let versioned = meta.get("version").map_err(|e| self.err(e))?.is_some();
+            if empty && !versioned {
+                meta.insert("version", VERSION).map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The layout version the index was built with (1: before versions).
+    pub fn version(&self) -> Result<u64, HistoryError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = tx.open_table(META).map_err(|e| self.err(e))?;
+        let v = meta.get("version").map_err(|e| self.err(e))?;
+        Ok(v.map_or(1, |v| v.value()))
     }
 
     /// Where the index stands in the log.
@@ -224,6 +249,7 @@ impl History {
         tx.delete_table(RECEIVED).map_err(|e| self.err(e))?;
         tx.delete_table(BY_ID).map_err(|e| self.err(e))?;
         tx.delete_table(ORDER).map_err(|e| self.err(e))?;
+        tx.delete_table(REFUSED).map_err(|e| self.err(e))?;
         tx.delete_table(META).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         self.ensure_tables()
@@ -253,6 +279,7 @@ impl History {
                 received: tx.open_table(RECEIVED).map_err(|e| self.err(e))?,
                 by_id: tx.open_table(BY_ID).map_err(|e| self.err(e))?,
                 order: tx.open_table(ORDER).map_err(|e| self.err(e))?,
+                refused: tx.open_table(REFUSED).map_err(|e| self.err(e))?,
             };
             for e in entries {
                 t.fold(e).map_err(|e| self.err(e))?;
@@ -335,6 +362,46 @@ impl History {
         Ok(out)
     }
 
+    /// Our answers to `peer`'s sequences from `from` on (the receipts and
+    /// settling refusals we logged), in sequence order, at most `limit`:
+    /// (sequence, byte offset of the answer's entry).
+    pub fn answers_from(
+        &self,
+        peer: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>, HistoryError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let r = tx.open_table(RECEIVED).map_err(|e| self.err(e))?;
+        let f = tx.open_table(REFUSED).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        let range = r
+            .range((peer, from)..=(peer, u64::MAX))
+            .map_err(|e| self.err(e))?;
+        for row in range {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let Ok(rec) = ReceivedRecord::decode(v.value()) else {
+                continue;
+            };
+            if rec.receipt_index_plus_one != 0 {
+                out.push((k.value().1, rec.receipt_offset));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        let range = f
+            .range((peer, from)..=(peer, u64::MAX))
+            .map_err(|e| self.err(e))?;
+        for row in range.take(limit) {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push((k.value().1, v.value()));
+        }
+        out.sort_unstable();
+        out.truncate(limit);
+        Ok(out)
+    }
+
     /// How many messages each direction holds: (sent, received).
     pub fn counts(&self) -> Result<(u64, u64), HistoryError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
@@ -359,6 +426,7 @@ struct Tables<'tx> {
     received: redb::Table<'tx, (&'static str, u64), &'static [u8]>,
     by_id: redb::Table<'tx, (u128, u8, &'static str), u64>,
     order: redb::Table<'tx, (u8, u64), (&'static str, u64)>,
+    refused: redb::Table<'tx, (&'static str, u64), u64>,
 }
 
 impl Tables<'_> {
@@ -511,6 +579,22 @@ impl Tables<'_> {
                         .insert((peer, r.sequence), rec.encode_to_vec().as_slice())?;
                 }
             }
+            Event::NegativeReceiptSent(pe) => {
+                // The core's rule (settle_refused): a settling refusal of a
+                // number not yet settled becomes that number's answer.
+                let Some(n) = decode::<NegativeReceipt>(pe) else {
+                    return Ok(());
+                };
+                let peer = pe.peer.as_str();
+                let key = (peer, n.sequence);
+                if n.settles
+                    && n.sequence != 0
+                    && self.received.get(key)?.is_none()
+                    && self.refused.get(key)?.is_none()
+                {
+                    self.refused.insert(key, e.offset)?;
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -544,6 +628,10 @@ pub fn open_or_replace(path: &Path) -> Result<(History, bool), HistoryError> {
         create()?;
     }
     match History::open(path) {
+        Ok(mut h) if h.version()? != VERSION => {
+            h.clear()?;
+            Ok((h, true))
+        }
         Ok(h) => Ok((h, false)),
         Err(_) => {
             std::fs::remove_file(path).map_err(|e| store_err(&path.display().to_string(), e))?;
@@ -658,5 +746,42 @@ impl CatchUp {
             after,
             durable,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_of_an_older_layout_is_replaced_and_a_new_one_carries_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.redb");
+        let (h, replaced) = open_or_replace(&path).unwrap();
+        assert!(!replaced);
+        assert_eq!(h.version().unwrap(), VERSION);
+        // An index made before versions: entries folded in, no version.
+        let after = Position {
+            next_index: 3,
+            next_offset: 300,
+            root: [7; 32],
+        };
+        let mut h = h;
+        h.apply(std::iter::empty(), after, true).unwrap();
+        {
+            let tx = h.db.begin_write().unwrap();
+            tx.open_table(META).unwrap().remove("version").unwrap();
+            tx.commit().unwrap();
+        }
+        assert_eq!(h.version().unwrap(), 1);
+        drop(h);
+        let (h, replaced) = open_or_replace(&path).unwrap();
+        assert!(replaced, "rebuilt from the log");
+        assert_eq!(h.position().unwrap(), Position::default());
+        assert_eq!(h.version().unwrap(), VERSION);
+        // Reopened as it is now: kept.
+        drop(h);
+        let (_, replaced) = open_or_replace(&path).unwrap();
+        assert!(!replaced);
     }
 }

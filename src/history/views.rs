@@ -8,7 +8,9 @@ use super::{sent_state, Direction, History, HistoryError, ReceivedRecord, SentRe
 use crate::audit::{LogError, LogReader};
 use crate::control::api::{self, InboxEntry, OutboxEntry};
 use crate::core::OutState;
-use crate::wire::proto::{log_entry::Event, Message, SignedEnvelope};
+use crate::wire::proto::{
+    frame::Body, log_entry::Event, Message, NegativeReceipt, Receipt, SignedEnvelope,
+};
 use crate::wire::MessageId;
 
 /// Most entries one page may hold, whatever the caller asks.
@@ -252,6 +254,55 @@ fn next_cursor(rows: &[(u64, String, u64)], limit: usize) -> Option<u64> {
         return None;
     }
     rows.last().map(|(i, _, _)| *i)
+}
+
+/// An answer we logged to one of a peer's sequences, ready to go on the
+/// wire again: a retransmission of the message gets the same answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedAnswer {
+    /// The peer's sequence.
+    pub sequence: u64,
+    /// Our signed receipt or settling negative receipt.
+    pub body: Body,
+    /// The message hash it names (a receipt's message hash, a refusal's
+    /// payload hash): a copy with another hash is not the message answered.
+    pub hash: [u8; 32],
+}
+
+/// Our answers to `peer`'s sequences from `from` on, in order, at most
+/// `limit` (what a resumption resends, and a duplicate's answer).
+pub fn answers_from(
+    history: &History,
+    log: &LogReader,
+    peer: &str,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<LoggedAnswer>, ViewError> {
+    let mut out = Vec::new();
+    for (sequence, offset) in history.answers_from(peer, from, limit)? {
+        let e = log.read_at(offset)?;
+        let answer = match e.entry.event {
+            Some(Event::ReceiptSent(pe)) => pe.envelope.and_then(|env| {
+                let r = Receipt::decode(env.payload.as_slice()).ok()?;
+                Some((Body::Receipt(env), r.message_hash))
+            }),
+            Some(Event::NegativeReceiptSent(pe)) => pe.envelope.and_then(|env| {
+                let n = NegativeReceipt::decode(env.payload.as_slice()).ok()?;
+                Some((Body::NegativeReceipt(env), n.payload_hash))
+            }),
+            _ => None,
+        };
+        if let Some((body, hash)) = answer {
+            if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                out.push(LoggedAnswer {
+                    sequence,
+                    body,
+                    hash,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Our sent message `id`, if we sent one.

@@ -11,6 +11,8 @@
 //! DIR/control.token           bearer token for the control API (0600)
 //! DIR/peers/NAME.card.toml    pinned peer cards
 //! DIR/log/hotline.log         the append-only log, the node's only store
+//! DIR/log/history.redb        the history index (derived from the log)
+//! DIR/log/tree.hashes         the log's Merkle hashes (derived, rewritten at start)
 //! DIR/run/                    lock and control.addr while a node runs
 //! ```
 
@@ -150,6 +152,11 @@ impl OfficeDir {
     /// missing or damaged).
     pub fn history(&self) -> PathBuf {
         self.root.join("log/history.redb")
+    }
+
+    /// The running node's file of the log's Merkle hashes.
+    pub fn tree_hashes(&self) -> PathBuf {
+        self.root.join("log/tree.hashes")
     }
     /// A pinned peer's card, relative path as stored in the config.
     pub fn peer_card_rel(name: &OfficeName) -> String {

@@ -60,6 +60,9 @@ pub const CORE_RESTART_WINDOW: std::time::Duration = std::time::Duration::from_s
 /// makes it: the same replay as at start).
 pub type Reload = Box<dyn FnMut(crate::core::Now) -> Result<Core, NodeError> + Send>;
 
+/// Deliveries whose latency the node remembers for its views.
+const ELAPSED_KEPT: usize = 4096;
+
 /// How long a stopping node waits for peers to cosign its final checkpoint.
 pub const FINAL_COSIGN_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
@@ -316,7 +319,8 @@ pub struct Actor {
     accepting: Vec<Accepting>,
     waiters: HashMap<MessageId, Vec<oneshot::Sender<Delivery>>>,
     accepted_at: HashMap<MessageId, Instant>,
-    elapsed_us: HashMap<MessageId, u64>,
+    /// Send-to-receipt latency of the latest deliveries (views show it).
+    elapsed_us: super::recent::Recent<MessageId, u64>,
     refusals: RefusalBook,
     events: VecDeque<WatchEvent>,
     next_event: u64,
@@ -356,7 +360,7 @@ impl Actor {
             accepting: Vec::new(),
             waiters: HashMap::new(),
             accepted_at: HashMap::new(),
-            elapsed_us: HashMap::new(),
+            elapsed_us: super::recent::Recent::new(ELAPSED_KEPT),
             refusals: RefusalBook::default(),
             events: VecDeque::new(),
             next_event: 1,
@@ -1157,8 +1161,20 @@ impl Actor {
         self.links_up.send_replace(up);
     }
 
-    /// Makes the core's entries durable, then acts on the rest.
+    /// Makes the core's entries durable, then acts on the rest; again if
+    /// acting on it gave the core more to do (a recalled duplicate that
+    /// turned out to conflict is refused in a second round).
     async fn commit(&mut self) -> Result<(), NodeError> {
+        for _ in 0..3 {
+            self.commit_round().await?;
+            if !self.core.has_output() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_round(&mut self) -> Result<(), NodeError> {
         let out = self.core.take_output();
         if !out.persist.is_empty() || !out.spool_write.is_empty() || !out.spool_delete.is_empty() {
             let Some(mut log) = self.log.take() else {
@@ -1212,6 +1228,9 @@ impl Actor {
         }
         for t in out.transmit {
             self.hand_over(t);
+        }
+        if !out.recall.is_empty() {
+            self.recall(out.recall);
         }
         let now = Instant::now();
         for a in self.accepting.drain(..) {
@@ -1322,7 +1341,11 @@ impl Actor {
                     reason,
                     detail,
                 } => {
-                    // Refused for good: a waiting copy need not go out.
+                    // Refused for good: a waiting copy need not go out, and
+                    // no receipt will come to time.
+                    if let (Some(_), Some(i)) = (refused_sequence, id) {
+                        self.accepted_at.remove(&i);
+                    }
                     if let (Some(seq), Some(link)) = (refused_sequence, self.links.get(&peer)) {
                         link.queued.release(seq);
                     }
@@ -1442,6 +1465,40 @@ impl Actor {
             }
         }
         Ok(())
+    }
+
+    /// Sends the answers the core asked for from the log (it keeps only
+    /// the latest per peer): read through the history index, which the
+    /// commit before this brought up to date. A duplicate whose logged
+    /// answer names another message goes back to the core, whose refusal
+    /// the next commit makes durable.
+    fn recall(&mut self, recalls: Vec<crate::core::Recall>) {
+        use crate::history::recall::{resolve, Resolved};
+        let Some((h, log)) = self.history.as_ref() else {
+            tracing::warn!("{HISTORY_GONE}: old answers to peers are not resent");
+            return;
+        };
+        let mut send = Vec::new();
+        let mut conflicts = Vec::new();
+        for r in recalls {
+            match resolve(h, log, r) {
+                Ok(Resolved::Send(t)) => send.extend(t),
+                Ok(Resolved::Conflict(peer, env)) => conflicts.push((peer, env)),
+                Ok(Resolved::Missing { peer, sequence }) => tracing::warn!(
+                    %peer,
+                    sequence,
+                    "no logged answer to {peer}'s sequence {sequence} in the history index"
+                ),
+                Err(e) => tracing::warn!("reading an old answer to a peer: {e}"),
+            }
+        }
+        for t in send {
+            self.hand_over(t);
+        }
+        let now = self.clock.now();
+        for (peer, env) in conflicts {
+            self.core.duplicate_unanswered(now, &peer, env);
+        }
     }
 
     /// Our message `id`'s delivery, if the index shows it delivered.

@@ -25,6 +25,7 @@ pub mod control_server;
 mod dialer;
 pub mod link;
 pub mod offline;
+pub mod recent;
 pub mod refusals;
 mod spool;
 pub mod tls;
@@ -383,7 +384,7 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
             }));
         }
     }
-    let mut loader = offline::Loader::new(&office)?;
+    let mut loader = offline::Loader::new(&office, true)?;
     let (log, recovered) = LogWriter::open(&dir.log(), |e| loader.feed(e))?;
     let (mut core, history) = loader.finish(recovered.entries)?;
     let reader = crate::audit::LogReader::open(&dir.log())?;

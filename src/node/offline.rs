@@ -47,9 +47,20 @@ pub fn new_core(office: &Office) -> Core {
     core
 }
 
-/// Replays the office's log into a fresh core (nothing is written).
-pub fn load_core(office: &Office) -> Result<Core, super::NodeError> {
+/// A fresh core for the running node: its Merkle hashes kept in
+/// `log/tree.hashes`, rewritten as the log replays.
+fn node_core(office: &Office) -> Result<Core, super::NodeError> {
     let mut core = new_core(office);
+    let path = office.dir.tree_hashes();
+    core.keep_tree_in(&path)
+        .map_err(|e| super::NodeError::Config(format!("cannot write {}: {e}", path.display())))?;
+    Ok(core)
+}
+
+/// Replays the office's log into a fresh core for the running node (the
+/// log is not written; the tree's hash file is).
+pub fn load_core(office: &Office) -> Result<Core, super::NodeError> {
+    let mut core = node_core(office)?;
     let mut err = None;
     audit::scan(&office.dir.log(), |e| {
         if err.is_none() {
@@ -77,19 +88,25 @@ pub struct Loader {
 
 impl Loader {
     /// A fresh core for `office` and its history index, opened (or
-    /// replaced, when the store cannot read it).
-    pub fn new(office: &Office) -> Result<Self, super::NodeError> {
+    /// replaced, when the store cannot read it). `for_node`: the core is the
+    /// running node's (its Merkle hashes go to their file); otherwise
+    /// nothing but the index is written.
+    pub fn new(office: &Office, for_node: bool) -> Result<Self, super::NodeError> {
         let index_path = office.dir.history();
         let (history, replaced) = crate::history::open_or_replace(&index_path)?;
         if replaced {
             tracing::warn!(
-                "the history index {} could not be opened; rebuilding it from the log",
+                "the history index {} could not be opened or has an older layout; rebuilding it from the log",
                 index_path.display()
             );
         }
         let catch_up = CatchUp::new(&history)?;
         Ok(Loader {
-            core: new_core(office),
+            core: if for_node {
+                node_core(office)?
+            } else {
+                new_core(office)
+            },
             history,
             catch_up,
             replay_err: None,
@@ -154,7 +171,7 @@ impl Loader {
 /// The core and the history index of an office whose node is not
 /// running, read from its log (nothing is appended to the log).
 pub fn load_with_history(office: &Office) -> Result<(Core, History, LogReader), super::NodeError> {
-    let mut loader = Loader::new(office)?;
+    let mut loader = Loader::new(office, false)?;
     let summary = audit::scan(&office.dir.log(), |e| loader.feed(e))?;
     let (core, history) = loader.finish(summary.entries)?;
     let reader = LogReader::open(&office.dir.log())?;

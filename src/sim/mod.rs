@@ -37,7 +37,9 @@ use ed25519_dalek::SigningKey;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::audit::Persisted;
-use crate::core::{Core, CoreEvent, Draft, Now, OfficeKeys, PeerKeys, StreamClass, Timing};
+use crate::core::{
+    Core, CoreEvent, Draft, Now, OfficeKeys, PeerKeys, StreamClass, Timing, Transmit,
+};
 use crate::identity::OfficeName;
 use crate::wire::proto::{frame::Body, Frame};
 use crate::wire::MessageId;
@@ -100,6 +102,8 @@ pub struct SimOffice {
     pub delivered: BTreeMap<MessageId, u32>,
     /// Transmit count, for tests that watch the wire.
     pub frames_sent: u64,
+    /// Answers its core had let go and recalled from its log (sent again).
+    pub answers_recalled: u64,
     /// Of those, message frames.
     pub message_frames_sent: u64,
     /// Of those, line checks and their replies.
@@ -281,6 +285,9 @@ pub struct Sim {
     pub timer_stalls: Vec<(usize, u64)>,
     /// The office and time of the last timeout, and how many ran there.
     repeat_timeouts: (usize, u64, u32),
+    /// Answers each core keeps per peer ([`Core::set_answers_kept`]), when
+    /// a test sets it (low, to make cores recall answers from the log).
+    answers_kept: Option<usize>,
 }
 
 /// Timeouts one office may take at one virtual instant before the
@@ -393,6 +400,7 @@ impl Sim {
                 fingerprints: o.fingerprints,
                 core: None,
                 disk: Vec::new(),
+                answers_recalled: 0,
                 spool: BTreeMap::new(),
                 accepted: Vec::new(),
                 delivered: BTreeMap::new(),
@@ -433,6 +441,7 @@ impl Sim {
             tamper: None,
             timer_stalls: Vec::new(),
             repeat_timeouts: (usize::MAX, 0, 0),
+            answers_kept: None,
         };
         for i in 0..sim.offices.len() {
             sim.boot(i);
@@ -457,6 +466,9 @@ impl Sim {
         let now = self.now();
         let o = &mut self.offices[i];
         let mut core = (o.make)();
+        if let Some(n) = self.answers_kept {
+            core.set_answers_kept(n);
+        }
         core.seed_randomness(seed);
         for e in &o.disk {
             core.replay(&e.entry, &e.bytes).expect("sim log replays");
@@ -510,6 +522,9 @@ impl Sim {
         let o = &self.offices[i];
         let live = o.core.as_ref()?.fold_digest();
         let mut replayed = (o.make)();
+        if let Some(n) = self.answers_kept {
+            replayed.set_answers_kept(n);
+        }
         for e in &o.disk {
             if let Err(e) = replayed.replay(&e.entry, &e.bytes) {
                 return Some(format!("its log does not replay: {e:?}"));
@@ -525,6 +540,18 @@ impl Sim {
                 .collect::<Vec<_>>()
                 .join("\n")
         })
+    }
+
+    /// Every core (those running now and those started later) keeps its
+    /// answers to only the `n` latest sequences per peer, recalling older
+    /// ones from its log as a node does.
+    pub fn set_answers_kept(&mut self, n: usize) {
+        self.answers_kept = Some(n);
+        for o in &mut self.offices {
+            if let Some(c) = o.core.as_mut() {
+                c.set_answers_kept(n);
+            }
+        }
     }
 
     /// Office `i`'s history as its operator sees it (inbox, outbox, by id),
@@ -924,7 +951,11 @@ impl Sim {
             o.events.push(ev);
             o.event_times.push(self.now);
         }
-        for t in out.transmit {
+        let mut transmit = out.transmit;
+        if !out.recall.is_empty() {
+            transmit.extend(self.recall(i, out.recall));
+        }
+        for t in transmit {
             let o = &mut self.offices[i];
             o.frames_sent += 1;
             match t.frame.body {
@@ -950,6 +981,30 @@ impl Sim {
             self.put_on_line(i, to, t.class, t.frame);
         }
         true
+    }
+
+    /// Answers office `i`'s core asked for from its log, as the node reads
+    /// them: through the history index over its durable log. A duplicate
+    /// whose logged answer names another message goes back to the core.
+    fn recall(&mut self, i: usize, recalls: Vec<crate::core::Recall>) -> Vec<Transmit> {
+        use crate::history::recall::{resolve, Resolved};
+        let mut out = Vec::new();
+        let mut conflicts = Vec::new();
+        {
+            let h = self.history(i);
+            for r in recalls {
+                match resolve(&h.history, &h.log, r).expect("answers view") {
+                    Resolved::Send(t) => out.extend(t),
+                    Resolved::Conflict(peer, env) => conflicts.push((peer, env)),
+                    Resolved::Missing { .. } => {}
+                }
+            }
+        }
+        self.offices[i].answers_recalled += out.len() as u64;
+        for (peer, env) in conflicts {
+            self.with_core(i, |core, now| core.duplicate_unanswered(now, &peer, env));
+        }
+        out
     }
 
     /// Puts a frame from `from` to `to` on their line.
