@@ -213,6 +213,13 @@ pub fn run(opts: &LineBenchOptions, exe: &Path) -> Result<LineBenchReport, DemoE
 /// A node process, killed on drop.
 pub(crate) struct NodeProcess(Child);
 
+impl NodeProcess {
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();

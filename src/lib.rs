@@ -49,6 +49,7 @@ pub mod bench;
 pub mod bench_audit;
 pub mod bench_health;
 pub mod bench_line;
+pub mod bench_soak;
 pub mod control;
 pub mod core;
 pub mod demo;

@@ -205,3 +205,42 @@ async fn send_wait_always_leaves_the_id_and_exit_4_without_a_receipt() {
     assert!(is_id(&id), "{id:?}");
     assert!(err.contains("is durable"), "{err}");
 }
+
+#[test]
+fn bench_soak_reports_each_nodes_memory_as_the_history_grows() {
+    // A short soak through two real node processes: every message
+    // delivered, a row per 100 messages with both nodes' memory read.
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args([
+            "bench",
+            "soak",
+            "--messages",
+            "300",
+            "--report-every",
+            "100",
+            "--senders",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = r["rows"].as_array().unwrap();
+    assert!(rows.len() >= 4, "{rows:?}");
+    let last = rows.last().unwrap();
+    assert_eq!(last["messages"], 300);
+    assert_eq!(last["in_flight"], 0, "all delivered before the last row");
+    for row in rows {
+        assert!(row["sender_rss_mib"].as_f64().unwrap() > 1.0);
+        assert!(row["receiver_rss_mib"].as_f64().unwrap() > 1.0);
+    }
+    // Both logs hold the 300 messages (each well over 256 bytes logged).
+    for side in 0..2 {
+        assert!(r["log_bytes"][side].as_u64().unwrap() > 300 * 256);
+    }
+}

@@ -617,6 +617,22 @@ fn bench(a: super::BenchArgs) -> Res {
         }
         return Ok(exit::OK);
     }
+    if a.scenario == "soak" {
+        let opts = hotline::bench_soak::SoakOptions {
+            messages: a.messages.map_or(1_000_000, |m| m as u64),
+            size: a.size.unwrap_or(256),
+            report_every: a.report_every.max(1),
+            senders: a.senders.max(1),
+            progress: !a.json,
+        };
+        let report = hotline::bench_soak::run(&opts, &hotline::bench_line::current_exe()?)?;
+        if a.json {
+            print_json(&report);
+        } else {
+            render::bench_soak(&report);
+        }
+        return Ok(exit::OK);
+    }
     if a.scenario == "line" {
         use hotline::bench_line::{LineBenchOptions, LineProfile};
         let profile = LineProfile::parse(&a.profile).unwrap_or(LineProfile::Satellite);

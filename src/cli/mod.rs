@@ -363,9 +363,11 @@ struct BenchArgs {
     /// What to measure: `link` (two nodes: throughput, latency), `audit`
     /// (`audit verify` throughput and peak memory as the log grows), `line`
     /// (two node processes beside a raw QUIC stream on an emulated lossy
-    /// line: goodput and bytes on the wire) or `health` (false DEGRADED and
-    /// SILENT alarms on a working lossy line, then how fast cuts are seen).
-    #[arg(default_value = "link", value_parser = ["link", "audit", "line", "health"])]
+    /// line: goodput and bytes on the wire), `health` (false DEGRADED and
+    /// SILENT alarms on a working lossy line, then how fast cuts are seen)
+    /// or `soak` (a long paced run between two node processes: each node's
+    /// memory and the throughput every --report-every messages).
+    #[arg(default_value = "link", value_parser = ["link", "audit", "line", "health", "soak"])]
     scenario: String,
     /// line, health: `satellite` (100±30 ms, 10 % loss, 1 % duplication,
     /// 5 % reordering) or `narrowband` (64 kbit/s, 300 ms, 2 % loss).
@@ -388,11 +390,18 @@ struct BenchArgs {
     /// the logs) under DIR/run-N instead of deleting them.
     #[arg(long, value_name = "DIR")]
     keep: Option<std::path::PathBuf>,
+    /// soak: a report row every this many messages.
+    #[arg(long, default_value_t = 100_000)]
+    report_every: u64,
+    /// soak: sending threads, each with its own control connection.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
     /// audit: log sizes in entries, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     entries: Vec<u64>,
     /// link: messages for the throughput run (default 2000); line: messages
-    /// per run (default 600 satellite, 100 narrowband).
+    /// per run (default 600 satellite, 100 narrowband); soak: messages in
+    /// all (default 1000000).
     #[arg(long)]
     messages: Option<usize>,
     /// Body size in bytes (default: link 256, line 1500).

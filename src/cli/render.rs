@@ -633,6 +633,51 @@ fn watch_line(e: &hotline::control::WatchEvent) -> String {
     )
 }
 
+pub fn bench_soak(r: &hotline::bench_soak::SoakReport) {
+    println!(
+        "hotline bench soak: {} messages of {} bytes, washington -> pyongyang, {} senders \
+         (two node processes, control API)\n",
+        r.messages, r.size, r.senders
+    );
+    println!(
+        "memory at start: sender {:.1} MiB, receiver {:.1} MiB\n",
+        r.start_rss_mib[0], r.start_rss_mib[1]
+    );
+    table(
+        &[
+            "MESSAGES",
+            "SECONDS",
+            "MSG/S",
+            "SENDER RSS MiB",
+            "RECEIVER RSS MiB",
+        ],
+        r.rows
+            .iter()
+            .map(|w| {
+                vec![
+                    w.messages.to_string(),
+                    format!("{:.1}", w.elapsed_s),
+                    format!("{:.0}", w.rate_per_s),
+                    format!("{:.1}", w.sender_rss_mib),
+                    format!("{:.1}", w.receiver_rss_mib),
+                ]
+            })
+            .collect(),
+    );
+    println!(
+        "\nmemory growth per message, first row to last: sender {:.1} bytes, receiver {:.1} bytes",
+        r.rss_bytes_per_message[0], r.rss_bytes_per_message[1]
+    );
+    if let Some(f) = r.rate_last_over_first {
+        println!("throughput, last tenth over first tenth: {f:.2}");
+    }
+    println!(
+        "log at the end: sender {:.1} MiB, receiver {:.1} MiB",
+        r.log_bytes[0] as f64 / 1048576.0,
+        r.log_bytes[1] as f64 / 1048576.0
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
