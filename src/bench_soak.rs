@@ -7,7 +7,13 @@
 //! does throughput stay flat (the last tenth within 10 % of the first)?
 //!
 //! The run is paced to stay under the unreceipted limit: senders pause
-//! while the sender's outbox holds more than [`MAX_IN_FLIGHT`] messages.
+//! while the sender's outbox holds more than [`MAX_IN_FLIGHT`] messages,
+//! or (when the receiver acknowledges) more than that await an
+//! acknowledgement. By default the receiving office's officer acknowledges
+//! every message as it arrives (an acknowledging thread reading the inbox
+//! page by page), so that the history settles as on a working line; with
+//! `acknowledge` off nobody does, and the sender keeps an escalation track
+//! for each message.
 //! Messages go one way (washington to pyongyang), ROUTINE, `size`-byte
 //! bodies, from `senders` threads each with its own control connection.
 //! Memory is VmRSS from `/proc/PID/status` (Linux).
@@ -40,6 +46,8 @@ pub struct SoakOptions {
     pub report_every: u64,
     /// Sending threads.
     pub senders: usize,
+    /// The receiver acknowledges every message.
+    pub acknowledge: bool,
     /// Print progress on stderr.
     pub progress: bool,
 }
@@ -59,6 +67,8 @@ pub struct SoakRow {
     pub receiver_rss_mib: f64,
     /// Unreceipted at the sender when the row was taken.
     pub in_flight: usize,
+    /// Awaiting acknowledgement at the sender when the row was taken.
+    pub awaiting_ack: usize,
 }
 
 /// The whole run.
@@ -70,6 +80,8 @@ pub struct SoakReport {
     pub size: usize,
     /// Sending threads.
     pub senders: usize,
+    /// Whether the receiver acknowledged every message.
+    pub acknowledged: bool,
     /// Resident memory of each node right after its line came up, MiB.
     pub start_rss_mib: [f64; 2],
     /// A row every `report_every` messages, and one at the end (all
@@ -120,6 +132,68 @@ fn in_flight(c: &ControlClient) -> Option<usize> {
     Some(s.peers.iter().map(|p| p.outbox).sum())
 }
 
+fn awaiting_ack(c: &ControlClient) -> Option<usize> {
+    let s = c.status().ok()?;
+    Some(s.peers.iter().map(|p| p.awaiting_ack).sum())
+}
+
+/// The receiving officer: acknowledges every message as it arrives, until
+/// `total` are, or `stop` is set. Each round walks the inbox back from the
+/// newest page to the last message it saw, so none is missed however far
+/// it falls behind.
+fn acknowledge_all(c: &ControlClient, total: u64, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use crate::history::views::Page;
+    let mut acked = 0u64;
+    // Messages at or below this log index were all seen.
+    let mut seen_through: Option<u64> = None;
+    while acked < total && !stop.load(Ordering::SeqCst) {
+        let mut fresh = Vec::new();
+        let mut before = None;
+        'pages: loop {
+            let page = Page {
+                limit: 1000,
+                before,
+                ..Default::default()
+            };
+            let items = c.inbox_page(&page).unwrap_or_default();
+            let full = items.len() == 1000;
+            for e in items {
+                if seen_through.is_some_and(|s| e.log_index <= s) {
+                    break 'pages;
+                }
+                before = Some(e.log_index);
+                fresh.push(e);
+            }
+            if !full {
+                break;
+            }
+        }
+        let Some(newest) = fresh.first().map(|e| e.log_index) else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        // Oldest first, as an officer works through a queue.
+        for e in fresh.iter().rev().filter(|e| !e.acknowledged) {
+            let req = crate::control::api::AckRequest {
+                id: e.id.clone(),
+                note: "Seen.".into(),
+                response: Some("information".into()),
+            };
+            // A failed acknowledgement is tried again a few times; one that
+            // never succeeds leaves the run waiting, which then says so.
+            for _ in 0..5 {
+                if c.ack(&req).is_ok() {
+                    acked += 1;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        seen_through = Some(newest);
+    }
+    acked
+}
+
 /// Runs the soak with node processes of `exe`.
 pub fn run(opts: &SoakOptions, exe: &Path) -> Result<SoakReport, DemoError> {
     let tmp = tempfile::tempdir()?;
@@ -132,6 +206,18 @@ pub fn run(opts: &SoakOptions, exe: &Path) -> Result<SoakReport, DemoError> {
 
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let officer = if opts.acknowledge {
+        let c = ControlClient::from_dir(&dirs[1])
+            .map_err(|e| DemoError::Timeout(format!("control client: {e}")))?;
+        let (total, stop) = (opts.messages, stop.clone());
+        Some(std::thread::spawn(move || {
+            acknowledge_all(&c, total, &stop)
+        }))
+    } else {
+        None
+    };
+    let acknowledge = opts.acknowledge;
     let body = "x".repeat(opts.size);
     let t0 = Instant::now();
     let mut threads = Vec::new();
@@ -150,7 +236,11 @@ pub fn run(opts: &SoakOptions, exe: &Path) -> Result<SoakReport, DemoError> {
                 since_check += 1;
                 if since_check >= 200 {
                     since_check = 0;
-                    while in_flight(&c).is_some_and(|f| f > MAX_IN_FLIGHT) {
+                    let busy = |c: &ControlClient| {
+                        in_flight(c).is_some_and(|f| f > MAX_IN_FLIGHT)
+                            || (acknowledge && awaiting_ack(c).is_some_and(|a| a > MAX_IN_FLIGHT))
+                    };
+                    while busy(&c) {
                         std::thread::sleep(Duration::from_millis(20));
                     }
                 }
@@ -181,11 +271,12 @@ pub fn run(opts: &SoakOptions, exe: &Path) -> Result<SoakReport, DemoError> {
             sender_rss_mib: rss_mib(pids[0]),
             receiver_rss_mib: rss_mib(pids[1]),
             in_flight: in_flight(&client).unwrap_or(0),
+            awaiting_ack: awaiting_ack(&client).unwrap_or(0),
         };
         if opts.progress {
             eprintln!(
-                "  {:>10} messages  {:>7.1} s  {:>8.0} msg/s  RSS sender {:>6.1} MiB  receiver {:>6.1} MiB  in flight {}",
-                r.messages, r.elapsed_s, r.rate_per_s, r.sender_rss_mib, r.receiver_rss_mib, r.in_flight
+                "  {:>10} messages  {:>7.1} s  {:>8.0} msg/s  RSS sender {:>6.1} MiB  receiver {:>6.1} MiB  in flight {}  awaiting ack {}",
+                r.messages, r.elapsed_s, r.rate_per_s, r.sender_rss_mib, r.receiver_rss_mib, r.in_flight, r.awaiting_ack
             );
         }
         rows.push(r);
@@ -212,6 +303,14 @@ pub fn run(opts: &SoakOptions, exe: &Path) -> Result<SoakReport, DemoError> {
     wait_until(Duration::from_secs(600), "every receipt", || {
         (in_flight(&client)? == 0).then_some(())
     })?;
+    if let Some(officer) = officer {
+        let waited = wait_until(Duration::from_secs(600), "every acknowledgement", || {
+            (awaiting_ack(&client)? == 0).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+        let _ = officer.join();
+        waited?;
+    }
     row(opts.messages, &mut rows);
 
     let tenth = (rows.len() / 10).max(1);
@@ -237,6 +336,7 @@ pub fn run(opts: &SoakOptions, exe: &Path) -> Result<SoakReport, DemoError> {
         messages: opts.messages,
         size: opts.size,
         senders: opts.senders.max(1),
+        acknowledged: opts.acknowledge,
         start_rss_mib,
         rss_bytes_per_message: [
             per_message(|r| r.sender_rss_mib),

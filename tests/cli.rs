@@ -209,7 +209,8 @@ async fn send_wait_always_leaves_the_id_and_exit_4_without_a_receipt() {
 #[test]
 fn bench_soak_reports_each_nodes_memory_as_the_history_grows() {
     // A short soak through two real node processes: every message
-    // delivered, a row per 100 messages with both nodes' memory read.
+    // delivered and acknowledged, a row per 100 messages with both nodes'
+    // memory read.
     let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args([
             "bench",
@@ -235,6 +236,8 @@ fn bench_soak_reports_each_nodes_memory_as_the_history_grows() {
     let last = rows.last().unwrap();
     assert_eq!(last["messages"], 300);
     assert_eq!(last["in_flight"], 0, "all delivered before the last row");
+    assert_eq!(r["acknowledged"], true);
+    assert_eq!(last["awaiting_ack"], 0, "the receiver acknowledged each");
     for row in rows {
         assert!(row["sender_rss_mib"].as_f64().unwrap() > 1.0);
         assert!(row["receiver_rss_mib"].as_f64().unwrap() > 1.0);

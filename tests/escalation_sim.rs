@@ -475,3 +475,34 @@ fn a_message_with_the_longest_subject_can_still_be_acknowledged() {
     assert!(ack.subject.len() <= limit && ack.subject.len() > limit - 2);
     assert_eq!(sim.history(0).acknowledged(&id), Some(Response::WillComply));
 }
+
+#[test]
+fn an_acknowledgement_waits_for_its_receipt_only() {
+    // An acknowledgement is not itself acknowledged: once receipted it
+    // leaves the acknowledging office's ladder, and no "no acknowledgement"
+    // step ever fires for it.
+    let mut sim = Sim::new(23, Faults::clean(10));
+    sim.connect();
+    let id = sim.submit(0, flash()).unwrap();
+    sim.run_for(5 * S);
+    let t0 = sim.now;
+    let ack_id = MessageId::new(WALL_BASE + sim.now, [5; 10]);
+    sim.acknowledge(1, ack_id, &id, "Seen.", Response::Information)
+        .unwrap()
+        .unwrap();
+    sim.run_for(5 * S);
+    let awaiting =
+        |sim: &Sim, i: usize| sim.offices[i].core.as_ref().unwrap().status()[0].awaiting_ack;
+    assert_eq!(awaiting(&sim, 1), 0, "the acknowledgement was receipted");
+    assert_eq!(awaiting(&sim, 0), 0, "the message was acknowledged");
+    // Past FLASH's acknowledgement deadline (10 min) and its last step.
+    sim.run_for(30 * MIN);
+    assert_eq!(steps(&sim, 1, t0), vec![]);
+    // And a core replayed from the log agrees.
+    sim.crash(1);
+    sim.restart(1);
+    sim.connect();
+    sim.run_for(S);
+    assert_eq!(awaiting(&sim, 1), 0);
+    assert!(sim.fold_mismatch(1).is_none());
+}

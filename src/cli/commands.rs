@@ -623,6 +623,7 @@ fn bench(a: super::BenchArgs) -> Res {
             size: a.size.unwrap_or(256),
             report_every: a.report_every.max(1),
             senders: a.senders.max(1),
+            acknowledge: !a.no_ack,
             progress: !a.json,
         };
         let report = hotline::bench_soak::run(&opts, &hotline::bench_line::current_exe()?)?;

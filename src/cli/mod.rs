@@ -396,6 +396,10 @@ struct BenchArgs {
     /// soak: sending threads, each with its own control connection.
     #[arg(long, default_value_t = 4)]
     senders: usize,
+    /// soak: nobody acknowledges the messages (by default the receiving
+    /// officer acknowledges each as it arrives).
+    #[arg(long)]
+    no_ack: bool,
     /// audit: log sizes in entries, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     entries: Vec<u64>,

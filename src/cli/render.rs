@@ -636,8 +636,15 @@ fn watch_line(e: &hotline::control::WatchEvent) -> String {
 pub fn bench_soak(r: &hotline::bench_soak::SoakReport) {
     println!(
         "hotline bench soak: {} messages of {} bytes, washington -> pyongyang, {} senders \
-         (two node processes, control API)\n",
-        r.messages, r.size, r.senders
+         (two node processes, control API); {}\n",
+        r.messages,
+        r.size,
+        r.senders,
+        if r.acknowledged {
+            "pyongyang acknowledges each"
+        } else {
+            "nobody acknowledges"
+        }
     );
     println!(
         "memory at start: sender {:.1} MiB, receiver {:.1} MiB\n",

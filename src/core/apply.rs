@@ -76,11 +76,12 @@ impl Core {
                 );
                 let peer = ch.peer.clone();
                 let base_mono = live.map_or(0, |n| n.mono_ms as i64);
+                let awaits_ack = msg.kind() != crate::wire::proto::Kind::Acknowledgement;
                 self.track_sent(
                     &peer,
                     seq,
                     id,
-                    msg.precedence(),
+                    (msg.precedence(), awaits_ack),
                     entry.time_unix_ms,
                     base_mono,
                 );

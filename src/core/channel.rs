@@ -189,6 +189,9 @@ impl Health {
 pub(crate) struct Track {
     pub id: MessageId,
     pub precedence: Precedence,
+    /// Whether it waits for an acknowledgement too: an acknowledgement is
+    /// not itself acknowledged, so its track ends with its receipt.
+    pub awaits_ack: bool,
     /// Acceptance time, wall clock (from the log entry).
     pub base_wall: u64,
     /// Acceptance time on the monotonic clock (may be negative after a

@@ -51,7 +51,7 @@ impl Core {
         peer: &OfficeName,
         seq: u64,
         id: MessageId,
-        precedence: Precedence,
+        (precedence, awaits_ack): (Precedence, bool),
         base_wall: u64,
         base: i64,
     ) {
@@ -64,6 +64,7 @@ impl Core {
             Track {
                 id,
                 precedence,
+                awaits_ack,
                 base_wall,
                 base,
                 next_n: 0,
@@ -78,6 +79,10 @@ impl Core {
         let policy = self.policy.clone();
         if let Some(ch) = self.channels.get_mut(peer) {
             if let Some(t) = ch.tracks.get_mut(&seq) {
+                if !t.awaits_ack {
+                    ch.untrack(seq); // its receipt was all it waited for
+                    return;
+                }
                 t.receipted = true;
                 schedule(&policy, ch, seq);
             }
@@ -744,7 +749,11 @@ fn schedule(policy: &Policy, ch: &mut Channel, seq: u64) {
     }
     let ladder = policy.ladder(t.precedence);
     while let Some((step, offset)) = Policy::nth_step(ladder, t.next_n) {
-        if step.waiting == Waiting::Receipt && t.receipted {
+        let moot = match step.waiting {
+            Waiting::Receipt => t.receipted,
+            Waiting::Acknowledgement => !t.awaits_ack,
+        };
+        if moot {
             t.next_n += 1;
             continue;
         }
