@@ -287,6 +287,8 @@ impl Output {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.persist.is_empty()
+            && self.spool_write.is_empty()
+            && self.spool_delete.is_empty()
             && self.transmit.is_empty()
             && self.events.is_empty()
             && self.recall.is_empty()
