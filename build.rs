@@ -3,7 +3,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["hotline.proto", "store.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["hotline.proto", "store.proto", "snapshot.proto"],
+        ["proto"],
+    )?;
     prost_build::Config::new().compile_fds(fds)?;
     Ok(())
 }

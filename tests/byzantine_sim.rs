@@ -98,6 +98,10 @@ fn schedule(seed: u64) -> Result<(), String> {
             if let Some(diff) = sim.fold_mismatch(W) {
                 return Err(format!("washington's live state is not its log's:\n{diff}"));
             }
+            let n = sim.offices[W].disk.len();
+            if let Some(diff) = sim.snapshot_mismatch(W, n / 2) {
+                return Err(format!("washington from a snapshot at {}:\n{diff}", n / 2));
+            }
         }
         // Memory the peer can make us hold stays within its caps.
         if let Some(c) = sim.offices[W].core.as_ref() {

@@ -481,13 +481,22 @@ fn torn_receipt_is_resigned_identically_after_restart() {
 }
 
 /// The seeded schedule used by the scale test and its `cargo test` subset.
-fn random_schedule(seed: u64) -> Result<(), String> {
-    random_schedule_keeping(seed, None).map(|_| ())
+fn random_schedule(seed: u64) -> Result<Counts, String> {
+    random_schedule_keeping(seed, None)
+}
+
+/// What a schedule exercised besides its checks.
+#[derive(Default)]
+struct Counts {
+    /// Answers the cores had let go and recalled from their logs.
+    recalled: u64,
+    /// Restarts that started from a snapshot and replayed only the tail.
+    restored: u64,
 }
 
 /// The same, with cores that keep only `answers_kept` answers per peer in
-/// memory (when set); returns the answers recalled from the logs.
-fn random_schedule_keeping(seed: u64, answers_kept: Option<usize>) -> Result<u64, String> {
+/// memory (when set).
+fn random_schedule_keeping(seed: u64, answers_kept: Option<usize>) -> Result<Counts, String> {
     let mut sim = Sim::new(seed, Faults::clean(15));
     if let Some(n) = answers_kept {
         sim.set_answers_kept(n);
@@ -571,7 +580,10 @@ fn random_schedule_keeping(seed: u64, answers_kept: Option<usize>) -> Result<u64
             return Err(format!("seed {seed}: {id} reported delivered {n} times"));
         }
     }
-    Ok(sim.offices.iter().map(|o| o.answers_recalled).sum())
+    Ok(Counts {
+        recalled: sim.offices.iter().map(|o| o.answers_recalled).sum(),
+        restored: sim.offices.iter().map(|o| o.restored_from_snapshot).sum(),
+    })
 }
 
 /// Each live core holds exactly what replaying its durable log gives: the
@@ -580,6 +592,14 @@ fn check_live_state_is_the_fold_of_the_log(sim: &Sim) -> Result<(), String> {
     for i in 0..sim.offices.len() {
         if let Some(diff) = sim.fold_mismatch(i) {
             return Err(format!("office {i}'s live state is not its log's:\n{diff}"));
+        }
+        // A snapshot taken anywhere, restored and fed the rest of the log,
+        // is the same fold (src/core/snapshot.rs).
+        let n = sim.offices[i].disk.len();
+        for k in [n / 3, 2 * n / 3, n] {
+            if let Some(diff) = sim.snapshot_mismatch(i, k) {
+                return Err(format!("office {i} from a snapshot at {k} of {n}:\n{diff}"));
+            }
         }
     }
     Ok(())
@@ -592,12 +612,25 @@ fn seeded_fault_schedules_lose_nothing_and_deliver_once() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    let failures: Vec<String> = (0..n).filter_map(|s| random_schedule(s).err()).collect();
+    let mut restored = 0;
+    let mut failures = Vec::new();
+    for seed in 0..n {
+        match random_schedule(seed) {
+            Ok(c) => restored += c.restored,
+            Err(e) => failures.push(e),
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {n} schedules failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    // Crashes restart from snapshots (the tail replayed), and the checks
+    // above held for them: live state equal to the full log's fold.
+    assert!(
+        n < 20 || restored >= n / 4,
+        "only {restored} restarts of {n} schedules started from a snapshot"
     );
 }
 
@@ -611,7 +644,7 @@ fn cores_that_keep_few_answers_recall_the_rest_from_their_logs_and_lose_nothing(
     let mut failures = Vec::new();
     for seed in 0..40 {
         match random_schedule_keeping(seed, Some(3)) {
-            Ok(n) => recalled += n,
+            Ok(c) => recalled += c.recalled,
             Err(e) => failures.push(e),
         }
     }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use tlog_tiles::{
     check_record, check_tree, prove_record, prove_tree, record_hash, stored_hash_count,
-    stored_hashes, sub_tree_index, tree_hash, HashReader,
+    stored_hash_index, stored_hashes, sub_tree_index, tree_hash, HashReader,
 };
 pub use tlog_tiles::{Hash, EMPTY_HASH};
 
@@ -158,6 +158,103 @@ impl Tree {
                 failed: false,
             }),
         })
+    }
+
+    /// The tree of the first `size` leaves whose stored hashes a file at
+    /// `path` already holds (written by [`Tree::with_file`] and synced with
+    /// [`Tree::sync_file`]): hashes past them are cut off, the right edge is
+    /// read back, and the tree's root must be `root`. Errors say why the
+    /// file cannot serve (too short, unreadable, another root).
+    pub fn resume_file(path: &std::path::Path, size: u64, root: Hash) -> Result<Self, String> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let needed = stored_hash_count(size);
+        let needed_bytes = needed
+            .checked_mul(32)
+            .ok_or_else(|| format!("a tree of {size} leaves is out of range"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .len();
+        if len < needed_bytes {
+            return Err(format!(
+                "{} holds {len} bytes; a tree of {size} leaves needs {needed_bytes}",
+                path.display()
+            ));
+        }
+        if len > needed_bytes {
+            file.set_len(needed_bytes)
+                .map_err(|e| format!("cannot cut {} back: {e}", path.display()))?;
+        }
+        let store = HashFile {
+            path: path.to_path_buf(),
+            file,
+            on_disk: needed,
+            tail: Vec::new(),
+            failed: false,
+        };
+        let mut kept = BTreeMap::new();
+        for i in sub_tree_index(0, size, vec![]) {
+            let h = store
+                .read(i)
+                .ok_or_else(|| format!("cannot read hash {i} of {}", path.display()))?;
+            kept.insert(i, h);
+        }
+        let tree = Tree {
+            frontier: Frontier { size, kept },
+            store: Store::File(store),
+        };
+        if tree.root() != root {
+            return Err(format!(
+                "the {size} leaves {} holds do not hash to the expected root",
+                path.display()
+            ));
+        }
+        Ok(tree)
+    }
+
+    /// Writes the hashes still in memory to the tree's file and makes the
+    /// file durable (a snapshot that relies on it is written after). A
+    /// tree in memory has nothing to sync.
+    pub fn sync_file(&mut self) -> std::io::Result<()> {
+        match self.flush_file()? {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the hashes still in memory to the tree's file and returns a
+    /// handle to it, to be synced off the caller's thread (`None` for a
+    /// tree in memory).
+    pub fn flush_file(&mut self) -> std::io::Result<Option<std::fs::File>> {
+        let Store::File(f) = &mut self.store else {
+            return Ok(None);
+        };
+        if !f.tail.is_empty() {
+            f.flush();
+            if f.failed {
+                return Err(std::io::Error::other(format!(
+                    "could not write Merkle hashes to {}",
+                    f.path.display()
+                )));
+            }
+        }
+        f.file.try_clone().map(Some)
+    }
+
+    /// The leaf hash of entry `index`, if the tree holds it.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        if index >= self.size() {
+            return None;
+        }
+        self.read_hashes(&[stored_hash_index(0, index)])
+            .ok()
+            .and_then(|v| v.first().copied())
     }
 
     /// Number of leaves.
@@ -523,5 +620,46 @@ mod tests {
         bytes[0] ^= 1; // the first leaf's hash
         std::fs::write(&path, &bytes).unwrap();
         assert_ne!(file.root_at(1), mem.root_at(1));
+    }
+
+    #[test]
+    fn a_synced_tree_file_resumes_at_a_size_and_refuses_another_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tree.hashes");
+        let mut mem = Tree::new();
+        let mut file = Tree::with_file(&path).unwrap();
+        let k: u64 = 33_001;
+        for i in 0..k {
+            mem.push(&i.to_be_bytes());
+            file.push(&i.to_be_bytes());
+        }
+        file.sync_file().unwrap();
+        let root_k = file.root();
+        // Hashes written past the snapshot's size (a crash before the
+        // log held them) are cut off on resume.
+        for i in k..k + 40_000 {
+            file.push(&i.to_be_bytes());
+        }
+        file.sync_file().unwrap();
+        drop(file);
+        let mut resumed = Tree::resume_file(&path, k, root_k).unwrap();
+        assert_eq!(resumed.size(), k);
+        assert_eq!(resumed.root(), mem.root());
+        assert_eq!(resumed.leaf(k - 1), Some(leaf_hash(&(k - 1).to_be_bytes())));
+        assert_eq!(resumed.leaf(k), None);
+        // It grows on as the tree in memory does.
+        for i in k..k + 100 {
+            mem.push(&i.to_be_bytes());
+            resumed.push(&i.to_be_bytes());
+        }
+        assert_eq!(resumed.root(), mem.root());
+        assert_eq!(resumed.root_at(17), mem.root_at(17));
+        assert_eq!(resumed.inclusion_proof(5, k), mem.inclusion_proof(5, k));
+        drop(resumed);
+        // Another root, or a file too short, is refused with the reason.
+        let err = Tree::resume_file(&path, k, mem.root()).unwrap_err();
+        assert!(err.contains("do not hash"), "{err}");
+        let err = Tree::resume_file(&path, k + 1_000, root_k).unwrap_err();
+        assert!(err.contains("needs"), "{err}");
     }
 }

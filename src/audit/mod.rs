@@ -32,6 +32,6 @@ pub mod verify;
 
 pub use record::{RecordError, MAX_ENTRY_LEN, RECORD_HEADER_LEN};
 pub use store::{
-    free_bytes, free_space_words, is_disk_full, scan, LogError, LogReader, LogWriter, Persisted,
-    Recovered, ScanSummary, StoredEntry, TornTail,
+    free_bytes, free_space_words, is_disk_full, scan, scan_from, LogError, LogReader, LogWriter,
+    Persisted, Recovered, ScanStart, ScanSummary, StoredEntry, TornTail,
 };

@@ -119,7 +119,32 @@ pub type Recovered = ScanSummary;
 /// Reads every good entry of the log at `path` in order, calling `each`;
 /// stops with [`LogError::Corrupt`] on damage before the tail. A missing
 /// file is an empty log. Memory stays flat: one record at a time.
-pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummary, LogError> {
+pub fn scan(path: &Path, each: impl FnMut(StoredEntry)) -> Result<ScanSummary, LogError> {
+    scan_from(path, ScanStart::default(), each)
+}
+
+/// Where a scan starts: at a known entry boundary (a snapshot's), with the
+/// entries before it already accounted for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStart {
+    /// Byte offset of the first entry read.
+    pub offset: u64,
+    /// Its index.
+    pub index: u64,
+    /// Entries the latest checkpoint before it covers: damage among them
+    /// is corruption, never a torn tail.
+    pub covered: u64,
+    /// Where the entry before it starts (0 at the beginning).
+    pub last_entry_offset: u64,
+}
+
+/// As [`scan`], from `start`: the summary counts every entry of the log
+/// (`start.index` of them before the first one read).
+pub fn scan_from(
+    path: &Path,
+    start: ScanStart,
+    mut each: impl FnMut(StoredEntry),
+) -> Result<ScanSummary, LogError> {
     let io = |source| LogError::Io {
         path: path.to_path_buf(),
         source,
@@ -136,12 +161,25 @@ pub fn scan(path: &Path, mut each: impl FnMut(StoredEntry)) -> Result<ScanSummar
         Err(e) => return Err(io(e)),
     };
     let file_len = file.metadata().map_err(io)?.len();
+    if start.offset > file_len {
+        return Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            offset: file_len,
+            index: start.index,
+            why: format!(
+                "the log ends at byte {file_len}, before entry {} at {}",
+                start.index, start.offset
+            ),
+        });
+    }
+    let mut file = file;
+    file.seek(SeekFrom::Start(start.offset)).map_err(io)?;
     let mut r = BufReader::with_capacity(1 << 16, file);
-    let mut offset = 0u64;
-    let mut index = 0u64;
+    let mut offset = start.offset;
+    let mut index = start.index;
     // Entries covered by the latest checkpoint in the log: damage among
     // them is corruption, never a torn tail.
-    let mut covered = 0u64;
+    let mut covered = start.covered;
     let mut buf = Vec::with_capacity(4096);
     loop {
         if offset == file_len {
@@ -257,6 +295,7 @@ pub struct LogWriter {
     file: File,
     len: u64,
     entries: u64,
+    last_entry_offset: u64,
     buf: Vec<u8>,
 }
 
@@ -265,6 +304,16 @@ impl LogWriter {
     /// `each`, and truncates a torn tail. The caller records the returned
     /// [`Recovered::torn`] in the log.
     pub fn open(path: &Path, each: impl FnMut(StoredEntry)) -> Result<(Self, Recovered), LogError> {
+        Self::open_from(path, ScanStart::default(), each)
+    }
+
+    /// As [`LogWriter::open`], reading the log from `start` (a snapshot's
+    /// boundary) instead of its beginning.
+    pub fn open_from(
+        path: &Path,
+        start: ScanStart,
+        mut each: impl FnMut(StoredEntry),
+    ) -> Result<(Self, Recovered), LogError> {
         let io = |source| LogError::Io {
             path: path.to_path_buf(),
             source,
@@ -287,7 +336,11 @@ impl LogWriter {
                 File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
             }
         }
-        let summary = scan(path, each)?;
+        let mut last_entry_offset = start.last_entry_offset;
+        let summary = scan_from(path, start, |e| {
+            last_entry_offset = e.offset;
+            each(e)
+        })?;
         if summary.torn.is_some() {
             file.set_len(summary.good_len).map_err(io)?;
             file.sync_all().map_err(io)?;
@@ -298,6 +351,7 @@ impl LogWriter {
                 file,
                 len: summary.good_len,
                 entries: summary.entries,
+                last_entry_offset,
                 buf: Vec::new(),
             },
             summary,
@@ -307,6 +361,11 @@ impl LogWriter {
     /// Entries in the log.
     pub fn entries(&self) -> u64 {
         self.entries
+    }
+
+    /// Where the log's last entry starts (0 when it is empty).
+    pub fn last_entry_offset(&self) -> u64 {
+        self.last_entry_offset
     }
 
     /// Bytes in the log.
@@ -329,7 +388,9 @@ impl LogWriter {
             return Ok(());
         }
         self.buf.clear();
+        let mut last_start = 0usize;
         for (i, e) in entries.iter().enumerate() {
+            last_start = self.buf.len();
             let expected = self.entries.saturating_add(i as u64);
             if e.entry.index != expected {
                 return Err(LogError::Refused {
@@ -367,6 +428,7 @@ impl LogWriter {
                 }
             });
         }
+        self.last_entry_offset = self.len.saturating_add(last_start as u64);
         self.len = self.len.saturating_add(self.buf.len() as u64);
         self.entries = self.entries.saturating_add(entries.len() as u64);
         Ok(())

@@ -15,6 +15,7 @@ use super::output::CoreEvent;
 use super::receipts::{mark_delivered, mark_refused};
 use super::receive::settle_refused;
 use super::Now;
+use super::OutState;
 use crate::audit::checkpoint::{self, SignedCheckpoint};
 use crate::identity::OfficeName;
 use crate::wire::proto::{
@@ -251,9 +252,12 @@ impl Core {
             self.next_index,
             self.tree.size(),
             hex::encode(self.tree.root().0),
-            self.latest_checkpoint.as_ref().map(|c| c.size)
+            self.latest_checkpoint
+                .as_ref()
+                .map(|c| (c.size, hex::encode(sha256(&c.note))))
         );
         let _ = writeln!(d, "pinned {:?}", self.pinned);
+        let _ = writeln!(d, "card updates {}", self.card_updates.digest());
         let _ = writeln!(d, "unreceipted {:?}", self.unreceipted);
         let spool: Vec<(String, &str, &str, u64)> = self
             .spool
@@ -295,14 +299,34 @@ impl Core {
                 .iter()
                 .map(|(s, t)| (*s, t.id.to_string()))
                 .collect();
+            let _ = writeln!(d, "  answers {answers:?} forgotten through {forgotten}");
+            let _ = writeln!(d, "  tracks {tracks:?}");
+            for (s, t) in &ch.tracks {
+                let _ = writeln!(
+                    d,
+                    "  track {s} {:?} awaits ack {} accepted {} next step {} receipted {}",
+                    t.precedence, t.awaits_ack, t.base_wall, t.next_n, t.receipted
+                );
+            }
+            let settled: Vec<(u64, OutState)> = ch.settled.in_order().collect();
+            let _ = writeln!(d, "  settled {settled:?}");
             let _ = writeln!(
                 d,
-                "  answers {answers:?} forgotten through {forgotten} tracks {tracks:?}"
+                "  keys {} {} seal {} previous {:?}",
+                hex::encode(ch.key.to_bytes()),
+                hex::encode(ch.log_key.to_bytes()),
+                hex::encode(ch.seal_key),
+                ch.previous.as_ref().map(|p| (
+                    hex::encode(p.key.to_bytes()),
+                    hex::encode(p.log_key.to_bytes())
+                ))
             );
             let _ = writeln!(
                 d,
                 "  cosigned by us {:?} by peer {} levels {:?} {:?} {:?}",
-                ch.i_cosigned.as_ref().map(|c| c.size),
+                ch.i_cosigned
+                    .as_ref()
+                    .map(|c| (c.size, hex::encode(sha256(&c.note)))),
                 ch.peer_cosigned,
                 ch.level,
                 ch.own_level,

@@ -550,3 +550,84 @@ impl Core {
         }
     }
 }
+
+impl CardUpdates {
+    /// What the log determines of card updates, for a snapshot (what waits
+    /// for the operator, and the CA facts the node supplies, are not).
+    pub(super) fn to_snapshot(&self) -> crate::wire::store::CardUpdates {
+        use crate::wire::store::{CardUpdates as S, PinnedUpdate};
+        let (offered_fingerprint, offered_envelope) = match &self.offered {
+            Some((fp, env)) => (fp.clone(), env.encode_to_vec()),
+            None => (String::new(), Vec::new()),
+        };
+        S {
+            offered_fingerprint,
+            offered_envelope,
+            waiting: self.waiting.iter().map(|p| p.to_string()).collect(),
+            pinned: self
+                .pinned_from
+                .iter()
+                .map(|(peer, fp)| PinnedUpdate {
+                    peer: peer.to_string(),
+                    fingerprint: fp.clone(),
+                    update: self
+                        .pinned_updates
+                        .get(peer)
+                        .map(|u| u.encode_to_vec())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            own_previous_log_key: self
+                .own_previous_log
+                .map(|k| k.to_bytes().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Restores what [`CardUpdates::to_snapshot`] wrote.
+    pub(super) fn restore(&mut self, s: &crate::wire::store::CardUpdates) -> Result<(), String> {
+        self.offered = if s.offered_envelope.is_empty() {
+            None
+        } else {
+            let env = SignedEnvelope::decode(s.offered_envelope.as_slice())
+                .map_err(|e| format!("offered card update: {e}"))?;
+            Some((s.offered_fingerprint.clone(), env))
+        };
+        self.waiting = s
+            .waiting
+            .iter()
+            .map(|p| OfficeName::new(p).map_err(|e| format!("waiting peer {p:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        self.pinned_from.clear();
+        self.pinned_updates.clear();
+        for p in &s.pinned {
+            let peer = OfficeName::new(&p.peer).map_err(|e| format!("pinned peer: {e}"))?;
+            self.pinned_from.insert(peer.clone(), p.fingerprint.clone());
+            if !p.update.is_empty() {
+                let u = CardUpdate::decode(p.update.as_slice())
+                    .map_err(|e| format!("{peer}'s card update: {e}"))?;
+                self.pinned_updates.insert(peer, u);
+            }
+        }
+        self.own_previous_log = match s.own_previous_log_key.as_slice() {
+            [] => None,
+            b => Some(super::snapshot::verifying_key(b, "our previous log key")?),
+        };
+        Ok(())
+    }
+
+    /// The log-determined part as text, for the fold digest.
+    pub(super) fn digest(&self) -> String {
+        format!(
+            "offered {:?} waiting {:?} pinned {:?} updates {:?} previous log {:?}",
+            self.offered.as_ref().map(|(fp, _)| fp),
+            self.waiting,
+            self.pinned_from,
+            self.pinned_updates
+                .iter()
+                .map(|(p, u)| (p, &u.new_fingerprint))
+                .collect::<Vec<_>>(),
+            self.own_previous_log.map(|k| hex::encode(k.to_bytes()))
+        )
+    }
+}

@@ -117,6 +117,17 @@ pub(crate) struct PerPrecedence<T> {
 }
 
 impl<T> PerPrecedence<T> {
+    /// The values by precedence number, 0 to 4 (a snapshot stores them so).
+    pub fn values(&self) -> [&T; 5] {
+        [
+            &self.unspecified,
+            &self.flash,
+            &self.immediate,
+            &self.priority,
+            &self.routine,
+        ]
+    }
+
     pub fn get(&self, p: i32) -> &T {
         match p {
             1 => &self.flash,
@@ -531,6 +542,13 @@ impl RecentlySettled {
     pub fn get(&self, seq: u64) -> Option<(OutState, u32)> {
         self.by_seq.get(&seq).copied()
     }
+
+    /// (sequence, how it ended), oldest first.
+    pub fn in_order(&self) -> impl Iterator<Item = (u64, OutState)> + '_ {
+        self.order
+            .iter()
+            .filter_map(|s| self.by_seq.get(s).map(|(state, _)| (*s, *state)))
+    }
 }
 
 /// Our answer to one of the peer's sequences.
@@ -603,6 +621,11 @@ impl RecentAnswers {
     /// Kept answers from `from` on, in order.
     pub fn range(&self, from: u64) -> impl Iterator<Item = (&u64, &(Answer, [u8; 32]))> {
         self.by_seq.range(from..)
+    }
+
+    /// Every kept answer, in sequence order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &(Answer, [u8; 32]))> {
+        self.by_seq.iter()
     }
 
     /// (sequence, hash) of each kept answer, for the fold digest.

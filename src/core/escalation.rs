@@ -740,7 +740,7 @@ fn precedence_word(p: Precedence) -> &'static str {
 }
 
 /// Arms the timer for the next step of `seq` that can still apply.
-fn schedule(policy: &Policy, ch: &mut Channel, seq: u64) {
+pub(super) fn schedule(policy: &Policy, ch: &mut Channel, seq: u64) {
     let Some(t) = ch.tracks.get_mut(&seq) else {
         return;
     };

@@ -40,6 +40,7 @@ mod receive;
 pub mod relay;
 mod resume;
 mod send;
+mod snapshot;
 mod witness;
 
 pub use budget::{log_bound_bytes, Spend};
@@ -51,6 +52,7 @@ pub use office::{
     MAX_SEAL_OPENERS, RECENT_ANSWERS,
 };
 pub use output::{CoreEvent, Output, Recall, StreamClass, Transmit};
+pub use snapshot::{SnapshotError, SnapshotSchedule, SNAPSHOT_LAYOUT};
 
 /// Largest message body, in bytes (64 KiB).
 pub const MAX_BODY_LEN: usize = 64 * 1024;

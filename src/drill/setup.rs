@@ -23,6 +23,7 @@ pub fn drill_timing() -> Timing {
         keep_alive_ms: 500,
         checkpoint_every: 64,
         checkpoint_interval_ms: 2_000,
+        snapshot_every: 256,
     }
 }
 

@@ -41,10 +41,7 @@ use crate::wire::proto::{log_entry::Event, LogEntry, Message, NegativeReceipt, R
 use crate::wire::{sha256, MessageId};
 
 /// The index's own records (`proto/store.proto`).
-#[allow(missing_docs, clippy::all)]
-pub mod record {
-    include!(concat!(env!("OUT_DIR"), "/hotline.store.v1.rs"));
-}
+pub use crate::wire::store as record;
 pub use record::{ReceivedRecord, SentRecord};
 
 /// Which way a message went.
@@ -669,6 +666,11 @@ impl CatchUp {
             folded: 0,
             next_offset: 0,
         })
+    }
+
+    /// Where the index stood when the catch-up began.
+    pub fn position(&self) -> &Position {
+        &self.from
     }
 
     /// Feeds the next entry of the log; `root_before` is the Merkle root

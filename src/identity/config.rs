@@ -127,6 +127,11 @@ pub struct Timing {
     pub checkpoint_every: u64,
     /// ...or this long after the first entry the last one does not cover.
     pub checkpoint_interval_ms: u64,
+    /// Write a snapshot of the node's state (log/snapshot) once a peer has
+    /// cosigned a newer checkpoint and at least this many entries were
+    /// logged since the last one; the node then starts by replaying only
+    /// the entries after it. 0: never.
+    pub snapshot_every: u64,
 }
 
 impl Default for Timing {
@@ -140,6 +145,7 @@ impl Default for Timing {
             keep_alive_ms: 2_000,
             checkpoint_every: 256,
             checkpoint_interval_ms: 10_000,
+            snapshot_every: 65_536,
         }
     }
 }

@@ -158,6 +158,11 @@ impl OfficeDir {
     pub fn tree_hashes(&self) -> PathBuf {
         self.root.join("log/tree.hashes")
     }
+    /// The node's newest snapshot of its state (derived from the log; a
+    /// damaged or missing one means a full replay at start).
+    pub fn snapshot(&self) -> PathBuf {
+        self.root.join("log/snapshot")
+    }
     /// A pinned peer's card, relative path as stored in the config.
     pub fn peer_card_rel(name: &OfficeName) -> String {
         format!("peers/{name}.card.toml")

@@ -337,6 +337,14 @@ pub struct Actor {
     /// The history index and a reader of the log it points into; `None`
     /// after the index failed (views then say so; the log is unaffected).
     history: Option<(History, LogReader)>,
+    /// Where and when the node writes snapshots of its core; `None`: never.
+    snapshots: Option<Snapshots>,
+}
+
+/// The node's snapshot file and its schedule.
+pub struct Snapshots {
+    pub path: std::path::PathBuf,
+    pub schedule: crate::core::SnapshotSchedule,
 }
 
 impl Actor {
@@ -374,7 +382,14 @@ impl Actor {
             core_restarts: 0,
             last_core_panic: None,
             history: None,
+            snapshots: None,
         }
+    }
+
+    /// Writes snapshots of the core to `snapshots.path` on its schedule.
+    pub fn with_snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// How to rebuild the core from the log after a panic. Without it a
@@ -511,8 +526,10 @@ impl Actor {
                 n = n.saturating_add(1);
             }
             self.commit().await?;
+            self.snapshot(false).await;
             if let Some(done) = self.stopping.take() {
                 self.wait_for_final_cosignatures().await?;
+                self.snapshot(true).await;
                 for link in self.links.values() {
                     link.conn
                         .close(VarInt::from_u32(close_code::SHUTDOWN), b"office closing");
@@ -522,6 +539,59 @@ impl Actor {
             }
         }
         Ok(())
+    }
+
+    /// Writes a snapshot of the core if one is due (at a stop: if a peer
+    /// cosigned anything newer than the last one) and every entry the core
+    /// made is durable. The Merkle hashes it relies on are synced first. A
+    /// failure costs only a longer start: it is reported, and tried again
+    /// on the schedule.
+    async fn snapshot(&mut self, stopping: bool) {
+        let (Some(snaps), Some(log)) = (self.snapshots.as_mut(), self.log.as_ref()) else {
+            return;
+        };
+        let due = if stopping {
+            snaps.schedule.due_at_stop(&self.core)
+        } else {
+            snaps.schedule.due(&self.core)
+        };
+        if !due || self.core.has_output() || self.core.next_index() != log.entries() {
+            return;
+        }
+        let t0 = Instant::now();
+        let snap = self.core.snapshot(log.len_bytes(), log.last_entry_offset());
+        let (entries, cosigned) = (snap.entries, snap.cosigned_size);
+        // Marked taken whatever happens, so a failing disk is not retried
+        // at every round.
+        snaps.schedule.taken(entries, cosigned);
+        let tree = match self.core.flush_tree_file() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("no snapshot: {e}");
+                return;
+            }
+        };
+        let path = snaps.path.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            if let Some(t) = tree {
+                t.sync_data()?;
+            }
+            super::snapshot_file::write(&path, &snap)
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => tracing::debug!(
+                entries,
+                cosigned,
+                ms = t0.elapsed().as_millis() as u64,
+                "snapshot written"
+            ),
+            Ok(Err(e)) => tracing::warn!(
+                "could not write the snapshot {}: {e}; the next start replays more of the log",
+                snaps.path.display()
+            ),
+            Err(e) => tracing::warn!("the snapshot writer panicked: {e}"),
+        }
     }
 
     /// After the final checkpoint: keep serving frames briefly so that

@@ -27,6 +27,7 @@ pub mod link;
 pub mod offline;
 pub mod recent;
 pub mod refusals;
+pub mod snapshot_file;
 mod spool;
 pub mod tls;
 pub mod transport_identity;
@@ -44,7 +45,7 @@ pub use clock::wall_ms;
 use clock::Clock;
 pub use refusals::MAX_IDENTITY_ROWS;
 
-use crate::audit::{LogError, LogWriter};
+use crate::audit::LogError;
 use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, StatusResponse};
 use crate::history::views::{Page, PageWalk};
 use crate::identity::{files, rotation, Office, OfficeName};
@@ -384,9 +385,24 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
             }));
         }
     }
-    let mut loader = offline::Loader::new(&office, true)?;
-    let (log, recovered) = LogWriter::open(&dir.log(), |e| loader.feed(e))?;
-    let (mut core, history) = loader.finish(recovered.entries)?;
+    let offline::NodeLoad {
+        mut core,
+        history,
+        log,
+        recovered,
+        snapshot: from_snapshot,
+    } = offline::open_for_node(&office)?;
+    match from_snapshot {
+        Some((k, _)) => tracing::info!(
+            "started from the snapshot after entry {k}; replayed the {} entries after it",
+            recovered.entries.saturating_sub(k)
+        ),
+        None if recovered.entries > 0 => tracing::info!(
+            "no usable snapshot; replayed all {} entries",
+            recovered.entries
+        ),
+        None => {}
+    }
     let reader = crate::audit::LogReader::open(&dir.log())?;
     // A certificate rotation every peer accepted, or one a crash cut short
     // mid-switch, is completed before the transport starts.
@@ -575,6 +591,19 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     let actor = Actor::new(core, log, clock, facts, (rx, normal_rx), links_up)
         .with_reload(reload)
         .with_history(history, reader);
+    let every = office.config.timing.snapshot_every;
+    let actor = if every > 0 {
+        let mut schedule = crate::core::SnapshotSchedule::new(every);
+        if let Some((entries, cosigned)) = from_snapshot {
+            schedule.taken(entries, cosigned);
+        }
+        actor.with_snapshots(actor::Snapshots {
+            path: dir.snapshot(),
+            schedule,
+        })
+    } else {
+        actor
+    };
     let actor = tokio::spawn(actor.run());
 
     let mut run_files = vec![dir.quic_addr()];

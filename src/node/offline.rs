@@ -47,9 +47,89 @@ pub fn new_core(office: &Office) -> Core {
     core
 }
 
+/// Why a node's snapshot was not used.
+enum Unused {
+    Missing,
+    Bad(String),
+}
+
+/// A core restored from the node's snapshot, after checking that the log
+/// still holds the entries it folded: the last of them where the snapshot
+/// says, hashing to the leaf the synced tree file holds, whose root is the
+/// snapshot's (and proves the checkpoint it names).
+fn from_snapshot(office: &Office) -> Result<(Core, Box<crate::wire::store::Snapshot>), Unused> {
+    use super::snapshot_file::{read, Read};
+    let s = match read(&office.dir.snapshot()) {
+        Read::Missing => return Err(Unused::Missing),
+        Read::Damaged(why) => return Err(Unused::Bad(why)),
+        Read::Found(s) => s,
+    };
+    let bad = |why: String| Unused::Bad(why);
+    let root: [u8; 32] = s
+        .root
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("its root is not 32 bytes".into()))?;
+    let last = if s.entries > 0 {
+        let log = LogReader::open(&office.dir.log()).map_err(|e| bad(e.to_string()))?;
+        let e = log
+            .read_at(s.last_entry_offset)
+            .map_err(|e| bad(format!("the log has no entry where it ends: {e}")))?;
+        let end = e
+            .offset
+            .saturating_add(audit::RECORD_HEADER_LEN as u64)
+            .saturating_add(e.bytes.len() as u64);
+        if e.entry.index.saturating_add(1) != s.entries || end != s.log_offset {
+            return Err(bad(format!(
+                "the log's entry at byte {} is entry {}, ending at {end}; the snapshot ends after entry {} at {}",
+                s.last_entry_offset,
+                e.entry.index,
+                s.entries.saturating_sub(1),
+                s.log_offset
+            )));
+        }
+        Some(audit::merkle::leaf_hash(&e.bytes))
+    } else {
+        None
+    };
+    let tree = audit::merkle::Tree::resume_file(
+        &office.dir.tree_hashes(),
+        s.entries,
+        audit::merkle::Hash(root),
+    )
+    .map_err(bad)?;
+    if let Some(leaf) = last {
+        if tree.leaf(s.entries.saturating_sub(1)) != Some(leaf) {
+            return Err(bad(
+                "the log's last entry before it is not the one its tree holds (the log was replaced)"
+                    .into(),
+            ));
+        }
+    }
+    let mut core = new_core(office);
+    core.restore(&s, tree).map_err(|e| bad(e.to_string()))?;
+    Ok((core, s))
+}
+
 /// A fresh core for the running node: its Merkle hashes kept in
-/// `log/tree.hashes`, rewritten as the log replays.
+/// `log/tree.hashes`, rewritten as the log replays. A snapshot relies on
+/// the hashes it covers staying as they were synced: it is removed first.
 fn node_core(office: &Office) -> Result<Core, super::NodeError> {
+    let snapshot = office.dir.snapshot();
+    match std::fs::remove_file(&snapshot) {
+        Ok(()) => {
+            if let Some(dir) = snapshot.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(super::NodeError::Config(format!(
+                "cannot remove {}: {e}",
+                snapshot.display()
+            )))
+        }
+    }
     let mut core = new_core(office);
     let path = office.dir.tree_hashes();
     core.keep_tree_in(&path)
@@ -57,12 +137,26 @@ fn node_core(office: &Office) -> Result<Core, super::NodeError> {
     Ok(core)
 }
 
-/// Replays the office's log into a fresh core for the running node (the
-/// log is not written; the tree's hash file is).
+/// The running node's core rebuilt from its snapshot and the log after it
+/// (or the whole log), as after a crash: how the node recovers from a core
+/// panic. The log is not written; the tree's hash file is.
 pub fn load_core(office: &Office) -> Result<Core, super::NodeError> {
-    let mut core = node_core(office)?;
+    let (core, snapshot) = node_start(office)?;
+    let start = snapshot
+        .as_deref()
+        .map(|s| snapshot_start(s, &core))
+        .unwrap_or_default();
+    replay_from(core, office, start)
+}
+
+/// Feeds `core` the office's log from `start` on.
+fn replay_from(
+    mut core: Core,
+    office: &Office,
+    start: audit::ScanStart,
+) -> Result<Core, super::NodeError> {
     let mut err = None;
-    audit::scan(&office.dir.log(), |e| {
+    audit::scan_from(&office.dir.log(), start, |e| {
         if err.is_none() {
             err = core.replay(&e.entry, &e.bytes).err();
         }
@@ -73,9 +167,79 @@ pub fn load_core(office: &Office) -> Result<Core, super::NodeError> {
     }
 }
 
+/// What a node reads at start.
+pub struct NodeLoad {
+    /// Its core: restored from its snapshot and fed the log's tail, or fed
+    /// the whole log.
+    pub core: Core,
+    /// Its history index, caught up with the log.
+    pub history: History,
+    /// Its log, open for appending (a torn tail cut off).
+    pub log: audit::LogWriter,
+    /// What opening the log recovered.
+    pub recovered: audit::Recovered,
+    /// The snapshot it started from: (entries, cosigned size it recorded).
+    pub snapshot: Option<(u64, u64)>,
+}
+
+/// Reads an office's state as its node starts: from the snapshot when it
+/// can, then the log after it (the node holds the directory's lock).
+pub fn open_for_node(office: &Office) -> Result<NodeLoad, super::NodeError> {
+    let mut loader = Loader::new(office, true)?;
+    let start = loader.start();
+    let snapshot = loader.snapshot().map(|s| (s.entries, s.cosigned_size));
+    let (log, recovered) =
+        audit::LogWriter::open_from(&office.dir.log(), start, |e| loader.feed(e))?;
+    let (core, history) = loader.finish(recovered.entries)?;
+    Ok(NodeLoad {
+        core,
+        history,
+        log,
+        recovered,
+        snapshot,
+    })
+}
+
+/// A core fed the office's whole log, its tree in memory, reading no
+/// snapshot and writing nothing: the reference a snapshot start must equal.
+pub fn replay_all(office: &Office) -> Result<Core, super::NodeError> {
+    replay_from(new_core(office), office, audit::ScanStart::default())
+}
+
+/// The running node's core before the log is read: restored from its
+/// snapshot, or fresh (saying why loudly when a snapshot is there but
+/// cannot be used).
+fn node_start(
+    office: &Office,
+) -> Result<(Core, Option<Box<crate::wire::store::Snapshot>>), super::NodeError> {
+    match from_snapshot(office) {
+        Ok((core, s)) => Ok((core, Some(s))),
+        Err(Unused::Missing) => Ok((node_core(office)?, None)),
+        Err(Unused::Bad(why)) => {
+            tracing::warn!(
+                "the snapshot {} cannot be used ({why}); replaying the whole log instead",
+                office.dir.snapshot().display()
+            );
+            Ok((node_core(office)?, None))
+        }
+    }
+}
+
+/// Where the log is read from after snapshot `s`.
+fn snapshot_start(s: &crate::wire::store::Snapshot, core: &Core) -> audit::ScanStart {
+    audit::ScanStart {
+        offset: s.log_offset,
+        index: s.entries,
+        covered: core.latest_checkpoint().map_or(0, |c| c.size),
+        last_entry_offset: s.last_entry_offset,
+    }
+}
+
 /// Replays an office's log into a fresh core and brings its history index
 /// up to date on the way: the one reading of the log at start, used by the
-/// node and by the views read while no node runs.
+/// node and by the views read while no node runs. The node's core starts
+/// from its snapshot when one is whole and matches the log (then only the
+/// entries after it are read), else from nothing.
 pub struct Loader {
     core: Core,
     history: History,
@@ -84,13 +248,16 @@ pub struct Loader {
     history_err: Option<crate::history::HistoryError>,
     index_path: std::path::PathBuf,
     log_path: std::path::PathBuf,
+    start: audit::ScanStart,
+    snapshot: Option<crate::wire::store::Snapshot>,
 }
 
 impl Loader {
     /// A fresh core for `office` and its history index, opened (or
     /// replaced, when the store cannot read it). `for_node`: the core is the
-    /// running node's (its Merkle hashes go to their file); otherwise
-    /// nothing but the index is written.
+    /// running node's (its Merkle hashes go to their file, and it starts
+    /// from the node's snapshot if it can); otherwise nothing but the index
+    /// is written.
     pub fn new(office: &Office, for_node: bool) -> Result<Self, super::NodeError> {
         let index_path = office.dir.history();
         let (history, replaced) = crate::history::open_or_replace(&index_path)?;
@@ -101,19 +268,57 @@ impl Loader {
             );
         }
         let catch_up = CatchUp::new(&history)?;
+        let (core, snapshot) = if for_node {
+            node_start(office)?
+        } else {
+            (new_core(office), None)
+        };
+        let snapshot = snapshot.map(|s| *s);
+        let mut start = audit::ScanStart::default();
+        if let Some(s) = &snapshot {
+            start = snapshot_start(s, &core);
+            // An index behind the snapshot (its tail since its last durable
+            // commit lost in a crash) is caught up from where it stands,
+            // if that is a point of this log.
+            let pos = *catch_up.position();
+            if pos.next_index < s.entries {
+                let here = core.tree().root_at(pos.next_index).map(|r| r.0);
+                start = if pos.next_index > 0 && here == Some(pos.root) {
+                    audit::ScanStart {
+                        offset: pos.next_offset,
+                        index: pos.next_index,
+                        covered: start.covered,
+                        last_entry_offset: 0,
+                    }
+                } else {
+                    audit::ScanStart {
+                        covered: start.covered,
+                        ..Default::default()
+                    }
+                };
+            }
+        }
         Ok(Loader {
-            core: if for_node {
-                node_core(office)?
-            } else {
-                new_core(office)
-            },
+            core,
             history,
             catch_up,
             replay_err: None,
             history_err: None,
             index_path,
             log_path: office.dir.log(),
+            start,
+            snapshot,
         })
+    }
+
+    /// Where reading the log starts.
+    pub fn start(&self) -> audit::ScanStart {
+        self.start
+    }
+
+    /// The snapshot the core started from, if it did.
+    pub fn snapshot(&self) -> Option<&crate::wire::store::Snapshot> {
+        self.snapshot.as_ref()
     }
 
     /// The next entry of the log.
@@ -121,15 +326,30 @@ impl Loader {
         if self.replay_err.is_some() || self.history_err.is_some() {
             return;
         }
-        let root_before = self.core.tree().root().0;
-        if let Err(err) = self.core.replay(&e.entry, &e.bytes) {
-            self.replay_err = Some(err);
-            return;
-        }
+        let index = e.entry.index;
         let tree = self.core.tree();
-        let r = self
-            .catch_up
-            .feed(&mut self.history, e, || root_before, || tree.root().0);
+        let r = if index < self.core.next_index() {
+            // Already in the snapshot's state: for the index only.
+            self.catch_up.feed(
+                &mut self.history,
+                e,
+                || tree.root_at(index).map(|r| r.0).unwrap_or_default(),
+                || {
+                    tree.root_at(index.saturating_add(1))
+                        .map(|r| r.0)
+                        .unwrap_or_default()
+                },
+            )
+        } else {
+            let root_before = tree.root().0;
+            if let Err(err) = self.core.replay(&e.entry, &e.bytes) {
+                self.replay_err = Some(err);
+                return;
+            }
+            let tree = self.core.tree();
+            self.catch_up
+                .feed(&mut self.history, e, || root_before, || tree.root().0)
+        };
         if let Err(err) = r {
             self.history_err = Some(err);
         }
@@ -146,6 +366,7 @@ impl Loader {
             history_err,
             index_path,
             log_path,
+            ..
         } = self;
         if let Some(e) = replay_err {
             return Err(e.into());

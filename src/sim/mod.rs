@@ -115,6 +115,12 @@ pub struct SimOffice {
     /// Virtual times at which this office crashed.
     pub crashes: Vec<u64>,
     crash_on_flush: bool,
+    /// Its newest snapshot (encoded), taken as a node takes one; a restart
+    /// starts from it and replays only the log after it.
+    pub snapshot: Option<Vec<u8>>,
+    snapshots: crate::core::SnapshotSchedule,
+    /// Restarts that started from a snapshot.
+    pub restored_from_snapshot: u64,
 }
 
 /// Makes a fresh core for an office (keys, peers, timing, policy), before
@@ -296,6 +302,10 @@ pub struct Sim {
 /// progress.
 pub const STALL_LIMIT: u32 = 1_000;
 
+/// Entries between an office's snapshots in the simulation: small, so
+/// that restarts start from snapshots and the tail after them often.
+pub const SIM_SNAPSHOT_EVERY: u64 = 24;
+
 /// Wall-clock time at virtual time zero.
 pub const WALL_BASE: u64 = 1_750_000_000_000;
 
@@ -411,6 +421,9 @@ impl Sim {
                 event_times: Vec::new(),
                 crashes: Vec::new(),
                 crash_on_flush: false,
+                snapshot: None,
+                snapshots: crate::core::SnapshotSchedule::new(SIM_SNAPSHOT_EVERY),
+                restored_from_snapshot: 0,
             })
             .collect();
         let lines = lines
@@ -470,7 +483,29 @@ impl Sim {
             core.set_answers_kept(n);
         }
         core.seed_randomness(seed);
-        for e in &o.disk {
+        let snap = o.snapshot.as_deref().map(|bytes| {
+            <crate::wire::store::Snapshot as prost::Message>::decode(bytes)
+                .expect("sim snapshot decodes")
+        });
+        let mut from = 0;
+        if let Some(snap) = snap {
+            let k = usize::try_from(snap.entries).expect("entries fit");
+            let mut tree = crate::audit::merkle::Tree::new();
+            for e in o.disk.iter().take(k) {
+                tree.push(&e.bytes);
+            }
+            // A log rewritten under the snapshot (a test playing a
+            // dishonest office) is replayed whole, as a node does.
+            if tree.size() == snap.entries && tree.root().0.as_slice() == snap.root.as_slice() {
+                core.restore(&snap, tree).expect("sim snapshot restores");
+                o.restored_from_snapshot += 1;
+                from = k;
+            } else {
+                o.snapshot = None;
+                o.snapshots = crate::core::SnapshotSchedule::new(SIM_SNAPSHOT_EVERY);
+            }
+        }
+        for e in o.disk.iter().skip(from) {
             core.replay(&e.entry, &e.bytes).expect("sim log replays");
         }
         core.check_own_checkpoint()
@@ -515,6 +550,78 @@ impl Sim {
         self.offices[i].seal_public
     }
 
+    /// Takes office `i`'s snapshot when one is due, as a node does: only
+    /// when every entry its core made is durable.
+    fn maybe_snapshot(&mut self, i: usize) {
+        let o = &mut self.offices[i];
+        let Some(core) = o.core.as_ref() else {
+            return;
+        };
+        if core.next_index() != o.disk.len() as u64 || !o.snapshots.due(core) {
+            return;
+        }
+        let offsets: Vec<u64> = o
+            .disk
+            .iter()
+            .scan(0u64, |at, e| {
+                let start = *at;
+                *at += (crate::audit::RECORD_HEADER_LEN + e.bytes.len()) as u64;
+                Some(start)
+            })
+            .collect();
+        let end = o.disk.last().zip(offsets.last()).map_or(0, |(e, s)| {
+            s + (crate::audit::RECORD_HEADER_LEN + e.bytes.len()) as u64
+        });
+        let snap = core.snapshot(end, offsets.last().copied().unwrap_or(0));
+        o.snapshots.taken(snap.entries, snap.cosigned_size);
+        o.snapshot = Some(prost::Message::encode_to_vec(&snap));
+    }
+
+    /// Where a core restored from a snapshot of office `i`'s durable log
+    /// after its first `k` entries (taken from a core that replayed them)
+    /// and fed the rest differs from one that replayed it all; `None` when
+    /// they agree.
+    pub fn snapshot_mismatch(&self, i: usize, k: usize) -> Option<String> {
+        let o = &self.offices[i];
+        let fresh = || {
+            let mut c = (o.make)();
+            if let Some(n) = self.answers_kept {
+                c.set_answers_kept(n);
+            }
+            c
+        };
+        let mut full = fresh();
+        let mut head = fresh();
+        let mut tree = crate::audit::merkle::Tree::new();
+        for (n, e) in o.disk.iter().enumerate() {
+            full.replay(&e.entry, &e.bytes).ok()?;
+            if n < k {
+                head.replay(&e.entry, &e.bytes).ok()?;
+                tree.push(&e.bytes);
+            }
+        }
+        let snap = head.snapshot(0, 0);
+        let snap: crate::wire::store::Snapshot =
+            prost::Message::decode(prost::Message::encode_to_vec(&snap).as_slice()).ok()?;
+        let mut restored = fresh();
+        if let Err(e) = restored.restore(&snap, tree) {
+            return Some(format!(
+                "the snapshot after {k} entries does not restore: {e}"
+            ));
+        }
+        for e in o.disk.iter().skip(k) {
+            if let Err(e) = restored.replay(&e.entry, &e.bytes) {
+                return Some(format!("the tail after {k} does not replay: {e:?}"));
+            }
+        }
+        digest_diff(
+            "restored",
+            &restored.fold_digest(),
+            "replayed",
+            &full.fold_digest(),
+        )
+    }
+
     /// Where office `i`'s live core differs from a core replayed from its
     /// durable log ([`Core::fold_digest`]), the first few lines of each;
     /// `None` when they agree or the office is down.
@@ -530,16 +637,7 @@ impl Sim {
                 return Some(format!("its log does not replay: {e:?}"));
             }
         }
-        let replayed = replayed.fold_digest();
-        (live != replayed).then(|| {
-            live.lines()
-                .zip(replayed.lines())
-                .filter(|(a, b)| a != b)
-                .take(4)
-                .map(|(a, b)| format!("live     {a}\nreplayed {b}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+        digest_diff("live", &live, "replayed", &replayed.fold_digest())
     }
 
     /// Every core (those running now and those started later) keeps its
@@ -980,6 +1078,7 @@ impl Sim {
             }
             self.put_on_line(i, to, t.class, t.frame);
         }
+        self.maybe_snapshot(i);
         true
     }
 
@@ -1265,4 +1364,27 @@ impl Sim {
     pub fn rng(&mut self) -> &mut StdRng {
         &mut self.rng
     }
+}
+
+/// The first lines where two fold digests differ, each labelled; `None`
+/// when they are equal.
+fn digest_diff(a_name: &str, a: &str, b_name: &str, b: &str) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let mut lines: Vec<String> = a
+        .lines()
+        .zip(b.lines())
+        .filter(|(x, y)| x != y)
+        .take(4)
+        .map(|(x, y)| format!("{a_name:<9}{x}\n{b_name:<9}{y}"))
+        .collect();
+    if lines.is_empty() {
+        lines.push(format!(
+            "{a_name} has {} lines, {b_name} {}",
+            a.lines().count(),
+            b.lines().count()
+        ));
+    }
+    Some(lines.join("\n"))
 }

@@ -27,6 +27,14 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/hotline.v1.rs"));
 }
 
+/// Types generated from `proto/store.proto` and `proto/snapshot.proto`:
+/// local storage records (the history index's, the core's snapshot),
+/// never sent and never signed.
+#[allow(missing_docs, clippy::all)]
+pub mod store {
+    include!(concat!(env!("OUT_DIR"), "/hotline.store.v1.rs"));
+}
+
 pub use envelope::{sha256, Domain, EnvelopeError, KeyId};
 pub use frame::{FrameBuf, FrameError, MAX_FRAME_LEN};
 pub use id::MessageId;
