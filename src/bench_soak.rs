@@ -328,8 +328,8 @@ pub fn run(opts: &SoakOptions, exe: &Path) -> Result<SoakReport, DemoError> {
         _ => 0.0,
     };
     let log_bytes = [
-        std::fs::metadata(dirs[0].log()).map_or(0, |m| m.len()),
-        std::fs::metadata(dirs[1].log()).map_or(0, |m| m.len()),
+        crate::audit::segments::total_len(&dirs[0].log()).unwrap_or(0),
+        crate::audit::segments::total_len(&dirs[1].log()).unwrap_or(0),
     ];
     drop(nodes);
     Ok(SoakReport {

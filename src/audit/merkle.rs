@@ -405,6 +405,21 @@ impl Frontier {
     pub fn held(&self) -> usize {
         self.kept.len()
     }
+
+    /// The right edge as (stored-hash index, hash) pairs, to save it.
+    pub fn edge(&self) -> Vec<(u64, Hash)> {
+        self.kept.iter().map(|(i, h)| (*i, *h)).collect()
+    }
+
+    /// The tree of `size` leaves whose right edge is `edge` (as
+    /// [`Frontier::edge`] gave it); `None` unless `edge` is exactly the
+    /// hashes such a tree keeps.
+    pub fn from_edge(size: u64, edge: &[(u64, Hash)]) -> Option<Self> {
+        let want: Vec<u64> = sub_tree_index(0, size, vec![]);
+        let kept: BTreeMap<u64, Hash> = edge.iter().copied().collect();
+        (kept.len() == edge.len() && kept.keys().copied().eq(want.iter().copied()))
+            .then_some(Frontier { size, kept })
+    }
 }
 
 #[cfg(test)]

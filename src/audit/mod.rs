@@ -27,7 +27,9 @@ pub mod inspect;
 pub mod merkle;
 pub mod proof;
 pub mod record;
+pub mod segments;
 pub mod store;
+pub mod verified;
 pub mod verify;
 
 pub use record::{RecordError, MAX_ENTRY_LEN, RECORD_HEADER_LEN};

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::checkpoint::{self, CheckpointError};
 use super::merkle::{Frontier, Hash};
-use super::store::{scan, LogError, StoredEntry};
+use super::store::{scan_from, LogError, StoredEntry};
+pub use super::verified::VerifiedState;
 use crate::identity::{keys, OfficeCard, OfficeName, Peer};
 use crate::wire::envelope::{Domain, KeyId};
 use crate::wire::proto::{log_entry::Event, CardUpdate, PeerEnvelope};
@@ -55,6 +56,15 @@ pub struct VerifyReport {
     pub failure: Option<Failure>,
     /// Peak resident memory of this process so far, KiB (Linux only).
     pub peak_rss_kib: Option<u64>,
+    /// Set when this was an incremental check: the index of the sealing
+    /// checkpoint it started from. The entries before it were checked by
+    /// an earlier verify, whose saved state vouches for them; they were
+    /// not read again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_checkpoint: Option<u64>,
+    /// Why an incremental check could not start where asked, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// This process's peak resident set size in KiB, from `/proc/self/status`.
@@ -74,14 +84,40 @@ impl VerifyReport {
 /// One office's keys over the log's life: its card's, and those its card
 /// updates in the log replaced (docs/protocol.md §8d).
 #[derive(Clone)]
-struct KeySet {
-    message: Vec<VerifyingKey>,
+pub(super) struct KeySet {
+    pub(super) message: Vec<VerifyingKey>,
     /// Log keys with their origins.
-    log: Vec<(VerifyingKey, String)>,
+    pub(super) log: Vec<(VerifyingKey, String)>,
 }
 
 impl KeySet {
-    fn new(office: &OfficeName, message: VerifyingKey, log: VerifyingKey) -> Self {
+    pub(super) fn absorb_from(&mut self, other: &KeySet) {
+        self.absorb(other)
+    }
+
+    fn absorb(&mut self, other: &KeySet) {
+        for k in &other.message {
+            if !self.message.contains(k) && self.message.len() < MAX_KEY_HISTORY {
+                self.message.push(*k);
+            }
+        }
+        for (k, origin) in &other.log {
+            if !self.log.iter().any(|(l, _)| l == k) && self.log.len() < MAX_KEY_HISTORY {
+                self.log.push((*k, origin.clone()));
+            }
+        }
+    }
+
+    /// The checkpoint under whichever of the log keys signed it (for a
+    /// saved state's check).
+    pub(super) fn open_checkpoint(
+        &self,
+        note: &[u8],
+    ) -> Result<checkpoint::SignedCheckpoint, CheckpointError> {
+        self.open(note)
+    }
+
+    pub(super) fn new(office: &OfficeName, message: VerifyingKey, log: VerifyingKey) -> Self {
         KeySet {
             message: vec![message],
             log: vec![(log, checkpoint::origin(office, &log))],
@@ -140,10 +176,23 @@ impl KeySet {
 /// Keys kept per office: the card's and this many replaced ones.
 pub const MAX_KEY_HISTORY: usize = 64;
 
-struct Keys {
-    me: String,
-    own: KeySet,
-    peers: HashMap<String, KeySet>,
+pub(super) struct Keys {
+    pub(super) me: String,
+    pub(super) own: KeySet,
+    pub(super) peers: HashMap<String, KeySet>,
+}
+
+impl Keys {
+    /// Adds the keys `other` holds that these lack (a saved state's,
+    /// collected from the log before it), within [`MAX_KEY_HISTORY`].
+    fn absorb(&mut self, other: &Keys) {
+        self.own.absorb(&other.own);
+        for (name, set) in &other.peers {
+            if let Some(mine) = self.peers.get_mut(name) {
+                mine.absorb(set);
+            }
+        }
+    }
 }
 
 struct Pending {
@@ -160,6 +209,11 @@ struct Verifier {
     own_checkpoints: BTreeMap<u64, Hash>,
     batch: Vec<Pending>,
     report: VerifyReport,
+    /// Global offsets where a sealed segment ends.
+    seals: Vec<u64>,
+    /// The state at the latest sealing checkpoint reached with nothing
+    /// wrong before it.
+    saved: Option<VerifiedState>,
 }
 
 impl Verifier {
@@ -259,8 +313,35 @@ impl Verifier {
         }
     }
 
+    /// At a checkpoint that seals a segment, before it is checked: keeps
+    /// what a later incremental verify needs to start here, if everything
+    /// before it verified.
+    fn at_seal(&mut self, e: &StoredEntry) {
+        let end = e
+            .offset
+            .saturating_add(super::RECORD_HEADER_LEN as u64)
+            .saturating_add(e.bytes.len() as u64);
+        if self.seals.binary_search(&end).is_err() {
+            return;
+        }
+        self.flush();
+        if self.report.failure.is_some() {
+            return;
+        }
+        self.saved = Some(VerifiedState::capture(
+            &self.keys,
+            (e.entry.index, e.offset),
+            &self.frontier,
+            &self.own_checkpoints,
+            &self.report,
+        ));
+    }
+
     fn entry(&mut self, e: StoredEntry) {
         let (index, offset) = (e.entry.index, e.offset);
+        if matches!(e.entry.event, Some(Event::CheckpointIssued(_))) {
+            self.at_seal(&e);
+        }
         match &e.entry.event {
             Some(Event::MessageSent(pe)) => self.envelope(&e, pe, Domain::Message, true),
             Some(Event::MessageReceived(pe)) => self.envelope(&e, pe, Domain::Message, false),
@@ -358,19 +439,7 @@ pub fn verify(
     card: &OfficeCard,
     peers: &[Peer],
 ) -> Result<VerifyReport, LogError> {
-    let log = card.log_verifying_key().map_err(|e| LogError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-    })?;
-    let message = card.message_verifying_key().map_err(|e| LogError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-    })?;
-    let peers: Vec<(OfficeName, VerifyingKey, VerifyingKey)> = peers
-        .iter()
-        .map(|p| (p.name.clone(), p.message_key, p.log_key))
-        .collect();
-    verify_with_keys(path, &card.office, &message, &log, &peers)
+    verify_saving(path, card, peers).map(|(r, _)| r)
 }
 
 /// Verifies the log at `path` of office `office` (message key `message`,
@@ -383,7 +452,7 @@ pub fn verify_with_keys(
     log: &VerifyingKey,
     peers: &[(OfficeName, VerifyingKey, VerifyingKey)],
 ) -> Result<VerifyReport, LogError> {
-    let mut keys = Keys {
+    let keys = Keys {
         me: office.to_string(),
         own: KeySet::new(office, *message, *log),
         peers: peers
@@ -391,10 +460,92 @@ pub fn verify_with_keys(
             .map(|(name, m, l)| (name.to_string(), KeySet::new(name, *m, *l)))
             .collect(),
     };
+    run(path, office, keys, None).map(|(r, _)| r)
+}
+
+/// Verifies the log at `path` as [`verify`] does, and returns besides the
+/// report the state at its latest sealing checkpoint reached with nothing
+/// wrong before it (to save for [`verify_from_checkpoint`]).
+pub fn verify_saving(
+    path: &std::path::Path,
+    card: &OfficeCard,
+    peers: &[Peer],
+) -> Result<(VerifyReport, Option<VerifiedState>), LogError> {
+    let keys = card_keys(path, card, peers)?;
+    run(path, &card.office, keys, None)
+}
+
+/// Verifies only the log after the sealing checkpoint where `state` (saved
+/// by an earlier verify of this log) stands: that checkpoint is checked
+/// again, signature and root, against the state's tree, then everything
+/// after it. When the state does not fit this log, the whole log is
+/// verified and the report's `note` says why.
+pub fn verify_from_checkpoint(
+    path: &std::path::Path,
+    card: &OfficeCard,
+    peers: &[Peer],
+    state: &VerifiedState,
+) -> Result<(VerifyReport, Option<VerifiedState>), LogError> {
+    let keys = card_keys(path, card, peers)?;
+    match state.resume(path, &card.office, &keys) {
+        Ok(resume) => run(path, &card.office, keys, Some(resume)),
+        Err(why) => {
+            let (mut r, saved) = run(path, &card.office, keys, None)?;
+            r.note = Some(format!(
+                "the saved state cannot be used ({why}); verified the whole log"
+            ));
+            Ok((r, saved))
+        }
+    }
+}
+
+fn card_keys(path: &std::path::Path, card: &OfficeCard, peers: &[Peer]) -> Result<Keys, LogError> {
+    let bad = |e: String| LogError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    };
+    let log = card.log_verifying_key().map_err(|e| bad(e.to_string()))?;
+    let message = card
+        .message_verifying_key()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Keys {
+        me: card.office.to_string(),
+        own: KeySet::new(&card.office, message, log),
+        peers: peers
+            .iter()
+            .map(|p| {
+                (
+                    p.name.to_string(),
+                    KeySet::new(&p.name, p.message_key, p.log_key),
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Where an incremental verify starts.
+pub(super) struct Resume {
+    pub(super) start: super::store::ScanStart,
+    pub(super) frontier: Frontier,
+    pub(super) own_checkpoints: BTreeMap<u64, Hash>,
+    pub(super) keys: Keys,
+    pub(super) counts: [u64; 4],
+}
+
+fn run(
+    path: &std::path::Path,
+    office: &OfficeName,
+    mut keys: Keys,
+    resume: Option<Resume>,
+) -> Result<(VerifyReport, Option<VerifiedState>), LogError> {
+    let start = resume.as_ref().map(|r| r.start).unwrap_or_default();
+    if let Some(r) = &resume {
+        keys.absorb(&r.keys);
+    }
     // The keys the log's card updates replaced sign what came before them
     // (and what the peer sent while it changed over): collect them first.
     // A first pass decodes only those entries' payloads.
-    let _ = scan(path, |e| {
+    let _ = scan_from(path, start, |e| {
         let (pe, set, name) = match &e.entry.event {
             Some(Event::CardUpdateSent(pe)) => (pe, Some(&mut keys.own), office.clone()),
             Some(Event::CardUpdateReceived(pe)) => {
@@ -410,24 +561,40 @@ pub fn verify_with_keys(
             set.add_replaced(&name, &u);
         }
     });
+    let seals: Vec<u64> = match super::segments::list(path) {
+        Ok(segs) => {
+            let n = segs.len().saturating_sub(1);
+            segs.iter().take(n).map(|s| s.end()).collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    let from_checkpoint = resume.as_ref().map(|r| r.start.index);
+    let (frontier, own_checkpoints, counts) = match resume {
+        Some(r) => (r.frontier, r.own_checkpoints, r.counts),
+        None => (Frontier::new(), BTreeMap::new(), [0; 4]),
+    };
     let mut v = Verifier {
         keys,
-        frontier: Frontier::new(),
-        own_checkpoints: BTreeMap::new(),
+        frontier,
+        own_checkpoints,
         batch: Vec::with_capacity(BATCH),
         report: VerifyReport {
             entries: 0,
             bytes: 0,
             root: String::new(),
-            checkpoints: 0,
-            signatures: 0,
-            cosignatures: 0,
-            unchecked: 0,
+            checkpoints: counts[0],
+            signatures: counts[1],
+            cosignatures: counts[2],
+            unchecked: counts[3],
             failure: None,
             peak_rss_kib: None,
+            from_checkpoint,
+            note: None,
         },
+        seals,
+        saved: None,
     };
-    let scanned = scan(path, |e| v.entry(e));
+    let scanned = scan_from(path, start, |e| v.entry(e));
     v.flush();
     match scanned {
         Ok(summary) => {
@@ -455,5 +622,12 @@ pub fn verify_with_keys(
     }
     v.report.root = hex::encode(v.frontier.root().0);
     v.report.peak_rss_kib = peak_rss_kib();
-    Ok(v.report)
+    // A state is worth keeping only if nothing failed before it.
+    let saved = v.saved.filter(|s| {
+        v.report
+            .failure
+            .as_ref()
+            .is_none_or(|f| f.index >= s.checkpoint_index)
+    });
+    Ok((v.report, saved))
 }

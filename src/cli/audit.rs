@@ -24,9 +24,18 @@ pub enum AuditCommand {
     /// Entries as a table, filtered.
     Show(ShowArgs),
     /// Check every checksum, root, signature and cosignature; names the first bad entry.
+    ///
+    /// A full check reads the whole log, every segment, and saves its state at the
+    /// newest sealed segment (log/hotline.verified.json). With --from-checkpoint it
+    /// starts from that saved state instead: it checks the sealing checkpoint again
+    /// against the saved tree, then only the segments after it.
     Verify {
         /// Office directory.
         dir: PathBuf,
+        /// Start from the state the last verify saved at a sealed segment (falls back
+        /// to a full check, saying why, when there is none or it does not fit).
+        #[arg(long)]
+        from_checkpoint: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -166,9 +175,37 @@ pub fn run(cmd: AuditCommand) -> Res {
             Ok(exit::OK)
         }
         AuditCommand::Show(a) => show(a),
-        AuditCommand::Verify { dir, json } => {
+        AuditCommand::Verify {
+            dir,
+            from_checkpoint,
+            json,
+        } => {
             let (_, card, peers) = OfficeDir::new(&dir).load_public()?;
-            let r = verify::verify(&OfficeDir::new(&dir).log(), &card, &peers)?;
+            let log = OfficeDir::new(&dir).log();
+            let saved = if from_checkpoint {
+                hotline::audit::verified::load(&log).unwrap_or_else(|why| {
+                    eprintln!("note: the saved verify state cannot be read ({why})");
+                    None
+                })
+            } else {
+                None
+            };
+            let (mut r, state) = match &saved {
+                Some(s) => verify::verify_from_checkpoint(&log, &card, &peers, s)?,
+                None => verify::verify_saving(&log, &card, &peers)?,
+            };
+            if from_checkpoint && saved.is_none() && r.note.is_none() {
+                r.note = Some(
+                    "no saved verify state (a full verify saves one once the log has a sealed segment); verified the whole log"
+                        .into(),
+                );
+            }
+            // Best effort: a reader without write access still verifies.
+            if let Some(state) = state.filter(|s| saved.as_ref() != Some(s)) {
+                if let Err(e) = hotline::audit::verified::save(&log, &state) {
+                    eprintln!("note: could not save the verify state for --from-checkpoint: {e}");
+                }
+            }
             if json {
                 print_json(&r);
             } else {

@@ -361,7 +361,9 @@ struct DemoArgs {
 #[derive(Args, Debug)]
 struct BenchArgs {
     /// What to measure: `link` (two nodes: throughput, latency), `audit`
-    /// (`audit verify` throughput and peak memory as the log grows), `line`
+    /// (`audit verify` throughput and peak memory as the log grows, and a
+    /// node's start time and memory from its snapshot and from the whole
+    /// log; 10^7 entries need about 14 GB free in TMPDIR), `line`
     /// (two node processes beside a raw QUIC stream on an emulated lossy
     /// line: goodput and bytes on the wire), `health` (false DEGRADED and
     /// SILENT alarms on a working lossy line, then how fast cuts are seen)
@@ -383,7 +385,8 @@ struct BenchArgs {
     /// second).
     #[arg(long, default_value = "crisis", value_parser = ["normal", "elevated", "crisis"])]
     level: String,
-    /// line: runs, each measuring hotline and raw QUIC (min/median/max).
+    /// line: runs, each measuring hotline and raw QUIC (min/median/max);
+    /// audit: node starts of each kind per log size (min/median/max).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// line: keep each run's office directories (node.log at debug level,
@@ -400,7 +403,7 @@ struct BenchArgs {
     /// officer acknowledges each as it arrives).
     #[arg(long)]
     no_ack: bool,
-    /// audit: log sizes in entries, comma-separated.
+    /// audit: log sizes in entries, comma-separated (e.g. 100000,1000000,10000000).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     entries: Vec<u64>,
     /// link: messages for the throughput run (default 2000); line: messages

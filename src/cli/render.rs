@@ -424,6 +424,14 @@ pub fn audit_info(office: &str, i: &hotline::audit::info::Info) {
 }
 
 pub fn verify_report(r: &hotline::audit::verify::VerifyReport) {
+    if let Some(note) = &r.note {
+        println!("note: {note}");
+    }
+    if let Some(i) = r.from_checkpoint {
+        println!(
+            "incremental: from the sealing checkpoint at entry {i} (the entries before it were verified earlier and not read again; run without --from-checkpoint for the full check)"
+        );
+    }
     println!(
         "{} entries, {} checkpoints, {} signatures, {} cosignatures checked; root {}",
         r.entries, r.checkpoints, r.signatures, r.cosignatures, r.root
@@ -500,9 +508,6 @@ pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
             "SIGS/S",
             "÷ BATCH FLOOR",
             "PEAK RSS",
-            "START",
-            "READ+HASH",
-            "START ÷ READ+HASH",
         ],
         r.points
             .iter()
@@ -515,9 +520,39 @@ pub fn bench_audit(r: &hotline::bench_audit::AuditBenchReport) {
                     format!("{:.0}", p.signatures_per_s),
                     format!("{:.2}", p.ratio_to_batch_floor),
                     format!("{:.1} MiB", p.peak_rss_mib),
-                    format!("{:.2} s", p.start_s),
-                    format!("{:.3} s", p.read_hash_s),
-                    format!("{:.1}", p.start_ratio),
+                ]
+            })
+            .collect(),
+    );
+    println!("\nnode start (min / median / max), resident memory once serving:\n");
+    let spread = |s: &hotline::bench_line::Spread| {
+        format!("{:.3} / {:.3} / {:.3} s", s.min, s.median, s.max)
+    };
+    table(
+        &[
+            "ENTRIES",
+            "TAIL",
+            "FROM SNAPSHOT",
+            "RSS",
+            "÷ TAIL READ+HASH",
+            "FULL REPLAY",
+            "RSS",
+            "÷ READ+HASH",
+            "SNAPSHOT ÷ FULL",
+        ],
+        r.points
+            .iter()
+            .map(|p| {
+                vec![
+                    p.entries.to_string(),
+                    p.tail_entries.to_string(),
+                    spread(&p.start_snapshot_s),
+                    format!("{:.1} MiB", p.start_snapshot_rss_mib),
+                    format!("{:.1}", p.snapshot_start_ratio_to_floor),
+                    spread(&p.start_full_s),
+                    format!("{:.1} MiB", p.start_full_rss_mib),
+                    format!("{:.1}", p.full_start_ratio_to_floor),
+                    format!("{:.3}", p.snapshot_start_ratio_to_full),
                 ]
             })
             .collect(),

@@ -751,6 +751,43 @@ impl CatchUp {
     }
 }
 
+/// Folds entries just made durable (appended from byte `start` to `end`)
+/// into the history index, which then stands at the core's tree `root`.
+/// The index is made durable with each checkpoint; between them a machine
+/// crash may lose its tail, which the next start folds in again.
+pub fn fold_appended(
+    h: &mut History,
+    entries: &[crate::audit::Persisted],
+    start: u64,
+    end: u64,
+    root: [u8; 32],
+) -> Result<(), HistoryError> {
+    let mut offset = start;
+    let mut indexed = Vec::with_capacity(entries.len());
+    let mut durable = false;
+    for e in entries {
+        indexed.push(Indexed {
+            entry: &e.entry,
+            offset,
+        });
+        durable |= matches!(
+            e.entry.event,
+            Some(crate::wire::proto::log_entry::Event::CheckpointIssued(_))
+        );
+        offset = offset
+            .saturating_add(crate::audit::RECORD_HEADER_LEN as u64)
+            .saturating_add(e.bytes.len() as u64);
+    }
+    let after = Position {
+        next_index: entries
+            .last()
+            .map_or(0, |e| e.entry.index.saturating_add(1)),
+        next_offset: end,
+        root,
+    };
+    h.apply(indexed, after, durable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,9 @@ pub struct Storage {
     /// full", exit code 9) and keeps the rest for what peers send it: their
     /// messages are still logged and receipted.
     pub min_free_bytes: u64,
+    /// The log is a series of segment files: one that has reached this
+    /// many bytes is sealed at the next checkpoint and a new one begun.
+    pub segment_bytes: u64,
 }
 
 /// 64 MiB: tens of thousands of incoming messages.
@@ -50,6 +53,7 @@ impl Default for Storage {
     fn default() -> Self {
         Storage {
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            segment_bytes: crate::audit::segments::SEGMENT_BYTES,
         }
     }
 }

@@ -10,9 +10,12 @@
 //! DIR/tls/node.crt, node.key  node certificate signed by the CA (key 0600)
 //! DIR/control.token           bearer token for the control API (0600)
 //! DIR/peers/NAME.card.toml    pinned peer cards
-//! DIR/log/hotline.log         the append-only log, the node's only store
+//! DIR/log/hotline.log         the append-only log, the node's only store: its
+//! DIR/log/hotline.<I>.log       first segment, and the later ones (audit::segments)
 //! DIR/log/history.redb        the history index (derived from the log)
-//! DIR/log/tree.hashes         the log's Merkle hashes (derived, rewritten at start)
+//! DIR/log/tree.hashes         the log's Merkle hashes (derived)
+//! DIR/log/snapshot            the node's state at a cosigned checkpoint (derived)
+//! DIR/log/hotline.verified.json  `audit verify`'s state at a sealed segment
 //! DIR/run/                    lock and control.addr while a node runs
 //! ```
 
@@ -144,7 +147,8 @@ impl OfficeDir {
     pub fn lock(&self) -> PathBuf {
         self.root.join("run/lock")
     }
-    /// The log file.
+    /// The log: its first segment, the path every log tool takes (the
+    /// later segments sit beside it).
     pub fn log(&self) -> PathBuf {
         self.root.join("log/hotline.log")
     }

@@ -23,7 +23,7 @@ use crate::control::api::{self, Delivery, InboxEntry, OutboxEntry, PeerStatus, S
 use crate::control::WatchEvent;
 use crate::core::{Core, CoreEvent, SubmitError};
 use crate::history::views::{self, Page};
-use crate::history::{History, Indexed, Position};
+use crate::history::History;
 use crate::identity::rotation;
 use crate::identity::OfficeName;
 use crate::wire::proto::{frame::Body, Frame, Precedence};
@@ -1273,7 +1273,7 @@ impl Actor {
                 if r.is_ok() {
                     spool::delete(&spool_dir, &deletes);
                     if let Some((h, _)) = history.as_mut() {
-                        if let Err(e) = fold_committed(h, &entries, start, log.len_bytes(), root) {
+                        if let Err(e) = crate::history::fold_appended(h, &entries, start, log.len_bytes(), root) {
                             tracing::error!("{e}; views are unavailable until the node restarts and rebuilds the index");
                             history = None;
                         }
@@ -1731,40 +1731,3 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
 /// What a view says once the history index has failed.
 const HISTORY_GONE: &str =
     "the history index failed (see the node's log); restart the node to rebuild it from the log";
-
-/// Folds entries just made durable (appended from byte `start` to `end`)
-/// into the history index, which then stands at the core's tree `root`.
-/// The index is made durable with each checkpoint; between them a machine
-/// crash may lose its tail, which the next start folds in again.
-fn fold_committed(
-    h: &mut History,
-    entries: &[crate::audit::Persisted],
-    start: u64,
-    end: u64,
-    root: [u8; 32],
-) -> Result<(), crate::history::HistoryError> {
-    let mut offset = start;
-    let mut indexed = Vec::with_capacity(entries.len());
-    let mut durable = false;
-    for e in entries {
-        indexed.push(Indexed {
-            entry: &e.entry,
-            offset,
-        });
-        durable |= matches!(
-            e.entry.event,
-            Some(crate::wire::proto::log_entry::Event::CheckpointIssued(_))
-        );
-        offset = offset
-            .saturating_add(crate::audit::RECORD_HEADER_LEN as u64)
-            .saturating_add(e.bytes.len() as u64);
-    }
-    let after = Position {
-        next_index: entries
-            .last()
-            .map_or(0, |e| e.entry.index.saturating_add(1)),
-        next_offset: end,
-        root,
-    };
-    h.apply(indexed, after, durable)
-}

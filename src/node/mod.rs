@@ -388,10 +388,11 @@ pub async fn start(office: Office, opts: NodeOptions) -> Result<RunningNode, Nod
     let offline::NodeLoad {
         mut core,
         history,
-        log,
+        mut log,
         recovered,
         snapshot: from_snapshot,
     } = offline::open_for_node(&office)?;
+    log.set_segment_bytes(office.config.storage.segment_bytes);
     match from_snapshot {
         Some((k, _)) => tracing::info!(
             "started from the snapshot after entry {k}; replayed the {} entries after it",
