@@ -285,29 +285,35 @@ fn read_and_hash(path: &Path, from: u64) -> Result<f64, AuditBenchError> {
 }
 
 /// A node process started on `dir`: seconds until its control API
-/// answered, and its resident memory then (MiB). It is killed afterwards
-/// (a clean stop would write entries and a snapshot the next start uses).
+/// answered, and its resident memory then (MiB). It is then stopped
+/// cleanly (a killed node leaves its history index to be repaired at the
+/// next start, which would be timed too).
 fn start_node(exe: &Path, dir: &OfficeDir) -> Result<(f64, f64), AuditBenchError> {
     let run = |e: String| AuditBenchError::Run(e);
     let t = Instant::now();
     let mut nodes = crate::bench_line::start_nodes(exe, std::slice::from_ref(dir))
         .map_err(|e| run(e.to_string()))?;
     let node = nodes.pop().ok_or_else(|| run("no node".into()))?;
-    crate::bench_line::wait_until(std::time::Duration::from_secs(3_600), "node start", || {
-        crate::control::ControlClient::from_dir(dir)
-            .ok()?
-            .status()
+    // Asked every 2 ms: the start being timed may take only a few.
+    loop {
+        let up = crate::control::ControlClient::from_dir(dir)
             .ok()
-    })
-    .map_err(|e| {
-        run(format!(
-            "{e} (see {})",
-            dir.root().join("node.log").display()
-        ))
-    })?;
+            .and_then(|c| c.status().ok());
+        if up.is_some() {
+            break;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(3_600) {
+            return Err(run(format!(
+                "the node did not serve within an hour (see {})",
+                dir.root().join("node.log").display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     let secs = t.elapsed().as_secs_f64();
     let rss = crate::bench_soak::rss_mib(node.pid());
-    drop(node);
+    node.stop()
+        .map_err(|e| run(format!("stopping the node: {e}")))?;
     Ok((secs, rss))
 }
 
@@ -322,6 +328,7 @@ pub fn disk_needed(entries: u64) -> u64 {
 pub fn run(
     sizes: &[u64],
     runs: usize,
+    keep: Option<&Path>,
     progress: bool,
 ) -> Result<AuditBenchReport, AuditBenchError> {
     let say = |s: String| {
@@ -336,13 +343,18 @@ pub fn run(
     let mut points = Vec::new();
     for &n in sizes {
         let tmp = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
+        let root = match keep {
+            Some(k) => k.join(format!("audit-{n}")),
+            None => tmp.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
         // Bounded in disk: refuse up front rather than fill the disk.
-        let free = crate::audit::free_bytes(tmp.path()).map_err(|e| err(e.to_string()))?;
+        let free = crate::audit::free_bytes(&root).map_err(|e| err(e.to_string()))?;
         if free < disk_needed(n) {
             return Err(err(format!(
                 "a log of {n} entries needs about {} MiB free in {}; {} MiB are (set TMPDIR to a larger file system, or bench fewer entries)",
                 disk_needed(n) >> 20,
-                tmp.path().display(),
+                root.display(),
                 free >> 20
             )));
         }
@@ -350,7 +362,7 @@ pub fn run(
         say(format!(
             "writing a log of {n} entries (snapshot {tail} entries before its end)..."
         ));
-        let dir = make_log(tmp.path(), n, tail, progress)?;
+        let dir = make_log(&root, n, tail, progress)?;
         say(format!("verifying {n} entries..."));
         let t = Instant::now();
         let out = std::process::Command::new(&exe)
@@ -373,9 +385,14 @@ pub fn run(
         let read_hash_s = read_and_hash(&dir.log(), 0)?;
         let tail_read_hash_s = read_and_hash(&dir.log(), snap.log_offset)?;
         let runs = runs.max(1);
+        // Each clean stop writes a newer snapshot: every run starts from
+        // the one made before the tail.
+        let first_snapshot = std::fs::read(dir.snapshot()).map_err(|e| err(e.to_string()))?;
         let mut snap_starts = Vec::new();
         let mut snap_rss = Vec::new();
         for i in 0..runs {
+            crate::identity::files::write_private(&dir.snapshot(), &first_snapshot)
+                .map_err(|e| err(e.to_string()))?;
             say(format!(
                 "starting a node from its snapshot ({} of {runs})...",
                 i + 1

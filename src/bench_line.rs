@@ -218,6 +218,26 @@ impl NodeProcess {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// Stops the node as an operator does (SIGTERM), waiting up to a
+    /// minute for it to exit; killed if it does not.
+    pub fn stop(mut self) -> std::io::Result<()> {
+        let pid = i32::try_from(self.0.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| std::io::Error::other("no such process"))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) {
+            if self.0.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(std::io::Error::other(
+            "the node did not stop within a minute",
+        ))
+    }
 }
 
 impl Drop for NodeProcess {

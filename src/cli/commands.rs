@@ -591,7 +591,7 @@ fn demo(a: super::DemoArgs) -> Res {
 
 fn bench(a: super::BenchArgs) -> Res {
     if a.scenario == "audit" {
-        let report = hotline::bench_audit::run(&a.entries, a.runs, !a.json)?;
+        let report = hotline::bench_audit::run(&a.entries, a.runs, a.keep.as_deref(), !a.json)?;
         if a.json {
             print_json(&report);
         } else {

@@ -390,7 +390,8 @@ struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// line: keep each run's office directories (node.log at debug level,
-    /// the logs) under DIR/run-N instead of deleting them.
+    /// the logs) under DIR/run-N instead of deleting them; audit: keep each
+    /// generated office under DIR/audit-ENTRIES.
     #[arg(long, value_name = "DIR")]
     keep: Option<std::path::PathBuf>,
     /// soak: a report row every this many messages.

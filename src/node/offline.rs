@@ -327,29 +327,26 @@ impl Loader {
             return;
         }
         let index = e.entry.index;
-        let tree = self.core.tree();
-        let r = if index < self.core.next_index() {
-            // Already in the snapshot's state: for the index only.
-            self.catch_up.feed(
-                &mut self.history,
-                e,
-                || tree.root_at(index).map(|r| r.0).unwrap_or_default(),
-                || {
-                    tree.root_at(index.saturating_add(1))
-                        .map(|r| r.0)
-                        .unwrap_or_default()
-                },
-            )
-        } else {
-            let root_before = tree.root().0;
+        // An entry a snapshot already holds goes to the index only.
+        if index >= self.core.next_index() {
             if let Err(err) = self.core.replay(&e.entry, &e.bytes) {
                 self.replay_err = Some(err);
                 return;
             }
-            let tree = self.core.tree();
-            self.catch_up
-                .feed(&mut self.history, e, || root_before, || tree.root().0)
-        };
+        }
+        // The roots are asked for only at the index's position and at
+        // each batch it writes: computed then, not for every entry.
+        let tree = self.core.tree();
+        let r = self.catch_up.feed(
+            &mut self.history,
+            e,
+            || tree.root_at(index).map(|r| r.0).unwrap_or_default(),
+            || {
+                tree.root_at(index.saturating_add(1))
+                    .map(|r| r.0)
+                    .unwrap_or_default()
+            },
+        );
         if let Err(err) = r {
             self.history_err = Some(err);
         }
