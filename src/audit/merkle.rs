@@ -15,11 +15,9 @@
 //!   enough to extend the tree and compute its current root. `audit verify`
 //!   uses it so that its memory stays flat however long the log grows.
 
-use std::collections::BTreeMap;
-
 use tlog_tiles::{
-    check_record, check_tree, prove_record, prove_tree, record_hash, stored_hash_count,
-    stored_hash_index, stored_hashes, sub_tree_index, tree_hash, HashReader,
+    check_record, check_tree, node_hash, prove_record, prove_tree, record_hash, stored_hash_count,
+    stored_hash_index, tree_hash, HashReader,
 };
 pub use tlog_tiles::{Hash, EMPTY_HASH};
 
@@ -117,12 +115,9 @@ impl HashReader for Tree {
         indexes
             .iter()
             .map(|&i| {
-                let h = match (self.frontier.kept.get(&i), &self.store) {
-                    (Some(h), _) => Some(*h),
-                    (None, Store::Memory(v)) => {
-                        usize::try_from(i).ok().and_then(|i| v.get(i)).copied()
-                    }
-                    (None, Store::File(f)) => f.read(i),
+                let h = match &self.store {
+                    Store::Memory(v) => usize::try_from(i).ok().and_then(|i| v.get(i)).copied(),
+                    Store::File(f) => f.read(i),
                 };
                 h.ok_or(tlog_tiles::Error::IndexesNotInTree)
             })
@@ -198,15 +193,17 @@ impl Tree {
             tail: Vec::new(),
             failed: false,
         };
-        let mut kept = BTreeMap::new();
-        for i in sub_tree_index(0, size, vec![]) {
+        let mut edge = Vec::new();
+        for (_, i) in edge_indexes(size) {
             let h = store
                 .read(i)
                 .ok_or_else(|| format!("cannot read hash {i} of {}", path.display()))?;
-            kept.insert(i, h);
+            edge.push((i, h));
         }
+        let frontier =
+            Frontier::from_edge(size, &edge).ok_or("the tree's right edge does not read")?;
         let tree = Tree {
-            frontier: Frontier { size, kept },
+            frontier,
             store: Store::File(store),
         };
         if tree.root() != root {
@@ -342,24 +339,49 @@ pub fn verify_consistency(
 
 /// The right edge of a tree: extends it and gives its root in O(log n)
 /// memory.
+///
+/// The edge is the roots of the complete subtrees the leaves so far make,
+/// largest (leftmost) first: one per set bit of the size. Appending a leaf
+/// merges equal-sized subtrees from the right, which makes exactly the
+/// stored hashes tlog makes for that leaf; the root folds the edge from the
+/// right. Hashing is `tlog_tiles`' own (`record_hash`, `node_hash`).
 #[derive(Debug, Default, Clone)]
 pub struct Frontier {
     size: u64,
-    kept: BTreeMap<u64, Hash>,
+    /// (height, hash) of each complete subtree, largest first.
+    edge: Vec<(u8, Hash)>,
 }
 
 impl HashReader for Frontier {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let edge = self.edge();
         indexes
             .iter()
             .map(|i| {
-                self.kept
-                    .get(i)
-                    .copied()
+                edge.iter()
+                    .find(|(j, _)| j == i)
+                    .map(|(_, h)| *h)
                     .ok_or(tlog_tiles::Error::IndexesNotInTree)
             })
             .collect()
     }
+}
+
+/// The stored-hash index of each complete subtree on the right edge of a
+/// tree of `size` leaves, largest first, with its height.
+// Heights are below 64 and shifts by them stay in range; `start` counts
+// leaves before `size`.
+#[allow(clippy::arithmetic_side_effects)]
+fn edge_indexes(size: u64) -> impl Iterator<Item = (u8, u64)> {
+    let mut start = 0u64;
+    (0..64u8).rev().filter_map(move |h| {
+        let width = 1u64 << h;
+        (size & width != 0).then(|| {
+            let at = stored_hash_index(h, start >> h);
+            start += width;
+            (h, at)
+        })
+    })
 }
 
 impl Frontier {
@@ -380,45 +402,68 @@ impl Frontier {
 
     /// Appends the leaf for `entry`; returns the stored hashes it made
     /// (the leaf's and the interior nodes it completed), in stored order.
-    // The frontier keeps the right edge, which is all the library reads;
-    // sizes count entries of a log and cannot reach u64::MAX.
-    #[allow(clippy::expect_used, clippy::arithmetic_side_effects)]
+    // Heights stay below 64: a log's size cannot reach 2^64.
+    #[allow(clippy::arithmetic_side_effects)]
     fn push_hashes(&mut self, entry: &[u8]) -> Vec<Hash> {
-        let first = stored_hash_count(self.size);
-        let new = stored_hashes(self.size, entry, self).expect("the right edge is kept");
-        for (k, h) in new.iter().enumerate() {
-            self.kept.insert(first + k as u64, *h);
+        let mut h = record_hash(entry);
+        let mut new = Vec::with_capacity(2);
+        new.push(h);
+        let mut height = 0u8;
+        while let Some(&(top, left)) = self.edge.last() {
+            if top != height {
+                break;
+            }
+            self.edge.pop();
+            h = node_hash(left, h);
+            height += 1;
+            new.push(h);
         }
+        self.edge.push((height, h));
         self.size += 1;
-        let keep: std::collections::BTreeSet<u64> =
-            sub_tree_index(0, self.size, vec![]).into_iter().collect();
-        self.kept.retain(|i, _| keep.contains(i));
         new
     }
 
     /// Root of the tree so far.
     pub fn root(&self) -> Hash {
-        tree_hash(self.size, self).unwrap_or(EMPTY_HASH) // the right edge is kept
+        let mut right = self.edge.iter().rev();
+        let Some(&(_, mut h)) = right.next() else {
+            return EMPTY_HASH;
+        };
+        for &(_, left) in right {
+            h = node_hash(left, h);
+        }
+        h
     }
 
     /// Hashes held (for memory checks).
     pub fn held(&self) -> usize {
-        self.kept.len()
+        self.edge.len()
     }
 
     /// The right edge as (stored-hash index, hash) pairs, to save it.
     pub fn edge(&self) -> Vec<(u64, Hash)> {
-        self.kept.iter().map(|(i, h)| (*i, *h)).collect()
+        edge_indexes(self.size)
+            .zip(&self.edge)
+            .map(|((_, i), (_, h))| (i, *h))
+            .collect()
     }
 
     /// The tree of `size` leaves whose right edge is `edge` (as
     /// [`Frontier::edge`] gave it); `None` unless `edge` is exactly the
     /// hashes such a tree keeps.
     pub fn from_edge(size: u64, edge: &[(u64, Hash)]) -> Option<Self> {
-        let want: Vec<u64> = sub_tree_index(0, size, vec![]);
-        let kept: BTreeMap<u64, Hash> = edge.iter().copied().collect();
-        (kept.len() == edge.len() && kept.keys().copied().eq(want.iter().copied()))
-            .then_some(Frontier { size, kept })
+        let want: Vec<(u8, u64)> = edge_indexes(size).collect();
+        if want.len() != edge.len() || want.iter().zip(edge).any(|((_, w), (i, _))| w != i) {
+            return None;
+        }
+        Some(Frontier {
+            size,
+            edge: want
+                .iter()
+                .zip(edge)
+                .map(|((h, _), (_, x))| (*h, *x))
+                .collect(),
+        })
     }
 }
 
@@ -635,6 +680,28 @@ mod tests {
         bytes[0] ^= 1; // the first leaf's hash
         std::fs::write(&path, &bytes).unwrap();
         assert_ne!(file.root_at(1), mem.root_at(1));
+    }
+
+    #[test]
+    fn the_frontier_keeps_the_edge_tlog_names_and_roots_as_tlog_does() {
+        let mut f = Frontier::new();
+        let mut mem = Tree::new();
+        for n in 1..=2_100u64 {
+            let entry = n.to_be_bytes();
+            let made = f.push_hashes(&entry);
+            // The stored hashes tlog makes for that leaf, from the tree
+            // that holds them all.
+            let first = stored_hash_count(n - 1);
+            mem.push(&entry);
+            let want: Vec<u64> = (first..stored_hash_count(n)).collect();
+            assert_eq!(made, mem.read_hashes(&want).unwrap(), "leaf {n}");
+            let edge: Vec<u64> = f.edge().iter().map(|(i, _)| *i).collect();
+            assert_eq!(edge, tlog_tiles::sub_tree_index(0, n, vec![]), "size {n}");
+            assert_eq!(f.root(), tree_hash(n, &mem).unwrap(), "root at {n}");
+            let back = Frontier::from_edge(n, &f.edge()).unwrap();
+            assert_eq!(back.root(), f.root());
+        }
+        assert!(Frontier::from_edge(5, &f.edge()).is_none());
     }
 
     #[test]

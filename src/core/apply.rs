@@ -19,8 +19,9 @@ use super::OutState;
 use crate::audit::checkpoint::{self, SignedCheckpoint};
 use crate::identity::OfficeName;
 use crate::wire::proto::{
-    log_entry::Event, LogEntry, Message, NegativeReceipt, PeerEnvelope, Receipt, SignedEnvelope,
+    log_entry::Event, LogEntry, NegativeReceipt, PeerEnvelope, Receipt, SignedEnvelope,
 };
+use crate::wire::store::MessageHead;
 use crate::wire::{sha256, MessageId};
 
 impl Core {
@@ -51,7 +52,7 @@ impl Core {
         };
         match event {
             Event::MessageSent(pe) => {
-                let (env, msg) = own_message(pe).map_err(bad)?;
+                let (env, msg) = own_message_head(pe).map_err(bad)?;
                 let Some(ch) = channel_for(&mut self.channels, &pe.peer) else {
                     return Ok(()); // peer since removed from config: history only
                 };
@@ -69,7 +70,7 @@ impl Core {
                         id,
                         envelope: env.clone(),
                         hash: sha256(&env.payload),
-                        precedence: msg.precedence(),
+                        precedence: precedence_of(msg.precedence),
                         attempts: 0,
                         on_link: false,
                         deadline: None,
@@ -77,12 +78,12 @@ impl Core {
                 );
                 let peer = ch.peer.clone();
                 let base_mono = live.map_or(0, |n| n.mono_ms as i64);
-                let awaits_ack = msg.kind() != crate::wire::proto::Kind::Acknowledgement;
+                let awaits_ack = msg.kind != crate::wire::proto::Kind::Acknowledgement as i32;
                 self.track_sent(
                     &peer,
                     seq,
                     id,
-                    (msg.precedence(), awaits_ack),
+                    (precedence_of(msg.precedence), awaits_ack),
                     entry.time_unix_ms,
                     base_mono,
                 );
@@ -109,7 +110,7 @@ impl Core {
             Event::MessageReceived(pe) => {
                 let env = pe.envelope.clone().unwrap_or_default();
                 let msg =
-                    Message::decode(env.payload.as_slice()).map_err(|e| bad(e.to_string()))?;
+                    MessageHead::decode(env.payload.as_slice()).map_err(|e| bad(e.to_string()))?;
                 let Some(ch) = channel_for(&mut self.channels, &pe.peer) else {
                     return Ok(());
                 };
@@ -232,9 +233,16 @@ pub(super) fn decode_env<M: prost::Message + Default>(pe: &PeerEnvelope) -> Resu
     M::decode(env.payload.as_slice()).map_err(|e| e.to_string())
 }
 
-pub(super) fn own_message(pe: &PeerEnvelope) -> Result<(&SignedEnvelope, Message), String> {
+/// A precedence number as the wire's enum (unspecified when unknown, as
+/// prost's accessor reads it).
+fn precedence_of(p: i32) -> crate::wire::proto::Precedence {
+    crate::wire::proto::Precedence::try_from(p).unwrap_or_default()
+}
+
+/// Our logged message's envelope and the fields the fold reads.
+fn own_message_head(pe: &PeerEnvelope) -> Result<(&SignedEnvelope, MessageHead), String> {
     let env = pe.envelope.as_ref().ok_or("entry has no envelope")?;
-    let msg = Message::decode(env.payload.as_slice()).map_err(|e| e.to_string())?;
+    let msg = MessageHead::decode(env.payload.as_slice()).map_err(|e| e.to_string())?;
     Ok((env, msg))
 }
 
