@@ -183,9 +183,9 @@ impl VerifiedState {
             own,
             peers,
         };
-        // The card's keys count too (the state may predate nothing, but a
-        // check with fewer keys than a full verify's would be wrong).
-        keys.own.absorb_from(&card_keys.own);
+        // The card's current keys too: it may have been replaced since the
+        // state was saved, and a full verify would know its keys.
+        keys.own.absorb(&card_keys.own);
         // The checkpoint it stands at must be in this log, where it says,
         // signed by the office, over exactly the saved tree.
         let reader = super::LogReader::open(path).map_err(|e| e.to_string())?;

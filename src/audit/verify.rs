@@ -91,11 +91,9 @@ pub(super) struct KeySet {
 }
 
 impl KeySet {
-    pub(super) fn absorb_from(&mut self, other: &KeySet) {
-        self.absorb(other)
-    }
-
-    fn absorb(&mut self, other: &KeySet) {
+    /// Adds the keys `other` holds that these lack, within
+    /// [`MAX_KEY_HISTORY`].
+    pub(super) fn absorb(&mut self, other: &KeySet) {
         for k in &other.message {
             if !self.message.contains(k) && self.message.len() < MAX_KEY_HISTORY {
                 self.message.push(*k);

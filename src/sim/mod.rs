@@ -560,19 +560,10 @@ impl Sim {
         if core.next_index() != o.disk.len() as u64 || !o.snapshots.due(core) {
             return;
         }
-        let offsets: Vec<u64> = o
-            .disk
-            .iter()
-            .scan(0u64, |at, e| {
-                let start = *at;
-                *at += (crate::audit::RECORD_HEADER_LEN + e.bytes.len()) as u64;
-                Some(start)
-            })
-            .collect();
-        let end = o.disk.last().zip(offsets.last()).map_or(0, |(e, s)| {
-            s + (crate::audit::RECORD_HEADER_LEN + e.bytes.len()) as u64
-        });
-        let snap = core.snapshot(end, offsets.last().copied().unwrap_or(0));
+        let record = |e: &Persisted| (crate::audit::RECORD_HEADER_LEN + e.bytes.len()) as u64;
+        let end: u64 = o.disk.iter().map(record).sum();
+        let last_start = end - o.disk.last().map_or(0, record);
+        let snap = core.snapshot(end, last_start);
         o.snapshots.taken(snap.entries, snap.cosigned_size);
         o.snapshot = Some(prost::Message::encode_to_vec(&snap));
     }
